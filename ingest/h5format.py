@@ -32,6 +32,8 @@ FORMAT_VERSION = 1
 LINE_DTYPES = {"rf": ("int16", "float32"), "envelope": ("int16", "float32"), "iq": ("complex64",)}
 #: Largest n_samples a file may declare (a 2 m deep line sampled at 100 MHz is ~260k).
 MAX_SAMPLES = 1 << 20
+#: Largest number of annotations a file may declare (read whole by ``mmode info``).
+MAX_ANNOTATIONS = 1 << 20
 
 
 def _check_dtype(meta: AcquisitionMeta, dtype: np.dtype, source: str) -> np.dtype:
@@ -66,13 +68,19 @@ def write_recording(
 ) -> None:
     """Write a whole recording to a format v1 file (overwrites ``path``).
 
-    ``compress`` stores ``/lines`` with gzip (level 4) and byte shuffle: lossless, about
-    half the size for simulator RF, still readable by any HDF5 tool.
+    ``compress`` stores ``/lines`` with gzip (level 1) and byte shuffle: lossless, still
+    readable by any HDF5 tool. Measured on noisy 2048-sample int16 RF: 0.72 of the raw size,
+    about 10k lines/s to write and 40-50k lines/s to read (level 4: 0.70, 25 % slower to write).
     """
     path = str(path)
     check_lines(lines, meta, path)
     dtype = _check_dtype(meta, lines.dtype, path)
     n_lines, n_samples = lines.shape
+    if n_lines == 0 or n_samples > MAX_SAMPLES:
+        raise FormatError(describe(path, f"at least one line of at most {MAX_SAMPLES} samples", lines.shape))
+    for a in annotations:
+        if not 0 <= a.start_line <= a.end_line <= n_lines:
+            raise FormatError(describe(f"{path}:/annotations", f"0 <= start_line <= end_line <= {n_lines}", a))
     with h5py.File(path, "w") as f:
         _write_meta(f, meta)
         f.create_dataset(
@@ -80,7 +88,7 @@ def write_recording(
             data=lines,
             maxshape=(None, n_samples),
             chunks=(min(max(n_lines, 1), _chunk_lines(n_samples, dtype.itemsize)), n_samples),
-            **({"compression": "gzip", "compression_opts": 4, "shuffle": True} if compress else {}),
+            **({"compression": "gzip", "compression_opts": 1, "shuffle": True} if compress else {}),
         )
         if timestamps_s is not None:
             ts = np.asarray(timestamps_s, dtype=np.float64)
@@ -162,6 +170,7 @@ class H5Writer:
             raise FormatError(describe(self.path, "an open writer", "a closed one"))
         if lines.ndim != 2 or lines.shape[1] != self.n_samples:
             raise FormatError(describe(self.path, f"lines of shape (n, {self.n_samples})", lines.shape))
+        check_lines(lines, self.meta, self.path)
         ts = np.asarray(timestamps_s, dtype=np.float64)
         if ts.shape != (lines.shape[0],):
             raise FormatError(describe(self.path, f"timestamps of shape ({lines.shape[0]},)", ts.shape))
@@ -228,8 +237,8 @@ def read_h5(path: str | Path) -> Recording:
         timestamps_fn = None
         if "timestamps_s" in f:
             tds = f["timestamps_s"]
-            if tds.shape[0] < n_lines or tds.ndim != 1:
-                raise FormatError(describe(f"{path}:/timestamps_s", f"shape ({n_lines},)", tds.shape))
+            if tds.ndim != 1 or tds.shape[0] < n_lines or tds.dtype.kind != "f":
+                raise FormatError(describe(f"{path}:/timestamps_s", f"float shape ({n_lines},)", f"{tds.dtype} {tds.shape}"))
 
             def timestamps_fn() -> np.ndarray:
                 return np.asarray(tds[:n_lines], dtype=np.float64)
@@ -259,6 +268,7 @@ def read_h5(path: str | Path) -> Recording:
         truth_fn=truth_fn,
         annotations=annotations,
         close_fn=f.close,
+        file_format=f"{FORMAT_NAME}-h5 v{FORMAT_VERSION}",
     )
 
 
@@ -267,6 +277,9 @@ def _read_annotations(f: h5py.File, path: str, n_lines: int) -> tuple[Annotation
         return ()
     g = f["annotations"]
     try:
+        sizes = [g[name].size for name in ("start_line", "end_line", "label")]
+        if max(sizes) > MAX_ANNOTATIONS:
+            raise FormatError(describe(f"{path}:/annotations", f"at most {MAX_ANNOTATIONS} annotations", sizes))
         start, end, label = g["start_line"][()], g["end_line"][()], g["label"][()]
     except KeyError as exc:
         raise FormatError(describe(f"{path}:/annotations", "datasets start_line, end_line, label", f"missing ({exc})")) from None
@@ -287,8 +300,8 @@ def _truth_loader(f: h5py.File, path: str, n_lines: int):
             raise FormatError(describe(f"{path}:/truth", f"dataset {name}", "none"))
     if "classes" not in g["labels"].attrs:
         raise FormatError(describe(f"{path}:/truth/labels", "attribute classes", "none"))
-    if g["labels"].shape != (n_lines,):
-        raise FormatError(describe(f"{path}:/truth/labels", f"shape ({n_lines},)", g["labels"].shape))
+    if g["labels"].shape != (n_lines,) or g["labels"].dtype.kind not in "iu":
+        raise FormatError(describe(f"{path}:/truth/labels", f"integer labels of shape ({n_lines},)", f"{g['labels'].dtype} {g['labels'].shape}"))
     n_depths = g["depths_m"].shape[0]
     if g["displacement_m"].shape != (n_lines, n_depths):
         raise FormatError(describe(f"{path}:/truth/displacement_m", f"shape ({n_lines}, {n_depths})", g["displacement_m"].shape))

@@ -37,6 +37,8 @@ class Recording:
     timestamps_fn, truth_fn : optional lazy loaders for ``/timestamps_s`` and ground truth.
     annotations : labelled spans.
     close_fn : releases the file handle.
+    file_format : short name of the on-disk format (``"mmode-h5 v1"``, ``"clarius-raw"``, ...),
+        reported by :meth:`info`.
     """
 
     def __init__(
@@ -51,6 +53,7 @@ class Recording:
         truth_fn: Callable[[], Truth] | None = None,
         annotations: tuple[Annotation, ...] = (),
         close_fn: Callable[[], None] | None = None,
+        file_format: str = "",
     ) -> None:
         self.source = source
         self.meta = meta
@@ -61,6 +64,7 @@ class Recording:
         self._timestamps_fn = timestamps_fn
         self._truth_fn = truth_fn
         self._close_fn = close_fn
+        self.file_format = file_format
 
     # -- properties ------------------------------------------------------------------------
     @property
@@ -99,6 +103,17 @@ class Recording:
             t = float(ts[i]) if ts is not None else i / self.meta.prf_hz
             yield LineBlock(seq=i, t_s=t, lines=self.read(i, j))
 
+    def check_finite(self, max_block_bytes: int = 16 << 20) -> int:
+        """Read every line in blocks of at most ``max_block_bytes`` and return ``n_lines``.
+
+        Raises :class:`DataError` naming the first line holding NaN or Inf (integer samples
+        are always finite, but are still read so that damaged storage is found too).
+        """
+        block_lines = max(1, max_block_bytes // max(1, self.n_samples * self.dtype.itemsize))
+        for start in range(0, self.n_lines, block_lines):
+            self.read(start, min(start + block_lines, self.n_lines))
+        return self.n_lines
+
     def timestamps_s(self) -> np.ndarray:
         """(n_lines,) float64 acquisition times; from the file if stored, else ``i / prf_hz``."""
         if self._timestamps_fn is None:
@@ -114,6 +129,7 @@ class Recording:
         d = self.meta.to_dict()
         d.update(
             source=self.source,
+            format=self.file_format,
             n_lines=self.n_lines,
             n_samples=self.n_samples,
             dtype=str(self.dtype),

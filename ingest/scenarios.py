@@ -1,0 +1,623 @@
+"""Scenario definitions for the M-mode simulator: anatomy, motion and class label.
+
+A scenario builds a :class:`Scene`: a set of point reflectors (speckle scatterers drawn
+in tissue layers, plus bright specular interfaces modelled as single strong points) and a
+deterministic :class:`Motion` that says, for any absolute time ``t_s``, where every point
+is, how far the sliding lung has moved sideways, which populations are in view, and the
+class label. :mod:`mmode.ingest.simulator` turns a scene into RF lines.
+
+Geometry is drawn from the scene's random generator (layer thicknesses, interface
+strengths, wall excursions within physiological ranges), so each seed gives a slightly
+different patient; the same seed gives the same patient.
+
+Motion model
+------------
+Axial displacement (metres, positive away from the probe) of a point with reference depth
+``z`` at time ``t`` is ``d(z, t) = sum_j P_j(z) * W_j(t)``: a few depth profiles ``P_j``
+(piecewise linear between nodes) times time waveforms ``W_j`` (breathing, heartbeat).
+Reverberation artefacts (A-lines, ring-down) at ``k`` times a reflector's depth move
+``k`` times as far as that reflector. Lung sliding is lateral: sliding-lung scatterers sit
+on a 2-D (lateral x depth) field that moves sideways by ``slide_m(t)`` through a Gaussian
+beam of lateral width ``BEAM_SIGMA_X_M``, so their speckle decorrelates while their axial
+truth displacement stays the (small) breathing motion.
+
+Visibility groups: 0 always in view; 1 the aerated lung under the pleura (in contact);
+2 the air of a pneumothorax (static reverberations). ``lung_point`` alternates 1 and 2
+with breathing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from mmode.ingest.meta import CLASSES
+
+#: Standard deviation of the (two-way) Gaussian beam profile, metres.
+BEAM_SIGMA_X_M = 0.4e-3
+#: Lateral support of the beam for sliding scatterers, in standard deviations: a scatterer
+#: enters the beam at 4 % amplitude (-27 dB), well below the speckle it joins.
+BEAM_HALF_SIGMAS = 2.5
+#: Number of sinusoids in the lateral shimmer of a sliding lung.
+SHIMMER_TONES = 6
+#: Visibility groups.
+ALWAYS, LUNG, AIR = 0, 1, 2
+N_GROUPS = 3
+
+
+@dataclass(frozen=True)
+class ScenarioInfo:
+    """Public description of a scenario (``mmode simulate --list``).
+
+    name : scenario name (the key of :data:`SCENARIOS`).
+    label : class name, one of :data:`mmode.ingest.meta.CLASSES`.
+    description : what a sonographer sees on screen.
+    depth_m, f0_hz, fs_hz : suggested imaging depth and probe for this view.
+    rate_per_min : default of the scenario's main rhythm, per minute: heart rate for the
+        cardiac views, breathing rate for the others (0 for no_contact, which has none).
+    attenuation_db_cm_mhz : mean attenuation of the tissue in the view.
+    """
+
+    name: str
+    label: str
+    description: str
+    depth_m: float
+    f0_hz: float
+    fs_hz: float
+    rate_per_min: float
+    attenuation_db_cm_mhz: float
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "label": self.label,
+            "description": self.description,
+            "depth_m": self.depth_m,
+            "f0_hz": self.f0_hz,
+            "fs_hz": self.fs_hz,
+            "rate_per_min": self.rate_per_min,
+            "attenuation_db_cm_mhz": self.attenuation_db_cm_mhz,
+        }
+
+
+@dataclass
+class Motion:
+    """Motion of a scene at ``n`` times.
+
+    waves : (n, n_components) float64, the waveforms ``W_j(t)`` (dimensionless).
+    slide_m : (n,) float64, lateral displacement of the sliding lung, metres.
+    visibility : (n, N_GROUPS) float64 in [0, 1], weight of each visibility group.
+    labels : (n,) int64, index into CLASSES.
+    """
+
+    waves: np.ndarray
+    slide_m: np.ndarray
+    visibility: np.ndarray
+    labels: np.ndarray
+
+
+@dataclass
+class Scene:
+    """Point reflectors of one simulated patient and their motion.
+
+    z_m : (n_pts,) reference depth of each point, metres.
+    amp : (n_pts,) signed reflectivity (arbitrary units; speckle ~1, bright interfaces 10-40).
+    x_m : (n_pts,) lateral position, metres (0 for points on the beam axis).
+    slide : (n_pts,) uint8, 1 for points that move laterally with ``Motion.slide_m``.
+    group : (n_pts,) int64 visibility group (ALWAYS, LUNG, AIR).
+    disp_scale : (n_pts,) multiple of the displacement at ``ref_z_m`` (1; k for the k-th
+        reverberation of a reflector).
+    ref_z_m : (n_pts,) depth at which the displacement field is evaluated for the point.
+    profile_nodes : per motion component, (node depths in m, node values): ``P_j``, in
+        metres per unit of the component's waveform ``W_j``.
+    motion : ``t_s (n,) -> Motion``; deterministic function of absolute time.
+    attenuation_db_cm_mhz : mean attenuation along the line.
+    """
+
+    z_m: np.ndarray
+    amp: np.ndarray
+    x_m: np.ndarray
+    slide: np.ndarray
+    group: np.ndarray
+    disp_scale: np.ndarray
+    ref_z_m: np.ndarray
+    profile_nodes: list[tuple[np.ndarray, np.ndarray]]
+    motion: Callable[[np.ndarray], Motion]
+    attenuation_db_cm_mhz: float
+
+    def profiles(self, z_m: np.ndarray) -> np.ndarray:
+        """``P_j(z)`` at depths ``z_m`` (n,), shape (n, n_components), metres."""
+        z = np.asarray(z_m, dtype=np.float64)
+        out = np.empty((z.shape[0], len(self.profile_nodes)), dtype=np.float64)
+        for j, (nz, nv) in enumerate(self.profile_nodes):
+            out[:, j] = np.interp(z, nz, nv)
+        return out
+
+    def displacement_m(self, z_m: np.ndarray, t_s: np.ndarray) -> np.ndarray:
+        """Absolute axial displacement ``d(z, t)``, shape (len(t_s), len(z_m)), metres."""
+        return self.motion(np.asarray(t_s, dtype=np.float64)).waves @ self.profiles(z_m).T
+
+
+class _Points:
+    """Accumulates point reflectors while a scene is built."""
+
+    def __init__(self) -> None:
+        self.cols: dict[str, list[np.ndarray]] = {k: [] for k in ("z", "amp", "x", "slide", "group", "scale", "ref")}
+
+    def add(self, z, amp, *, x=0.0, slide=0, group=ALWAYS, scale=1.0, ref=None) -> None:
+        z = np.atleast_1d(np.asarray(z, dtype=np.float64))
+        n = z.shape[0]
+        self.cols["z"].append(z)
+        self.cols["amp"].append(np.broadcast_to(np.asarray(amp, dtype=np.float64), (n,)))
+        self.cols["x"].append(np.broadcast_to(np.asarray(x, dtype=np.float64), (n,)))
+        self.cols["slide"].append(np.full(n, slide, dtype=np.uint8))
+        self.cols["group"].append(np.full(n, group, dtype=np.int64))
+        self.cols["scale"].append(np.broadcast_to(np.asarray(scale, dtype=np.float64), (n,)))
+        self.cols["ref"].append(z if ref is None else np.broadcast_to(np.asarray(ref, dtype=np.float64), (n,)))
+
+    def speckle(self, rng, z_top, z_bottom, echogenicity, density_per_mm, **kw) -> None:
+        """Random scatterers uniform in [z_top, z_bottom), Gaussian amplitudes."""
+        if z_bottom <= z_top:
+            return
+        n = rng.poisson(density_per_mm * (z_bottom - z_top) * 1e3)
+        self.add(rng.uniform(z_top, z_bottom, n), echogenicity * rng.standard_normal(n), **kw)
+
+    def sliding_speckle(self, rng, z_top, z_bottom, echogenicity, density_per_mm, reach_m, group) -> None:
+        """Scatterers on a lateral x depth field covering every position the beam visits
+        while ``slide_m`` stays in [0, reach_m]; ``density_per_mm`` is the on-axis density."""
+        if z_bottom <= z_top:
+            return
+        x_lo, x_hi = -reach_m - BEAM_HALF_SIGMAS * BEAM_SIGMA_X_M, BEAM_HALF_SIGMAS * BEAM_SIGMA_X_M
+        # effective on-axis density: integral of the Gaussian beam weight is sqrt(2 pi) sigma_x
+        per_mm = density_per_mm * (x_hi - x_lo) / (math.sqrt(2 * math.pi) * BEAM_SIGMA_X_M)
+        n = rng.poisson(per_mm * (z_bottom - z_top) * 1e3)
+        self.add(
+            rng.uniform(z_top, z_bottom, n),
+            echogenicity * rng.standard_normal(n),
+            x=rng.uniform(x_lo, x_hi, n),
+            slide=1,
+            group=group,
+        )
+
+    def scene(self, profile_nodes, motion, attenuation_db_cm_mhz) -> Scene:
+        c = {k: np.ascontiguousarray(np.concatenate(v)) for k, v in self.cols.items()}
+        return Scene(
+            z_m=c["z"],
+            amp=c["amp"],
+            x_m=c["x"],
+            slide=c["slide"],
+            group=c["group"],
+            disp_scale=c["scale"],
+            ref_z_m=c["ref"],
+            profile_nodes=[(np.asarray(z, float), np.asarray(v, float)) for z, v in profile_nodes],
+            motion=motion,
+            attenuation_db_cm_mhz=attenuation_db_cm_mhz,
+        )
+
+
+# -- waveforms ------------------------------------------------------------------------------
+
+
+def breathing_waveform(t_s: np.ndarray, breath_per_min: float, phase0: float) -> np.ndarray:
+    """Lung volume over time in [0, 1]: raised-cosine inspiration (40 % of the cycle), then
+    expiration. ``phase0`` in [0, 1) is the phase at t = 0. Shape of ``t_s``."""
+    phase = np.mod(np.asarray(t_s, dtype=np.float64) * breath_per_min / 60.0 + phase0, 1.0)
+    insp = 0.4
+    return np.where(
+        phase < insp,
+        0.5 * (1 - np.cos(np.pi * phase / insp)),
+        0.5 * (1 + np.cos(np.pi * (phase - insp) / (1 - insp))),
+    )
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3 - 2 * x)
+
+
+class BeatSchedule:
+    """Beat onset times for a heart at ``rate_per_min``; deterministic, extended on demand.
+
+    Regular rhythm: RR intervals vary by 2 % (sinus variability) and every beat has an atrial
+    kick. Irregular rhythm (atrial fibrillation): RR intervals are log-normal with a 30 %
+    spread (0.35 to 2.2 times the mean, never below 0.3 s), there is no atrial kick, and the
+    excursion of a beat grows with the preceding filling time.
+    """
+
+    def __init__(self, rng: np.random.Generator, rate_per_min: float, irregular: bool) -> None:
+        self.mean_rr_s = 60.0 / rate_per_min
+        self.irregular = irregular
+        self._rng = rng
+        # onset (s), RR interval (s) and excursion gain of each beat; capacity doubles
+        self._beats = np.empty((3, 64), dtype=np.float64)
+        rr = self._draw()
+        self._beats[:, 0] = (-rng.uniform(0, rr), rr, 1.0)
+        self._n = 1
+
+    def _draw(self) -> float:
+        if self.irregular:
+            f = math.exp(0.3 * self._rng.standard_normal())
+            return max(0.3, self.mean_rr_s * min(max(f, 0.35), 2.2))
+        return self.mean_rr_s * (1 + 0.02 * self._rng.standard_normal())
+
+    def extend_to(self, t_s: float) -> None:
+        """Draw beats until the last one covers ``t_s``."""
+        while self._beats[0, self._n - 1] + self._beats[1, self._n - 1] <= t_s:
+            if self._n == self._beats.shape[1]:
+                self._beats = np.concatenate([self._beats, np.empty_like(self._beats)], axis=1)
+            onset, prev_rr = self._beats[0, self._n - 1], self._beats[1, self._n - 1]
+            rr = self._draw()
+            if self.irregular:
+                gain = float(np.clip((prev_rr / self.mean_rr_s) ** 0.5, 0.5, 1.2))
+            else:
+                gain = 1.0 + 0.03 * self._rng.standard_normal()
+            self._beats[:, self._n] = (onset + prev_rr, rr, gain)
+            self._n += 1
+
+    def contraction(self, t_s: np.ndarray) -> np.ndarray:
+        """Wall contraction in [0, ~1.2] at times ``t_s`` (0 end-diastole, 1 end-systole)."""
+        t = np.asarray(t_s, dtype=np.float64)
+        if t.size == 0:
+            return np.zeros_like(t)
+        if t.min() < self._beats[0, 0]:
+            raise ValueError("beat schedule starts after the requested time")
+        self.extend_to(float(t.max()))
+        onsets, rr, gain = self._beats[:, : self._n]
+        idx = np.searchsorted(onsets, t, side="right") - 1
+        return gain[idx] * _beat_shape(t - onsets[idx], rr[idx], atrial_kick=not self.irregular)
+
+
+def _beat_shape(tau: np.ndarray, rr: np.ndarray, atrial_kick: bool) -> np.ndarray:
+    """Contraction within one beat of length ``rr`` at time ``tau`` after its onset.
+
+    Systole (raised cosine 0 -> 1, about 0.3 s at 60/min), rapid filling back to 0.15,
+    diastasis, then the atrial kick 0.15 -> 0 (or, without one, a slow passive decline).
+    """
+    ts = np.minimum(0.3 * rr**0.4, 0.45 * rr)
+    tf = np.minimum(0.15, 0.4 * (rr - ts))
+    ta = np.minimum(0.12, 0.25 * (rr - ts))
+    rest = 0.15
+    out = np.zeros_like(tau)
+    sys = tau < ts
+    out[sys] = 0.5 * (1 - np.cos(np.pi * tau[sys] / ts[sys]))
+    fill = (~sys) & (tau < ts + tf)
+    out[fill] = 1 - (1 - rest) * 0.5 * (1 - np.cos(np.pi * (tau[fill] - ts[fill]) / tf[fill]))
+    dia = tau >= ts + tf
+    if atrial_kick:
+        kick_start = rr - ta
+        hold = dia & (tau < kick_start)
+        out[hold] = rest
+        kick = dia & (tau >= kick_start)
+        out[kick] = rest * 0.5 * (1 + np.cos(np.pi * (tau[kick] - kick_start[kick]) / ta[kick]))
+    else:
+        span = np.maximum(rr - ts - tf, 1e-6)
+        out[dia] = rest * (1 - (tau[dia] - ts[dia] - tf[dia]) / span[dia])
+    return out
+
+
+# -- lung views -----------------------------------------------------------------------------
+
+
+def _chest_wall(pts: _Points, rng: np.random.Generator) -> float:
+    """Skin, subcutaneous fat with septa, intercostal muscle with fascia; returns the depth
+    of the pleura in metres (12-20 mm)."""
+    skin = rng.uniform(1.5e-3, 2.5e-3)
+    fat = skin + rng.uniform(3e-3, 7e-3)
+    pleura = fat + rng.uniform(7e-3, 11e-3)
+    pts.add(rng.uniform(0.3e-3, 0.6e-3), 6.0)  # skin entry
+    pts.speckle(rng, 0.2e-3, skin, 1.0, 20)
+    pts.speckle(rng, skin, fat, 0.35, 15)
+    n_septa = rng.integers(1, 4)
+    pts.add(rng.uniform(skin, fat, n_septa), rng.uniform(1.5, 3.0, n_septa) * rng.choice([-1, 1], n_septa))
+    pts.speckle(rng, fat, pleura - 0.3e-3, 0.8, 20)
+    n_fascia = rng.integers(2, 5)
+    pts.add(rng.uniform(fat, pleura - 1e-3, n_fascia), rng.uniform(2.0, 4.0, n_fascia) * rng.choice([-1, 1], n_fascia))
+    return pleura
+
+
+def _a_lines(pts: _Points, pleura_m: float, depth_m: float, amp: float, ratio: float, group: int) -> None:
+    """Reverberations of the pleural line at k times its depth, moving k times as far."""
+    k = 2
+    while k * pleura_m < depth_m + 2e-3:
+        pts.add(k * pleura_m, amp * ratio ** (k - 1), group=group, scale=float(k), ref=pleura_m)
+        k += 1
+
+
+def _lung(
+    name: str, rng: np.random.Generator, depth_m: float, heart_per_min: float, breath_per_min: float, alpha: float
+) -> Scene:
+    """Lung views: chest wall, bright pleural line, and under it the sliding lung (LUNG
+    group: speckle moving sideways with breathing plus a small lateral "lung pulse" at the
+    heart rate, weak A-lines) and/or pneumothorax air (AIR group: static texture, strong
+    A-lines)."""
+    pts = _Points()
+    z_p = _chest_wall(pts, rng)
+    pleura_amp = rng.uniform(22.0, 32.0)
+    pts.add(z_p, pleura_amp)
+    # Scalars first and unconditionally, so that every lung view with the same seed has the
+    # same chest wall, pleura and breathing phase (seamless scenario changes in a sequence).
+    axial_m = rng.uniform(0.1e-3, 0.4e-3)  # axial breathing motion of the pleura
+    slide_max_m = rng.uniform(8e-3, 15e-3)  # lateral lung excursion per breath
+    pulse_m = rng.uniform(0.3e-3, 0.8e-3)  # lateral lung pulse per heartbeat
+    phase0 = rng.uniform()
+    beats = BeatSchedule(np.random.default_rng(rng.integers(1 << 62)), heart_per_min, irregular=False)
+    # shimmer: small, continuous lateral motion (transmitted pulsations), 1.5-6 Hz, ~0.35 mm rms
+    shimmer_hz = rng.uniform(1.5, 6.0, SHIMMER_TONES)
+    shimmer_phase = rng.uniform(0, 2 * np.pi, SHIMMER_TONES)
+    shimmer_m = 0.35e-3 * math.sqrt(2.0 / SHIMMER_TONES)
+    bottom = depth_m + 2e-3
+    if name in ("lung_sliding", "lung_point"):
+        reach_m = slide_max_m + 1.2 * pulse_m + 2 * shimmer_m * SHIMMER_TONES
+        pts.sliding_speckle(rng, z_p + 0.3e-3, bottom, 0.55, 10, reach_m, LUNG)
+        _a_lines(pts, z_p, depth_m, pleura_amp, rng.uniform(0.3, 0.45), LUNG)
+    if name in ("no_sliding", "lung_point"):
+        pts.speckle(rng, z_p + 0.3e-3, bottom, 0.3, 12, group=AIR)
+        _a_lines(pts, z_p, depth_m, pleura_amp, rng.uniform(0.5, 0.65), AIR)
+    label = CLASSES.index(name)
+
+    def motion(t_s: np.ndarray) -> Motion:
+        b = breathing_waveform(t_s, breath_per_min, phase0)
+        n = b.shape[0]
+        vis = np.zeros((n, N_GROUPS))
+        vis[:, ALWAYS] = 1.0
+        if name == "lung_sliding":
+            vis[:, LUNG] = 1.0
+        elif name == "no_sliding":
+            vis[:, AIR] = 1.0
+        else:  # lung point: the lung slides into view during inspiration
+            g = _smoothstep((b - 0.35) / 0.3)
+            vis[:, LUNG] = g
+            vis[:, AIR] = 1.0 - g
+        if name == "no_sliding":
+            slide = np.zeros(n)
+        else:
+            shimmer = np.sin(2 * np.pi * shimmer_hz[None, :] * t_s[:, None] + shimmer_phase[None, :])
+            # offset by the shimmer's largest swing so that slide_m stays in [0, reach_m]
+            shimmer_sum = shimmer_m * (SHIMMER_TONES + shimmer.sum(axis=1))
+            slide = slide_max_m * b + pulse_m * beats.contraction(t_s) + shimmer_sum
+        return Motion(
+            waves=b[:, None].copy(),
+            slide_m=slide,
+            visibility=vis,
+            labels=np.full(n, label, dtype=np.int64),
+        )
+
+    nodes = [(0.0, 0.0), (z_p, axial_m), (bottom + 1.0, axial_m)]
+    return pts.scene([tuple(zip(*nodes))], motion, alpha)
+
+
+def _sinusoid(rng: np.random.Generator, depth_m: float, breath_per_min: float, alpha: float) -> Scene:
+    """Pleural effusion: anechoic band between parietal pleura and lung; the lung line swings
+    towards the pleura on inspiration (sinusoid sign)."""
+    pts = _Points()
+    z_p = _chest_wall(pts, rng)
+    pts.add(z_p, rng.uniform(15.0, 22.0))
+    avail = max(depth_m - z_p - 8e-3, 6e-3)
+    effusion = min(rng.uniform(10e-3, 22e-3), avail)
+    z_l = z_p + effusion
+    swing = effusion * rng.uniform(0.35, 0.55)
+    # sparse faint echoes floating in the fluid
+    pts.speckle(rng, z_p + 0.5e-3, z_l - 0.5e-3, 0.08, 1.0)
+    pts.add(z_l, rng.uniform(10.0, 16.0))
+    bottom = depth_m + swing + 3e-3  # tissue moving up into view must exist below the line
+    pts.speckle(rng, z_l + 0.2e-3, bottom, 0.7, 18)  # compressed / consolidated lung
+    phase0 = rng.uniform()
+    label = CLASSES.index("sinusoid")
+    axial_m = rng.uniform(0.1e-3, 0.3e-3)
+
+    def motion(t_s: np.ndarray) -> Motion:
+        b = breathing_waveform(t_s, breath_per_min, phase0)
+        n = b.shape[0]
+        vis = np.zeros((n, N_GROUPS))
+        vis[:, ALWAYS] = 1.0
+        return Motion(b[:, None].copy(), np.zeros(n), vis, np.full(n, label, dtype=np.int64))
+
+    # displacement: chest wall breathing motion plus the lung swinging up by `swing`
+    nodes = [(0.0, 0.0), (z_p, axial_m), (z_l, axial_m - swing), (bottom + 1.0, axial_m - swing)]
+    return pts.scene([tuple(zip(*nodes))], motion, alpha)
+
+
+# -- cardiac view ---------------------------------------------------------------------------
+
+
+def _cardiac(
+    name: str, rng: np.random.Generator, depth_m: float, rate_per_min: float, breath_per_min: float, alpha: float
+) -> Scene:
+    """Parasternal LV M-mode: chest wall, RV free wall, RV cavity, septum, LV cavity,
+    posterior wall, bright pericardium. Geometry is scaled down for views shallower than
+    11 cm (a smaller heart), so every depth shows both LV walls. The heart also drifts
+    1-2.5 mm with breathing (second motion component)."""
+    s = float(np.clip(depth_m / 0.11, 0.45, 1.0)) * rng.uniform(0.92, 1.05)
+    pts = _Points()
+    z_cw = rng.uniform(8e-3, 14e-3) * s
+    pts.add(rng.uniform(0.3e-3, 0.6e-3), 6.0)
+    pts.speckle(rng, 0.2e-3, z_cw, 0.8, 18)
+    pts.add(z_cw, 6.0)
+    rv_a = z_cw + 1e-3 * s
+    rv_b = rv_a + rng.uniform(3e-3, 5e-3) * s
+    ivs_a = rv_b + rng.uniform(12e-3, 18e-3) * s
+    ivs_b = ivs_a + rng.uniform(8e-3, 11e-3) * s
+    lv_b = ivs_b + rng.uniform(42e-3, 52e-3) * s
+    pw_b = lv_b + rng.uniform(8e-3, 11e-3) * s
+    peri = pw_b + 1.0e-3 * s
+    bottom = depth_m + 15e-3  # deep tissue moves up by up to ~10 mm in systole
+    for a, b in ((rv_a, rv_b), (ivs_a, ivs_b), (lv_b, pw_b)):
+        pts.speckle(rng, a, b, 0.55, 18)
+        pts.add(a, rng.uniform(3.0, 6.0))
+        pts.add(b, rng.uniform(3.0, 6.0))
+    for a, b in ((rv_b, ivs_a), (ivs_b, lv_b)):
+        pts.speckle(rng, a, b, 0.04, 10)  # blood
+    pts.add(peri, rng.uniform(25.0, 35.0))
+    pts.speckle(rng, peri + 0.5e-3, bottom, 0.45, 15)
+    # systolic excursions (m, positive away from the probe)
+    e_rv = rng.uniform(1.0e-3, 2.5e-3) * s
+    e_ivs_a = rng.uniform(2.5e-3, 4.0e-3) * s
+    e_ivs_b = rng.uniform(5.0e-3, 7.0e-3) * s
+    e_pw_a = -rng.uniform(9.0e-3, 12.0e-3) * s
+    e_pw_b = -rng.uniform(6.5e-3, 8.5e-3) * s
+    nodes = [
+        (0.0, 0.0),
+        (z_cw, 0.0),
+        (rv_a, e_rv),
+        (rv_b, e_rv),
+        (ivs_a, e_ivs_a),
+        (ivs_b, e_ivs_b),
+        (lv_b, e_pw_a),
+        (pw_b, e_pw_b),
+        (peri, 0.8 * e_pw_b),
+        (bottom + 0.01, 0.2 * e_pw_b),
+        (bottom + 1.0, 0.2 * e_pw_b),
+    ]
+    beats = BeatSchedule(np.random.default_rng(rng.integers(1 << 62)), rate_per_min, name == "cardiac_irregular")
+    drift_m = rng.uniform(1.0e-3, 2.5e-3) * rng.choice([-1.0, 1.0])
+    phase0 = rng.uniform()
+    label = CLASSES.index(name)
+
+    def motion(t_s: np.ndarray) -> Motion:
+        c = beats.contraction(t_s)
+        b = breathing_waveform(t_s, breath_per_min, phase0)
+        n = c.shape[0]
+        vis = np.zeros((n, N_GROUPS))
+        vis[:, ALWAYS] = 1.0
+        return Motion(np.stack([c, b], axis=1), np.zeros(n), vis, np.full(n, label, dtype=np.int64))
+
+    drift = [(0.0, 0.0), (z_cw, 0.0), (rv_a, drift_m), (bottom + 1.0, drift_m)]
+    return pts.scene([tuple(zip(*nodes)), tuple(zip(*drift))], motion, alpha)
+
+
+# -- no contact -----------------------------------------------------------------------------
+
+
+def _no_contact(rng: np.random.Generator, depth_m: float, alpha: float) -> Scene:
+    """Probe in air: the lens rings down (reverberations at multiples of the lens thickness
+    decaying with depth); beyond that only electronic noise."""
+    pts = _Points()
+    lens_m = rng.uniform(0.5e-3, 0.9e-3)
+    ratio = rng.uniform(0.55, 0.75)
+    k = np.arange(1, 40)
+    z = k * lens_m
+    keep = (ratio ** (k - 1) > 1e-3) & (z < depth_m)
+    pts.add(z[keep], 30.0 * ratio ** (k[keep] - 1) * np.where(k[keep] % 2 == 0, -1.0, 1.0))
+    label = CLASSES.index("no_contact")
+
+    def motion(t_s: np.ndarray) -> Motion:
+        n = np.asarray(t_s).shape[0]
+        vis = np.zeros((n, N_GROUPS))
+        vis[:, ALWAYS] = 1.0
+        return Motion(np.zeros((n, 1)), np.zeros(n), vis, np.full(n, label, dtype=np.int64))
+
+    return pts.scene([((0.0, 1.0), (0.0, 0.0))], motion, alpha)
+
+
+# -- test phantoms --------------------------------------------------------------------------
+
+
+def point_reflectors(
+    z_m: np.ndarray, amp: np.ndarray, velocity_m_s: float = 0.0, attenuation_db_cm_mhz: float = 0.0
+) -> Scene:
+    """A phantom of isolated reflectors at depths ``z_m`` (n,) with amplitudes ``amp`` (n,),
+    all moving axially at ``velocity_m_s`` (positive away from the probe): displacement
+    ``velocity_m_s * t``. Labelled no_contact; for physics checks and motion benchmarks."""
+    pts = _Points()
+    pts.add(np.asarray(z_m, dtype=np.float64), np.asarray(amp, dtype=np.float64))
+    label = CLASSES.index("no_contact")
+
+    def motion(t_s: np.ndarray) -> Motion:
+        t = np.asarray(t_s, dtype=np.float64)
+        n = t.shape[0]
+        vis = np.zeros((n, N_GROUPS))
+        vis[:, ALWAYS] = 1.0
+        return Motion(t[:, None] * velocity_m_s, np.zeros(n), vis, np.full(n, label, dtype=np.int64))
+
+    return pts.scene([((0.0, 1.0), (1.0, 1.0))], motion, attenuation_db_cm_mhz)
+
+
+# -- registry -------------------------------------------------------------------------------
+
+_LUNG = dict(depth_m=0.045, f0_hz=5e6, fs_hz=20e6, rate_per_min=20.0, attenuation_db_cm_mhz=0.5)
+_HEART = dict(depth_m=0.12, f0_hz=3e6, fs_hz=12e6, rate_per_min=70.0, attenuation_db_cm_mhz=0.3)
+
+SCENARIOS: dict[str, ScenarioInfo] = {
+    i.name: i
+    for i in (
+        ScenarioInfo(
+            "lung_sliding",
+            "lung_sliding",
+            "Seashore sign: static horizontal chest-wall layers over a bright pleural line; below "
+            "it a granular speckle that decorrelates as the lung slides with each breath.",
+            **_LUNG,
+        ),
+        ScenarioInfo(
+            "no_sliding",
+            "no_sliding",
+            "Barcode / stratosphere sign: chest wall and pleural line as in lung sliding, but "
+            "below the pleura only stationary horizontal lines and strong A-line reverberations.",
+            **_LUNG,
+        ),
+        ScenarioInfo(
+            "lung_point",
+            "lung_point",
+            "Lung point: the seashore pattern appears during inspiration and gives way to the "
+            "barcode pattern during expiration, alternating with every breath.",
+            **_LUNG,
+        ),
+        ScenarioInfo(
+            "sinusoid",
+            "sinusoid",
+            "Sinusoid sign of a pleural effusion: an anechoic band under the pleural line whose "
+            "deep border (the lung line) swings towards the pleura with each inspiration.",
+            **_LUNG,
+        ),
+        ScenarioInfo(
+            "cardiac_regular",
+            "cardiac_regular",
+            "Parasternal LV M-mode, sinus rhythm: septum and posterior wall move towards each "
+            "other in systole at a steady rate, with an atrial kick before each beat.",
+            **_HEART,
+        ),
+        ScenarioInfo(
+            "cardiac_irregular",
+            "cardiac_irregular",
+            "Parasternal LV M-mode, atrial fibrillation: irregular beat-to-beat intervals, no "
+            "atrial kick, wall excursion varying with the preceding filling time.",
+            **_HEART,
+        ),
+        ScenarioInfo(
+            "no_contact",
+            "no_contact",
+            "Probe in air: bright ring-down bands from the lens in the first millimetres, then "
+            "electronic noise only.",
+            **{**_LUNG, "rate_per_min": 0.0},
+        ),
+    )
+}
+
+_BUILDERS: dict[str, Callable[..., Scene]] = {
+    "lung_sliding": lambda rng, d, hr, br, a: _lung("lung_sliding", rng, d, hr, br, a),
+    "no_sliding": lambda rng, d, hr, br, a: _lung("no_sliding", rng, d, hr, br, a),
+    "lung_point": lambda rng, d, hr, br, a: _lung("lung_point", rng, d, hr, br, a),
+    "sinusoid": lambda rng, d, hr, br, a: _sinusoid(rng, d, br, a),
+    "cardiac_regular": lambda rng, d, hr, br, a: _cardiac("cardiac_regular", rng, d, hr, br, a),
+    "cardiac_irregular": lambda rng, d, hr, br, a: _cardiac("cardiac_irregular", rng, d, hr, br, a),
+    "no_contact": lambda rng, d, hr, br, a: _no_contact(rng, d, a),
+}
+
+
+def build_scene(
+    name: str,
+    rng: np.random.Generator,
+    depth_m: float,
+    heart_per_min: float,
+    breath_per_min: float,
+    attenuation_db_cm_mhz: float,
+) -> Scene:
+    """Build the scene of scenario ``name`` (a key of :data:`SCENARIOS`).
+
+    ``heart_per_min`` is the mean heart rate (cardiac views only), ``breath_per_min`` the
+    breathing rate. Lung views draw the chest wall first, so lung scenarios built with
+    generators in the same state share the same chest wall.
+    """
+    return _BUILDERS[name](rng, depth_m, heart_per_min, breath_per_min, attenuation_db_cm_mhz)

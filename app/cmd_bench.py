@@ -1,0 +1,66 @@
+"""``mmode bench [--json]``: DSP throughput on one thread against a scipy reference.
+
+Runs ``bench/bench_dsp.py`` of the source tree (see that file for what is measured) and
+prints lines per second of the envelope path, of the whole chain and of the scipy
+reference, with the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "bench",
+        help="measure DSP throughput (lines/s) against a scipy reference",
+        description="Benchmark the numba DSP chain on int16 RF (2048 samples per line to 256 rows, "
+        "one thread) against scipy.signal.hilbert + numpy on the same data.",
+    )
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--lines", type=int, default=8192, help="lines per pass (default 8192)")
+    p.add_argument("--repeats", type=int, default=5, help="passes; the best is reported (default 5)")
+    p.set_defaults(func=run)
+
+
+def _load_bench_module():
+    import mmode
+    from mmode.errors import UsageError
+
+    path = Path(mmode.__file__).resolve().parents[1] / "bench" / "bench_dsp.py"
+    if not path.is_file():
+        raise UsageError(f"bench: expected the benchmark script at {path}, found none (run from a source checkout)")
+    spec = importlib.util.spec_from_file_location("mmode_bench_dsp", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(args: argparse.Namespace) -> int:
+    from mmode.app.cli import print_json
+    from mmode.errors import UsageError, describe
+
+    if args.lines < 1024 or args.lines > 1 << 20:
+        raise UsageError(describe("--lines", "1024 <= lines <= 1048576", args.lines))
+    if args.repeats < 1:
+        raise UsageError(describe("--repeats", ">= 1", args.repeats))
+    result = _load_bench_module().run_benchmark(n_lines=args.lines, repeats=args.repeats)
+    if args.json:
+        print_json(result)
+        return 0
+    rows = [
+        ("envelope+log+decimate", f"{result['envelope_lines_per_s']:>12,.0f} lines/s  "
+                                   f"({result['envelope_vs_reference']:.1f}x reference)"),
+        ("whole chain", f"{result['chain_lines_per_s']:>12,.0f} lines/s  ({result['chain_vs_reference']:.1f}x reference, "
+                        f"{result['chain_realtime_factor_at_2khz']:.0f}x real time at 2 kHz)"),
+        ("scipy reference", f"{result['reference_lines_per_s']:>12,.0f} lines/s"),
+        ("envelope, 2 threads", f"{result['envelope_two_threads_lines_per_s']:>12,.0f} lines/s wall clock "
+                                f"(one thread: {result['envelope_wall_lines_per_s']:,.0f})"),
+    ]
+    rows += [(f"chain, denoise={k}", f"{v:>12,.0f} lines/s") for k, v in result["chain_by_denoise_lines_per_s"].items()]
+    print(f"int16 RF, {result['n_samples']} samples/line -> {result['n_rows']} rows, one thread, "
+          f"timer: {result['timer']}, load average {result['load_avg_1min']:.2f}")
+    print("\n".join(f"{k:<24} {v}" for k, v in rows))
+    return 0

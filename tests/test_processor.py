@@ -1,0 +1,162 @@
+"""Streaming processor and pipeline: block invariance, settings, shapes, errors."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mmode.app.pipeline import Pipeline, PipelineSettings, Results
+from mmode.dsp import envelope
+from mmode.dsp.processor import Processor, ProcessorSettings
+from mmode.errors import DataError, UsageError
+from mmode.ingest.meta import AcquisitionMeta, LineBlock
+
+
+@pytest.fixture(scope="module")
+def sim():
+    from mmode.ingest.simulator import simulate
+
+    return simulate("cardiac_regular", seconds=0.6, prf_hz=500.0, seed=4, n_samples=1024)
+
+
+def run_blocks(settings, meta, lines, block):
+    p = Processor(settings)
+    p.prepare(meta, lines.shape[1])
+    outs = [p.process(LineBlock(i, i / meta.prf_hz, lines[i:i + block])) for i in range(0, lines.shape[0], block)]
+    return outs
+
+
+def concat(outs, key):
+    return np.concatenate([o.features[key] for o in outs])
+
+
+@pytest.mark.parametrize("method", ["none", "median_persist", "wavelet"])
+def test_any_block_split_gives_the_same_output(sim, method):
+    settings = ProcessorSettings(n_rows=128, denoise=method, periodicity_window_s=0.4)
+    whole = run_blocks(settings, sim.meta, sim.lines, sim.lines.shape[0])[0]
+    for block in (1, 7, 64, 200):
+        outs = run_blocks(settings, sim.meta, sim.lines, block)
+        np.testing.assert_allclose(np.concatenate([o.display_db for o in outs]), whole.display_db, atol=1e-4)
+        np.testing.assert_allclose(np.concatenate([o.t_s for o in outs]), whole.t_s)
+        for key in ("mean_db", "decorrelation", "decorrelation_lag", "decorrelation_rate_per_s",
+                    "wavelet_entropy", "wavelet_rel_energy"):
+            np.testing.assert_allclose(concat(outs, key), whole.features[key], atol=1e-4)
+        # the periodicity is computed on the history ending at the block's last line
+        assert outs[-1].features["period_s"] == pytest.approx(whole.features["period_s"], nan_ok=True)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cuts=st.lists(st.integers(min_value=1, max_value=299), max_size=6, unique=True))
+def test_random_block_splits_match_the_whole(sim, cuts):
+    settings_ = ProcessorSettings(n_rows=64, denoise="median_persist", periodicity_window_s=0.2)
+    lines = sim.lines[:300]
+    whole = run_blocks(settings_, sim.meta, lines, 300)[0].display_db
+    p = Processor(settings_)
+    p.prepare(sim.meta, lines.shape[1])
+    edges = [0, *sorted(cuts), 300]
+    parts = [p.process(LineBlock(a, a / sim.meta.prf_hz, lines[a:b])).display_db for a, b in zip(edges, edges[1:])]
+    np.testing.assert_allclose(np.concatenate(parts), whole, atol=1e-4)
+
+
+def test_srad_streaming_uses_context_and_stays_in_range(sim):
+    settings = ProcessorSettings(n_rows=64, denoise="srad", denoise_strength=0.2)
+    outs = run_blocks(settings, sim.meta, sim.lines, 100)
+    img = np.concatenate([o.display_db for o in outs])
+    assert img.shape == (sim.lines.shape[0], 64) and img.dtype == np.float32
+    assert img.min() >= -60.0 and img.max() <= 0.0
+
+
+def test_display_range_gain_and_row_depths(sim):
+    p = Processor(ProcessorSettings(n_rows=256, gain_db=0.0, dynamic_range_db=50.0))
+    p.prepare(sim.meta, 1024)
+    out = p.process(LineBlock(0, 0.0, sim.lines[:50]))
+    assert out.display_db.shape == (50, 256) and out.display_db.dtype == np.float32
+    assert out.display_db.min() >= -50.0 and out.display_db.max() <= 0.0
+    np.testing.assert_allclose(p.row_depths_m, sim.meta.depth_m(np.arange(256) * 4))
+    np.testing.assert_allclose(out.t_s, np.arange(50) / sim.meta.prf_hz)
+    # raising the gain by 6 dB shifts every unclipped pixel by 6 dB
+    p.update_settings(ProcessorSettings(n_rows=256, gain_db=6.0, dynamic_range_db=50.0))
+    louder = p.process(LineBlock(0, 0.0, sim.lines[:50])).display_db
+    inside = (out.display_db > -44.0) & (out.display_db < -7.0)
+    np.testing.assert_allclose(louder[inside], out.display_db[inside] + 6.0, atol=1e-3)
+
+
+def test_tgc_and_full_scale_on_envelope_input():
+    meta = AcquisitionMeta("envelope", 10e6, 0.0, 1000.0)
+    n = 512
+    lines = np.full((4, n), 32768 * 10 ** (-40 / 20), np.float32)  # -40 dB re int16 full scale
+    p = Processor(ProcessorSettings(n_rows=n, tgc=((0.0, 0.0), (0.03, 30.0))))
+    p.prepare(meta, n)
+    db_float = p.process(LineBlock(0, 0.0, lines)).display_db
+    expected_tgc = np.interp(p.row_depths_m, [0.0, 0.03], [0.0, 30.0])
+    # float lines: full scale is 1.0, so this amplitude is far above 0 dB and clips
+    assert np.all(db_float == 0.0)
+    ints = lines.astype(np.int16)
+    db_int = p.process(LineBlock(4, 0.0, ints)).display_db
+    level_db = 20 * np.log10(ints[0, 0] / 32768.0)
+    np.testing.assert_allclose(db_int[0], np.minimum(level_db + expected_tgc, 0.0), atol=0.01)
+
+
+def test_bad_blocks_raise_data_error(sim):
+    p = Processor()
+    with pytest.raises(DataError, match="prepare"):
+        p.process(LineBlock(0, 0.0, sim.lines[:2]))
+    with pytest.raises(DataError):
+        p.prepare(sim.meta, 0)
+    p.prepare(sim.meta, 1024)
+    bad = sim.lines[:3].astype(np.float32)
+    bad[1, 5] = np.inf
+    with pytest.raises(DataError, match="NaN or Inf in line 101"):
+        p.process(LineBlock(100, 0.2, bad))
+    with pytest.raises(DataError, match="dtype"):
+        p.process(LineBlock(0, 0.0, sim.lines[:3].astype(np.complex64)))
+    with pytest.raises(DataError, match="1024 samples"):
+        p.process(LineBlock(0, 0.0, sim.lines[:3, :512]))
+    empty = p.process(LineBlock(0, 0.0, sim.lines[:0]))
+    assert empty.display_db.shape == (0, 256)
+
+
+def test_settings_are_validated():
+    with pytest.raises(UsageError):
+        ProcessorSettings(denoise="blur")
+    with pytest.raises(UsageError):
+        ProcessorSettings(dynamic_range_db=0)
+    with pytest.raises(UsageError):
+        ProcessorSettings(n_rows=3)
+    with pytest.raises(UsageError):
+        ProcessorSettings(denoise_strength=2.0)
+    with pytest.raises(UsageError):
+        ProcessorSettings(tgc=((0.02, 0.0), (0.01, 1.0)))
+    with pytest.raises(UsageError):
+        ProcessorSettings(wavelet="nope")
+    with pytest.raises(UsageError):
+        ProcessorSettings(feature_depth_m=float("nan"))
+    # a history longer than MAX_HISTORY_LINES is refused before it is allocated
+    p = Processor(ProcessorSettings(periodicity_window_s=1000.0))
+    with pytest.raises(UsageError, match="periodicity window"):
+        p.prepare(AcquisitionMeta("rf", 40e6, 5e6, 5000.0), 2048)
+
+
+def test_failed_settings_change_keeps_the_old_settings(sim):
+    p = Processor(ProcessorSettings(n_rows=64))
+    p.prepare(sim.meta, 1024)
+    deep = float(sim.meta.depth_m(1024)) + 0.01
+    with pytest.raises(UsageError, match="feature_depth_m"):
+        p.update_settings(ProcessorSettings(n_rows=128, feature_depth_m=deep))
+    assert p.settings.n_rows == 64 and p.row_depths_m.shape == (64,)
+    assert p.process(LineBlock(0, 0.0, sim.lines[:5])).display_db.shape == (5, 64)
+
+
+def test_pipeline_results(sim):
+    pipe = Pipeline(PipelineSettings(ProcessorSettings(n_rows=128)))
+    pipe.prepare(sim.meta, 1024)
+    res = pipe.process(LineBlock(seq=10, t_s=0.02, lines=sim.lines[10:74]))
+    assert isinstance(res, Results)
+    assert (res.seq_start, res.seq_stop) == (10, 74)
+    assert res.display_db.shape == (64, 128) and res.row_depths_m.shape == (128,)
+    np.testing.assert_allclose(res.t_s, 0.02 + np.arange(64) / sim.meta.prf_hz)
+    assert res.timings_ms["dsp"] >= 0
+    np.testing.assert_array_equal(pipe.row_depths_m, envelope.row_depths_m(sim.meta, 1024, 128))
+    pipe.update_settings(PipelineSettings(ProcessorSettings(n_rows=64)))
+    assert pipe.process(LineBlock(74, 0.148, sim.lines[74:80])).display_db.shape == (6, 64)
+    assert pipe.row_depths_m.shape == (64,)

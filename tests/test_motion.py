@@ -1,0 +1,244 @@
+"""Motion estimators against analytic cases, scipy references and simulator truth."""
+
+import numpy as np
+import pytest
+from scipy import signal
+
+from mmode.dsp import motion
+from mmode.errors import DataError
+from mmode.ingest.meta import AcquisitionMeta, LineBlock
+from mmode.ingest.simulator import simulate
+
+C = 1540.0
+FS = 40e6
+F0 = 5e6
+
+
+def gaussian_pulse_rf(delays_s, n=512, fs=FS, f0=F0, bandwidth=0.6, amplitude=1.0):
+    """One point scatterer per line at round-trip delay ``delays_s[i]``; exact sub-sample delay."""
+    t = np.arange(n) / fs
+    sigma_t = 1.0 / (2 * np.pi * bandwidth * f0 / 2.355)
+    tt = t[None, :] - np.asarray(delays_s)[:, None]
+    return (amplitude * np.exp(-(tt**2) / (2 * sigma_t**2)) * np.cos(2 * np.pi * f0 * tt)).astype(np.float32)
+
+
+def speckle_rf(disp_m, n=2048, fs=FS, f0=F0, snr_db=30.0, seed=0, bandwidth=0.6):
+    """Speckle (400 random scatterers) rigidly displaced by ``disp_m[i]`` in line i, plus noise.
+
+    Built in the frequency domain, so any sub-sample displacement is exact.
+    """
+    rng = np.random.default_rng(seed)
+    z = rng.uniform(0, n / fs * C / 2, 400)
+    a = rng.normal(size=400)
+    f = np.fft.rfftfreq(n, 1 / fs)
+    spectrum = np.exp(-((f - f0) ** 2) / (2 * (bandwidth * f0 / 2.355) ** 2))
+    spec0 = (a[:, None] * np.exp(-2j * np.pi * f[None, :] * 2 * z[:, None] / C)).sum(0) * spectrum
+    tau = 2 * np.asarray(disp_m)[:, None] / C
+    rf = np.fft.irfft(spec0[None, :] * np.exp(-2j * np.pi * f[None, :] * tau), n, axis=1)
+    noise_sd = np.sqrt(np.mean(rf**2) / 10 ** (snr_db / 10))
+    return (rf + rng.normal(size=rf.shape) * noise_sd).astype(np.float32)
+
+
+def track(lines, meta, estimator, block=100, **kw):
+    tracker = motion.MotionTracker(estimator=estimator, **kw)
+    tracker.prepare(meta, lines.shape[1])
+    parts = [tracker.process(LineBlock(i, i / meta.prf_hz, lines[i : i + block])) for i in range(0, len(lines), block)]
+    return tracker, np.concatenate([p.displacement_m for p in parts]), np.concatenate([p.velocity_m_s for p in parts]), np.concatenate([p.t_s for p in parts])
+
+
+# -- demodulation ---------------------------------------------------------------------------
+def test_rf_to_iq_matches_hilbert_analytic_signal():
+    rf = gaussian_pulse_rf([4e-6, 6.3e-6], n=512)
+    iq = motion.rf_to_iq(rf, FS, F0)
+    dec = motion.iq_decimation(FS, F0)
+    ref = signal.hilbert(rf.astype(np.float64), axis=1)[:, ::dec] * np.exp(-2j * np.pi * F0 / FS * np.arange(0, 512, dec))
+    strong = np.abs(ref) > 0.2
+    np.testing.assert_allclose(np.abs(iq[strong]), np.abs(ref[strong]), rtol=0.03)
+    np.testing.assert_allclose(np.angle(iq[strong] * np.conj(ref[strong])), 0.0, atol=0.03)
+
+
+def test_to_iq_rejects_envelope():
+    meta = AcquisitionMeta("envelope", FS, 0.0, 1000.0)
+    with pytest.raises(DataError, match="kind 'rf' or 'iq'"):
+        motion.to_iq(np.ones((2, 64), np.float32), meta)
+
+
+# -- analytic single scatterer --------------------------------------------------------------
+@pytest.mark.parametrize("fraction", [0.0, 0.13, 0.37, 0.5, 0.81])
+def test_single_scatterer_subsample_shift(fraction):
+    spacing_rf = C / (2 * FS)
+    d_m = np.array([0.0, (3 + fraction) * spacing_rf])  # 3.x RF samples
+    rf = gaussian_pulse_rf(5e-6 + 2 * d_m / C)
+    iq = motion.rf_to_iq(rf, FS, F0)
+    spacing_iq = spacing_rf * motion.iq_decimation(FS, F0)
+    win = 24
+    start = int(round((5e-6 * FS / 4))) - win // 2
+    iq_win = iq[:, start : start + win + 8]
+    comb = motion.combined_displacement(iq_win, spacing_iq, F0, C, win, 100, 4)[0, 0]
+    ncc_rf = motion.ncc_displacement(rf[:, 4 * start : 4 * start + 4 * win + 32], spacing_rf, 4 * win, 1000, 8)[0, 0]
+    assert abs(comb - d_m[1]) < 0.2e-6
+    assert abs(ncc_rf - d_m[1]) < 2e-6
+
+
+# -- Kasai against theory -------------------------------------------------------------------
+def test_kasai_constant_velocity_phase_and_aliasing():
+    prf = 2000.0
+    v_nyq = C * prf / (4 * F0)
+    n_lines = 8
+    for v, expected in ((0.3 * v_nyq, 0.3 * v_nyq), (-0.7 * v_nyq, -0.7 * v_nyq), (1.4 * v_nyq, -0.6 * v_nyq)):
+        d = v * np.arange(n_lines) / prf
+        iq = motion.rf_to_iq(speckle_rf(d, snr_db=60), FS, F0)
+        # theory: lag-one phase -4 pi f0 v / (c prf); the mean over depth recovers v
+        vel = motion.kasai_velocity(iq, prf, F0, C, depth_samples=64, ensemble=4)
+        est = float(np.median(vel[:, 100:-100]))
+        assert est == pytest.approx(expected, rel=0.03, abs=0.01 * v_nyq)
+
+
+def test_kasai_velocity_rejects_real_input():
+    with pytest.raises(DataError):
+        motion.kasai_velocity(np.ones((4, 16), np.float32), 1000.0, F0)
+
+
+# -- combined beyond the aliasing limit -----------------------------------------------------
+@pytest.mark.parametrize("multiple", [0.5, 2.0, 5.0])
+def test_combined_tracker_does_not_alias(multiple):
+    prf, fm = 300.0, 2.0
+    v_nyq = C * prf / (4 * F0)
+    t = np.arange(600) / prf
+    d = multiple * v_nyq / (2 * np.pi * fm) * np.sin(2 * np.pi * fm * t)  # peak speed = multiple * v_nyq
+    rf = speckle_rf(d, snr_db=30, seed=3)
+    meta = AcquisitionMeta("rf", FS, F0, prf)
+    _, comb, vel, t_s = track(rf, meta, "combined", track_depth_m=0.02)
+    assert comb.shape == vel.shape == t_s.shape == (600,)
+    np.testing.assert_allclose(t_s, t)
+    assert np.sqrt(np.mean((comb - d) ** 2)) < 5e-6
+    v_true = np.gradient(d, 1 / prf)
+    assert np.max(np.abs(vel[1:] - v_true[1:])) < 0.1 * multiple * v_nyq
+    _, kas, _, _ = track(rf, meta, "kasai", track_depth_m=0.02)
+    if multiple > 1:
+        assert np.sqrt(np.mean((kas - d) ** 2)) > 100e-6  # classic phase tracking aliases
+    else:
+        assert np.sqrt(np.mean((kas - d) ** 2)) < 30e-6
+
+
+def test_tracker_is_block_size_independent():
+    prf = 1000.0
+    d = 0.4e-3 * np.sin(2 * np.pi * 1.5 * np.arange(700) / prf)
+    rf = speckle_rf(d, snr_db=30, seed=5)
+    meta = AcquisitionMeta("rf", FS, F0, prf)
+    _, a, _, _ = track(rf, meta, "combined", block=700, track_depth_m=0.015)
+    _, b, _, _ = track(rf, meta, "combined", block=37, track_depth_m=0.015)
+    np.testing.assert_allclose(a, b, atol=1e-12)
+
+
+def test_tracker_iq_input_matches_truth():
+    prf = 1000.0
+    d = 0.3e-3 * np.sin(2 * np.pi * 1.0 * np.arange(800) / prf)
+    iq = motion.rf_to_iq(speckle_rf(d, snr_db=30, seed=7), FS, F0)
+    meta = AcquisitionMeta("iq", FS / motion.iq_decimation(FS, F0), F0, prf)
+    _, est, _, _ = track(iq, meta, "combined", track_depth_m=0.02)
+    assert np.sqrt(np.mean((est - d) ** 2)) < 5e-6
+
+
+def test_tracker_auto_depth_picks_the_moving_layer():
+    # static speckle everywhere, a bright layer at 20-23 mm moving 0.5 mm
+    prf, n = 1000.0, 1000
+    d = 0.5e-3 * np.sin(2 * np.pi * 2.0 * np.arange(n) / prf)
+    static = speckle_rf(np.zeros(n), snr_db=60, seed=11)
+    moving = speckle_rf(d, snr_db=60, seed=12)
+    z = np.arange(2048) * C / (2 * FS)
+    layer = ((z > 0.020) & (z < 0.023)).astype(np.float32)
+    rf = static * (1 - layer) + 3 * moving * layer
+    meta = AcquisitionMeta("rf", FS, F0, prf)
+    tracker, est, _, t_s = track(rf, meta, "combined", select_s=0.2)
+    assert 0.020 < tracker.depth_m < 0.023
+    assert t_s.shape == (n,)
+    assert np.sqrt(np.mean((est - d) ** 2)) < 5e-6
+
+
+def test_tracker_rejects_depth_outside_line():
+    meta = AcquisitionMeta("rf", FS, F0, 1000.0)
+    tracker = motion.MotionTracker(track_depth_m=0.5)
+    with pytest.raises(DataError, match="track-depth"):
+        tracker.prepare(meta, 2048)
+
+
+# -- simulator truth ------------------------------------------------------------------------
+def test_tracker_against_simulator_truth():
+    sim = simulate("cardiac_regular", seconds=3.0, prf_hz=1000.0, snr_db=30.0, seed=1)
+    truth = sim.truth
+    disp = truth.displacement_m.astype(np.float64)
+    # a rigidly moving layer (equal truth at neighbouring 1 mm depths, moving): there the
+    # trace does not depend on which point inside the window is followed
+    rigid = (np.ptp(disp, axis=0) > 1e-3) & (np.abs(disp - np.roll(disp, 1, axis=1)).max(axis=0) < 1e-6)
+    rigid &= np.roll(rigid, -1)
+    k = int(np.flatnonzero(rigid)[0])
+    depth = float(truth.depths_m[k])
+    _, est, _, _ = track(sim.lines, sim.meta, "combined", block=256, track_depth_m=depth)
+    err = est - disp[:, k]
+    assert np.sqrt(np.mean(err**2)) < 5e-6
+
+
+# -- maps and strain ------------------------------------------------------------------------
+def test_displacement_map_and_lsq_strain_of_uniform_compression():
+    strain_true = -0.01  # 1 % compression towards the probe-side anchor at z = 0
+    n = 6
+    z = np.arange(2048) * C / (2 * FS)
+    rng = np.random.default_rng(2)
+    zs = rng.uniform(0, z[-1], 3000)
+    amp = rng.normal(size=3000)
+    sigma_t = 1.0 / (2 * np.pi * 0.6 * F0 / 2.355)
+    t = np.arange(2048) / FS
+    lines = []
+    for i in range(n):
+        zi = zs * (1 + strain_true * i / (n - 1))
+        tt = t[None, :] - 2 * zi[:, None] / C
+        lines.append((amp[:, None] * np.exp(-(tt**2) / (2 * sigma_t**2)) * np.cos(2 * np.pi * F0 * tt)).sum(0))
+    rf = np.asarray(lines, np.float32)
+    meta = AcquisitionMeta("rf", FS, F0, 1000.0)
+    dmap = motion.displacement_map(rf, meta, window_m=1.5e-3, step_m=0.5e-3)
+    inner = (dmap.depths_m > 0.003) & (dmap.depths_m < 0.035)
+    np.testing.assert_allclose(dmap.displacement_m[-1, inner], strain_true * dmap.depths_m[inner], atol=5e-6)
+    strain = motion.lsq_strain(dmap.displacement_m[-1], float(np.diff(dmap.depths_m)[0]), kernel=9)
+    assert np.nanmedian(strain[inner]) == pytest.approx(strain_true, rel=0.05)
+    assert motion.strain_snr(strain[inner]) > 10
+
+
+def test_lsq_strain_equals_polyfit_slope():
+    rng = np.random.default_rng(0)
+    u = rng.normal(size=(3, 20))
+    s = motion.lsq_strain(u, 0.25e-3, kernel=5)
+    z = np.arange(5) * 0.25e-3
+    for r in range(3):
+        for k in range(2, 18):
+            assert s[r, k] == pytest.approx(np.polyfit(z, u[r, k - 2 : k + 3], 1)[0], rel=1e-9)
+    assert np.isnan(s[:, :2]).all() and np.isnan(s[:, -2:]).all()
+
+
+def test_strain_snr_and_cnr_formulas():
+    a = np.array([0.9, 1.0, 1.1, 1.0])
+    b = np.array([1.9, 2.1, 2.0, 2.0])
+    assert motion.strain_snr(a) == pytest.approx(1.0 / np.std(a, ddof=1))
+    assert motion.strain_cnr(a, b) == pytest.approx(2 * 1.0**2 / (np.var(a, ddof=1) + np.var(b, ddof=1)))
+    with pytest.raises(DataError):
+        motion.strain_snr(np.array([1.0]))
+
+
+def test_tracker_on_envelope_input_uses_ncc():
+    prf = 1000.0
+    d = 0.3e-3 * np.sin(2 * np.pi * 1.0 * np.arange(600) / prf)
+    env = np.abs(motion.rf_to_iq(speckle_rf(d, snr_db=30, seed=9), FS, F0, decimation=1)).astype(np.float32)
+    meta = AcquisitionMeta("envelope", FS, 0.0, prf)
+    tracker, est, _, _ = track(env, meta, "combined", track_depth_m=0.02)
+    assert tracker.effective_estimator == "ncc"
+    assert np.sqrt(np.mean((est - d) ** 2)) < 10e-6  # envelope NCC: sub-sample by parabola only
+
+
+def test_tracker_gives_no_trace_for_lines_too_short():
+    meta = AcquisitionMeta("rf", FS, F0, 1000.0)
+    tracker = motion.MotionTracker()
+    tracker.prepare(meta, 64)
+    assert not tracker.active
+    out = tracker.process(LineBlock(0, 0.0, np.zeros((10, 64), np.int16)))
+    assert out.t_s.shape == out.displacement_m.shape == (0,)
+    assert tracker.flush().t_s.shape == (0,)

@@ -1,0 +1,532 @@
+"""The real-time engine: acquisition thread -> bounded ring -> processing thread -> results.
+
+::
+
+    source.read_block() --(acquisition thread)--> LineRing --(processing thread)--> Pipeline
+         |                                          skip to newest,                   |
+         +--> Recorder (own thread, bounded queue)  counted                            v
+                                                                      results deque -> poll_results()
+
+The acquisition thread only reads the source, stamps arrival times, checks sequence numbers
+and pushes into the ring: it never waits for processing, recording or consumers. The
+processing thread takes the oldest unread lines (or skips to the newest when more than
+``max_latency_s`` of lines are waiting), runs the pipeline and appends its Results to a
+bounded deque that consumers drain with :meth:`Engine.poll_results` (never blocks). Memory
+is bounded whatever the input rate: the ring, the recorder queue and the results deque have
+fixed capacities and count what they drop. The same engine runs the GUI, ``mmode monitor``
+and the tests.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmode.errors import DataError, MmodeError, describe
+from mmode.ingest.meta import AcquisitionMeta, LineBlock
+from mmode.app.ring import LineRing
+
+#: Largest memory the ring may take, bytes.
+MAX_RING_BYTES = 256 * 1024 * 1024
+#: ``latency_recent_ms`` covers the last RECENT_S to 2 * RECENT_S seconds.
+RECENT_S = 5.0
+
+
+class Histogram:
+    """Fixed-memory histogram of durations in milliseconds with log-spaced bins.
+
+    Percentiles are exact to one bin (about 2.3 % with 100 bins per decade), the maximum is
+    exact, and memory does not grow with the number of samples (hours of streaming).
+    """
+
+    def __init__(self, lo_ms: float = 1e-3, hi_ms: float = 1e6, bins_per_decade: int = 100) -> None:
+        self._log_lo = math.log10(lo_ms)
+        self._per_decade = bins_per_decade
+        n_bins = int(round((math.log10(hi_ms) - self._log_lo) * bins_per_decade)) + 2
+        self.counts = np.zeros(n_bins, dtype=np.int64)
+        self.n = 0
+        self.max_ms = 0.0
+
+    def add(self, values_ms: np.ndarray | float, weights: np.ndarray | int = 1) -> None:
+        """Count ``values_ms`` (each ``weights`` times)."""
+        v = np.atleast_1d(np.asarray(values_ms, dtype=np.float64))
+        w = np.broadcast_to(np.asarray(weights, dtype=np.int64), v.shape)
+        idx = np.floor((np.log10(np.maximum(v, 1e-12)) - self._log_lo) * self._per_decade).astype(np.int64) + 1
+        np.add.at(self.counts, np.clip(idx, 0, self.counts.size - 1), w)
+        self.n += int(w.sum())
+        if v.size:
+            self.max_ms = max(self.max_ms, float(v.max()))
+
+    def percentile(self, q: float) -> float | None:
+        """Upper edge of the bin holding the ``q``-th percentile (0..100); None if empty."""
+        if self.n == 0:
+            return None
+        k = int(np.searchsorted(np.cumsum(self.counts), math.ceil(q / 100 * self.n)))
+        upper = 10 ** (self._log_lo + k / self._per_decade)
+        return min(upper, self.max_ms)
+
+    def merged(self, other: "Histogram") -> "Histogram":
+        """A new histogram holding the samples of both (same bins)."""
+        out = Histogram.__new__(Histogram)
+        out._log_lo, out._per_decade = self._log_lo, self._per_decade
+        out.counts = self.counts + other.counts
+        out.n = self.n + other.n
+        out.max_ms = max(self.max_ms, other.max_ms)
+        return out
+
+    def summary(self) -> dict[str, float | None]:
+        """``{"p50", "p99", "max"}`` in ms (None before the first sample)."""
+        r = lambda x: None if x is None else round(x, 3)  # noqa: E731
+        return {"p50": r(self.percentile(50)), "p99": r(self.percentile(99)), "max": r(self.max_ms) if self.n else None}
+
+
+class Recorder:
+    """Writes raw lines to a format v1 file from its own thread; :meth:`submit` never blocks.
+
+    The file is flushed at least every ``flush_interval_s`` while lines arrive (and when
+    idle), so a process killed mid-recording leaves a file that opens with every line up to
+    the last flush. When the disk cannot keep up, whole blocks beyond ``max_queue_lines``
+    are dropped and counted in :attr:`lines_dropped`.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        meta: AcquisitionMeta,
+        n_samples: int,
+        dtype: np.dtype,
+        *,
+        flush_interval_s: float = 1.0,
+        max_queue_lines: int = 1 << 16,
+    ) -> None:
+        from mmode.ingest.h5format import H5Writer
+
+        self.path = str(path)
+        self.prf_hz = meta.prf_hz
+        self.flush_interval_s = float(flush_interval_s)
+        try:
+            self._writer = H5Writer(self.path, meta, n_samples, dtype, flush_interval_s=flush_interval_s)
+        except OSError as exc:
+            raise DataError(describe(self.path, "a file that can be created for writing", exc)) from None
+        self._queue: queue.SimpleQueue[LineBlock | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._queued_lines = 0
+        self.max_queue_lines = int(max_queue_lines)
+        self.lines_written = 0
+        self.lines_dropped = 0
+        self.error: BaseException | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
+        self._thread.start()
+
+    def submit(self, block: LineBlock) -> bool:
+        """Queue a block for writing; False (and counted) if the queue is full or closed."""
+        with self._lock:
+            if self._closed or self.error is not None or self._queued_lines + block.n_lines > self.max_queue_lines:
+                self.lines_dropped += block.n_lines
+                return False
+            self._queued_lines += block.n_lines
+        self._queue.put(block)
+        return True
+
+    def _run(self) -> None:
+        dirty = False
+        while True:
+            try:
+                block = self._queue.get(timeout=self.flush_interval_s / 2)
+            except queue.Empty:
+                if dirty and self.error is None:
+                    try:
+                        self._writer.flush()
+                    except OSError as exc:
+                        self.error = exc
+                    dirty = False
+                continue
+            if block is None:
+                break
+            with self._lock:
+                self._queued_lines -= block.n_lines
+            if self.error is not None:
+                with self._lock:
+                    self.lines_dropped += block.n_lines
+                continue
+            try:
+                t_s = block.t_s + np.arange(block.n_lines) / self.prf_hz
+                self._writer.append(block.lines, t_s)
+                self.lines_written += block.n_lines
+                dirty = True
+            except (OSError, MmodeError) as exc:  # disk full, file removed: keep running, report
+                self.error = exc
+                with self._lock:
+                    self.lines_dropped += block.n_lines
+        try:
+            self._writer.close()
+        except OSError as exc:
+            self.error = self.error or exc
+
+    def close(self) -> dict[str, Any]:
+        """Write what is queued, close the file; returns :meth:`summary`."""
+        with self._lock:
+            already, self._closed = self._closed, True
+        if not already:
+            self._queue.put(None)
+        self._thread.join()
+        return self.summary()
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "lines_written": self.lines_written,
+            "lines_dropped": self.lines_dropped,
+            "error": None if self.error is None else str(self.error),
+        }
+
+
+class Engine:
+    """Runs a source through the pipeline in two threads; consumers poll for results.
+
+    Parameters
+    ----------
+    source : an :class:`mmode.ingest.sources.Source` (not yet opened).
+    pipeline_settings : settings for :class:`mmode.app.pipeline.Pipeline`.
+    pipeline : an object with ``prepare(meta, n_samples)``, ``process(LineBlock)`` and
+        ``update_settings(settings)`` used instead of building a Pipeline.
+    ring_seconds : ring capacity in seconds of lines (capped at :data:`MAX_RING_BYTES`).
+    max_latency_s : backlog beyond which processing skips to the newest lines.
+    max_block_lines : most lines processed in one call (default 50 ms of lines, >= 64); a
+        backlog is processed in blocks this large, which costs less per line than many small ones.
+    max_results : results kept for consumers; older ones are dropped and counted.
+    """
+
+    def __init__(
+        self,
+        source,
+        pipeline_settings: Any = None,
+        *,
+        pipeline: Any = None,
+        ring_seconds: float = 1.0,
+        max_latency_s: float = 0.25,
+        max_block_lines: int | None = None,
+        max_results: int = 512,
+    ) -> None:
+        if pipeline is None:
+            from mmode.app.pipeline import Pipeline, PipelineSettings
+
+            pipeline = Pipeline(pipeline_settings if pipeline_settings is not None else PipelineSettings())
+        self.source = source
+        self.pipeline = pipeline
+        self.ring_seconds = float(ring_seconds)
+        self.max_latency_s = float(max_latency_s)
+        self._max_block_lines = max_block_lines
+        self._results: collections.deque = collections.deque(maxlen=max_results)
+        self._results_appended = 0
+        self._results_taken = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._pending_settings: Any = None
+        self._recorder: Recorder | None = None
+        self._recordings: list[dict[str, Any]] = []
+        self._threads: list[threading.Thread] = []
+        self.meta: AcquisitionMeta | None = None
+        self.ring: LineRing | None = None
+        self.error: BaseException | None = None
+        self._prepare_error: BaseException | None = None
+        self._state = "idle"
+        self._acquisition_done = False
+        # counters owned by the acquisition thread
+        self.gaps = 0
+        self.lines_missing = 0
+        self.restarts = 0
+        self._expected_seq: int | None = None
+        self._discontinuities_seen = 0
+        # counters owned by the processing thread
+        self.lines_processed = 0
+        self.busy_s = 0.0
+        self.latency = Histogram()
+        self._recent = (Histogram(), Histogram())  # (previous, current) RECENT_S period
+        self._recent_since = 0.0
+        self.inference = Histogram()
+        self.stages: dict[str, Histogram] = {}
+        self._class_counts: collections.Counter[str] = collections.Counter()
+        self._t_start = 0.0
+        self._t_end: float | None = None
+
+    # -- lifetime ---------------------------------------------------------------------------
+    def start(self) -> "Engine":
+        """Open the source (errors raise here) and start both threads; returns at once.
+
+        The pipeline is prepared in the processing thread (numba compilation may take a
+        while on the first run); acquisition starts when it is ready (:meth:`wait_ready`).
+        """
+        self.meta = self.source.open()
+        n_samples = self.source.n_samples
+        prf = self.meta.prf_hz
+        line_bytes = n_samples * np.dtype(self.source.dtype).itemsize
+        capacity = max(1, min(int(math.ceil(self.ring_seconds * prf)), MAX_RING_BYTES // line_bytes))
+        self.ring = LineRing(
+            capacity, n_samples, self.source.dtype, prf,
+            max_backlog_lines=max(1, int(math.ceil(self.max_latency_s * prf))),
+        )
+        self.max_block_lines = self._max_block_lines or max(64, int(prf * 0.05))
+        self._state = "starting"
+        for target, name in ((self._process_loop, "engine-process"), (self._acquire_loop, "engine-acquire")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        """Block until the pipeline is prepared; re-raises a failure to prepare it."""
+        if not self._ready.wait(timeout_s):
+            raise DataError(describe("engine", f"pipeline ready within {timeout_s:g} s", "still preparing"))
+        if self._prepare_error is not None:
+            raise self._prepare_error
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Block until the source ended and every line was processed (or failure/stop)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        for t in self._threads:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
+
+    def stop(self) -> None:
+        """Stop threads, source and recording; idempotent. Results stay pollable."""
+        self._stop.set()
+        self.source.stop()
+        if self.ring is not None:
+            self.ring.close()
+        for t in self._threads:
+            t.join(timeout=10.0)
+        self.stop_recording()
+        if self._state not in ("failed", "ended"):
+            self._state = "stopped"
+        if self._t_end is None:
+            self._t_end = time.perf_counter()
+
+    def __enter__(self) -> "Engine":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- consumers --------------------------------------------------------------------------
+    def poll_results(self, max_n: int | None = None) -> list:
+        """Results ready since the last call, oldest first (never blocks)."""
+        out = []
+        while max_n is None or len(out) < max_n:
+            try:
+                out.append(self._results.popleft())
+            except IndexError:
+                break
+        self._results_taken += len(out)
+        return out
+
+    def update_settings(self, pipeline_settings: Any) -> None:
+        """New pipeline settings, applied by the processing thread before its next block."""
+        with self._lock:
+            self._pending_settings = pipeline_settings
+
+    @property
+    def state(self) -> str:
+        """"idle", "starting", "running", "reconnecting", "ended", "stopped" or "failed"."""
+        if self._state == "running" and getattr(self.source, "status", "") == "reconnecting":
+            return "reconnecting"
+        return self._state
+
+    @property
+    def message(self) -> str:
+        """What a status bar shows: the error, or the source's latest message."""
+        if self.error is not None:
+            return str(self.error)
+        return getattr(self.source, "message", "")
+
+    # -- recording --------------------------------------------------------------------------
+    def start_recording(self, path: str | Path, *, flush_interval_s: float = 1.0) -> None:
+        """Record every received line (raw, before processing) to a format v1 file."""
+        if self.meta is None:
+            raise DataError(describe("engine", "a started engine before recording", "not started"))
+        recorder = Recorder(path, self.meta, self.source.n_samples, self.source.dtype, flush_interval_s=flush_interval_s)
+        with self._lock:
+            old, self._recorder = self._recorder, recorder
+        if old is not None:
+            self._recordings.append(old.close())
+
+    def stop_recording(self) -> dict[str, Any] | None:
+        """Close the current recording; returns its summary (None if none was running)."""
+        with self._lock:
+            recorder, self._recorder = self._recorder, None
+        if recorder is None:
+            return None
+        summary = recorder.close()
+        self._recordings.append(summary)
+        return summary
+
+    # -- statistics -------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Counters and timings (the ``mmode monitor --json`` report); cheap, any thread.
+
+        ``lines_received == lines_processed + lines_dropped + lines_pending`` always holds.
+        ``realtime_factor`` is the processing speed relative to the line rate (lines
+        processed per second of processing-thread busy time / PRF): above 1 keeps up.
+        ``latency_ms`` runs per line from its arrival in the ring to its Results being
+        ready (whole run; ``latency_recent_ms`` the last 5 to 10 s, for a live display);
+        ``inference_ms`` is the classifier's time in the blocks that completed at
+        least one window; ``stage_ms`` the pipeline's time per block and stage;
+        ``classification`` (with a classifier) counts window labels.
+        """
+        ring = self.ring.counters() if self.ring is not None else {"lines_in": 0, "lines_skipped": 0, "high_water_lines": 0}
+        processed = self.lines_processed
+        end = self._t_end if self._t_end is not None else time.perf_counter()
+        elapsed = max(0.0, end - self._t_start) if self._t_start else 0.0
+        prf = self.meta.prf_hz if self.meta is not None else float("nan")
+        recorder = self._recorder
+        out: dict[str, Any] = {
+            "state": self.state,
+            "message": self.message,
+            "lines_received": ring["lines_in"],
+            "lines_processed": processed,
+            "lines_dropped": ring["lines_skipped"],
+            "lines_pending": ring["lines_in"] - processed - ring["lines_skipped"],
+            "gaps": self.gaps,
+            "lines_missing": self.lines_missing,
+            "restarts": self.restarts,
+            "reconnects": getattr(self.source, "reconnects", 0),
+            "latency_ms": self.latency.summary(),
+            "latency_recent_ms": self._recent[0].merged(self._recent[1]).summary(),
+            "inference_ms": self.inference.summary(),
+            "stage_ms": {name: h.summary() for name, h in list(self.stages.items())},
+            "realtime_factor": round(processed / (self.busy_s * prf), 3) if self.busy_s > 0 else None,
+            "line_rate_hz": round(ring["lines_in"] / elapsed, 1) if elapsed > 0 else None,
+            "elapsed_s": round(elapsed, 3),
+            "prf_hz": prf,
+            "results_dropped": max(0, self._results_appended - self._results_taken - len(self._results)),
+            "ring_capacity_lines": self.ring.capacity if self.ring is not None else 0,
+            "ring_high_water_lines": ring["high_water_lines"],
+            "recording": recorder.summary() if recorder is not None else (self._recordings[-1] if self._recordings else None),
+        }
+        if self._class_counts:
+            n = sum(self._class_counts.values())
+            out["classification"] = {
+                "windows": n,
+                "label": self._class_counts.most_common(1)[0][0],
+                "fraction": {k: round(v / n, 4) for k, v in sorted(self._class_counts.items())},
+            }
+        return out
+
+    # -- threads ----------------------------------------------------------------------------
+    def _fail(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = exc
+        self._state = "failed"
+        self._stop.set()
+        self.source.stop()
+        if self.ring is not None:
+            self.ring.close()
+
+    def _check_seq(self, block: LineBlock) -> None:
+        jumps = getattr(self.source, "discontinuities", 0)
+        if jumps != self._discontinuities_seen:
+            self._discontinuities_seen = jumps
+        elif self._expected_seq is not None:
+            if block.seq > self._expected_seq:
+                self.gaps += 1
+                self.lines_missing += block.seq - self._expected_seq
+            elif block.seq < self._expected_seq:
+                self.restarts += 1
+        self._expected_seq = block.seq + block.n_lines
+
+    def _acquire_loop(self) -> None:
+        while not self._ready.is_set():
+            if self._stop.wait(0.05):
+                return
+        try:
+            while not self._stop.is_set():
+                block = self.source.read_block(0.1)
+                if block is None:
+                    if self.source.finished:
+                        break
+                    continue
+                arrival_s = time.perf_counter()
+                self._check_seq(block)
+                self.ring.push(block, arrival_s)
+                recorder = self._recorder
+                if recorder is not None:
+                    recorder.submit(block)
+        except BaseException as exc:  # protocol violation, unreadable file: the engine fails
+            if not self._stop.is_set():  # errors of a source being torn down are not failures
+                self._fail(exc)
+        finally:
+            self._acquisition_done = True
+            self.ring.close()
+
+    def _prepare_warm(self) -> None:
+        """Prepare the pipeline and run it once on noise, so that compiling its kernels
+        (first call) does not hold up the first live lines; then prepare it afresh."""
+        n_samples, dtype = self.source.n_samples, np.dtype(self.source.dtype)
+        self.pipeline.prepare(self.meta, n_samples)
+        noise = np.random.default_rng(0).standard_normal((2, min(self.max_block_lines, 64), n_samples)) * 100
+        lines = (noise[0] + 1j * noise[1]) if dtype.kind == "c" else noise[0]
+        self.pipeline.process(LineBlock(seq=0, t_s=0.0, lines=lines.astype(dtype)))
+        self.pipeline.prepare(self.meta, n_samples)
+
+    def _process_loop(self) -> None:
+        try:
+            self._prepare_warm()
+        except BaseException as exc:
+            self._prepare_error = exc
+            self._fail(exc)
+            self._ready.set()
+            return
+        self._t_start = time.perf_counter()
+        self._state = "running"
+        self._ready.set()
+        next_seq: int | None = None
+        try:
+            while True:
+                with self._lock:
+                    settings, self._pending_settings = self._pending_settings, None
+                if settings is not None:
+                    self.pipeline.update_settings(settings)
+                chunk = self.ring.pop(self.max_block_lines, timeout_s=0.1)
+                if chunk is None:
+                    if self._acquisition_done or self._stop.is_set():
+                        if self.ring.unread == 0:
+                            break
+                    continue
+                if next_seq is not None and chunk.seq < next_seq:
+                    # the source restarted or seeked backwards: start the stages afresh
+                    self.pipeline.prepare(self.meta, self.source.n_samples)
+                next_seq = chunk.seq + chunk.n_lines
+                t0 = time.perf_counter()
+                results = self.pipeline.process(chunk.block())
+                t1 = time.perf_counter()
+                self.busy_s += t1 - t0
+                arrivals, counts = np.unique(chunk.arrival_s, return_counts=True)
+                self.latency.add((t1 - arrivals) * 1e3, counts)
+                if t1 - self._recent_since >= RECENT_S:
+                    self._recent, self._recent_since = (self._recent[1], Histogram()), t1
+                self._recent[1].add((t1 - arrivals) * 1e3, counts)
+                for stage, ms in (getattr(results, "timings_ms", None) or {}).items():
+                    self.stages.setdefault(stage, Histogram()).add(float(ms))
+                windows = getattr(results, "classification", None) or []
+                if windows:
+                    timings = results.timings_ms
+                    self.inference.add(float(timings.get("inference", timings.get("classify", 0.0))))
+                    self._class_counts.update(w.label for w in windows)
+                self._results.append(results)
+                self._results_appended += 1
+                self.lines_processed += chunk.n_lines
+        except BaseException as exc:
+            self._fail(exc)
+        finally:
+            self._t_end = time.perf_counter()
+            if self._state == "running":
+                self._state = "stopped" if self._stop.is_set() else "ended"

@@ -1,0 +1,309 @@
+"""Engine: every line delivered once, explicit overload policy, exact counters, error states."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+from mmode.app.engine import Engine, Histogram
+from mmode.errors import ProtocolError
+from mmode.ingest.h5format import read_h5, write_recording
+from mmode.ingest.meta import AcquisitionMeta, LineBlock
+from mmode.ingest.sources import ArraySource, FileSource, SimSource, Source, TcpSource
+from mmode.ingest.stream import StreamServer
+
+META = AcquisitionMeta("rf", fs_hz=20e6, f0_hz=5e6, prf_hz=2000.0)
+
+
+def seq_lines(n: int, n_samples: int = 32, start: int = 0) -> np.ndarray:
+    """int16 lines whose samples encode the line index (exact content checks)."""
+    idx = np.arange(start, start + n)
+    return ((idx[:, None] * 7 + np.arange(n_samples)[None, :]) % 30000).astype(np.int16)
+
+
+@dataclass
+class Out:
+    seq_start: int
+    seq_stop: int
+    lines: np.ndarray
+    settings: object
+    timings_ms: dict = field(default_factory=dict)
+    classification: object = None
+
+
+@dataclass
+class Window:
+    label: str
+
+
+class RecordingPipeline:
+    """Stands in for mmode.app.pipeline.Pipeline: keeps what it was given, optionally slow."""
+
+    def __init__(self, delay_s: float = 0.0, inference_ms: float | None = None) -> None:
+        self.delay_s = delay_s
+        self.inference_ms = inference_ms
+        self.settings = "initial"
+        self.prepared = None
+        self.prepared_before_seq: list[int | None] = []
+        self._next_seq: int | None = None
+
+    def prepare(self, meta, n_samples):
+        self.prepared = (meta, n_samples)
+        self.prepared_before_seq.append(self._next_seq)
+
+    def update_settings(self, settings):
+        self.settings = settings
+
+    def process(self, block: LineBlock) -> Out:
+        self._next_seq = block.seq
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.inference_ms is None:
+            return Out(block.seq, block.seq + block.n_lines, block.lines.copy(), self.settings)
+        # one classifier window per block: every third block says no_sliding
+        window = Window("lung_sliding" if (block.seq // block.n_lines) % 3 else "no_sliding")
+        return Out(block.seq, block.seq + block.n_lines, block.lines.copy(), self.settings,
+                   {"dsp": 0.1, "classify": self.inference_ms}, [window])
+
+
+def run_to_end(engine: Engine, timeout_s: float = 30.0) -> list:
+    engine.start()
+    engine.wait_ready()
+    results = []
+    deadline = time.monotonic() + timeout_s
+    while not engine.wait(0.05):
+        results += engine.poll_results()
+        assert time.monotonic() < deadline, "engine did not finish"
+    results += engine.poll_results()
+    engine.stop()
+    return results
+
+
+def test_every_line_is_processed_once_in_order_when_keeping_up():
+    lines = seq_lines(5000)
+    pipe = RecordingPipeline()
+    engine = Engine(ArraySource(META, lines, block_lines=37), pipeline=pipe, ring_seconds=10, max_latency_s=10)
+    results = run_to_end(engine)
+    got = np.concatenate([r.lines for r in results])
+    np.testing.assert_array_equal(got, lines)
+    assert [r.seq_start for r in results[1:]] == [r.seq_stop for r in results[:-1]]
+    s = engine.stats()
+    assert s["state"] == "ended" and pipe.prepared == (META, 32)
+    assert s["lines_received"] == s["lines_processed"] == 5000
+    assert s["lines_dropped"] == s["gaps"] == s["lines_pending"] == 0
+    assert s["latency_ms"]["p50"] is not None and s["latency_ms"]["p50"] <= s["latency_ms"]["p99"] <= s["latency_ms"]["max"]
+    assert s["latency_recent_ms"] == s["latency_ms"]  # a run shorter than RECENT_S
+
+
+def test_overload_skips_to_newest_counts_exactly_and_bounds_memory():
+    lines = seq_lines(20000)
+    pipe = RecordingPipeline(delay_s=0.01)  # 10 ms per block of at most 64 lines: ~6 kHz
+    # source paced at 40 kHz: far more than the pipeline handles
+    source = ArraySource(AcquisitionMeta("rf", 20e6, 5e6, 40000.0), lines, block_lines=100, speed=1.0)
+    engine = Engine(source, pipeline=pipe, ring_seconds=0.05, max_latency_s=0.02, max_block_lines=64)
+    results = run_to_end(engine)
+    s = engine.stats()
+    processed = np.concatenate([r.lines for r in results])
+    seqs = np.concatenate([np.arange(r.seq_start, r.seq_stop) for r in results])
+    np.testing.assert_array_equal(processed, lines[seqs])  # processed lines are the right ones
+    assert np.all(np.diff(seqs) > 0)  # never twice, never backwards
+    assert s["lines_received"] == 20000
+    assert s["lines_dropped"] > 0
+    assert s["lines_processed"] == seqs.size
+    assert s["lines_received"] == s["lines_processed"] + s["lines_dropped"]
+    assert s["ring_high_water_lines"] <= s["ring_capacity_lines"] == 2000
+    # skip-to-newest bounds latency: backlog limit (20 ms) + a block's processing, with slack
+    assert s["latency_ms"]["max"] < 1000
+
+
+def test_sequence_gaps_and_restarts_are_counted():
+    class Scripted(Source):
+        def __init__(self, blocks):
+            super().__init__()
+            self.blocks = list(blocks)
+
+        def open(self):
+            self.meta, self.n_samples, self.dtype = META, 32, np.dtype(np.int16)
+            return META
+
+        def read_block(self, timeout_s):
+            if not self.blocks:
+                self.finished = True
+                return None
+            return self.blocks.pop(0)
+
+    spans = [(0, 10), (10, 10), (25, 5), (30, 10), (100, 1), (0, 10)]  # gap 5, gap 60, restart
+    pipe = RecordingPipeline()
+    engine = Engine(Scripted(LineBlock(s, s / 2000, seq_lines(n, start=s)) for s, n in spans), pipeline=pipe)
+    results = run_to_end(engine)
+    s = engine.stats()
+    assert (s["gaps"], s["lines_missing"], s["restarts"]) == (2, 65, 1)
+    # prepared, warmed up on noise (seq 0), prepared afresh; prepared again at the restart,
+    # i.e. after the block at seq 100 and before the one at seq 0
+    assert pipe.prepared_before_seq == [None, 0, 100]
+    assert s["lines_processed"] == 46 == sum(r.seq_stop - r.seq_start for r in results)
+
+
+def test_file_playback_loops_and_seeks_without_false_gaps(tmp_path):
+    path = tmp_path / "rec.h5"
+    lines = seq_lines(300)
+    write_recording(path, META, lines)
+    source = FileSource(str(path), speed=20.0, loop=True, block_lines=50)
+    engine = Engine(source, pipeline=RecordingPipeline(), ring_seconds=10, max_latency_s=10).start()
+    engine.wait_ready()
+    results = []
+    deadline = time.monotonic() + 10
+    while sum(r.seq_stop - r.seq_start for r in results) < 700 and time.monotonic() < deadline:
+        results += engine.poll_results()
+        time.sleep(0.01)
+    source.seek(125)
+    jumped = []
+    while not jumped and time.monotonic() < deadline:
+        jumped = [r for r in engine.poll_results() if r.seq_start % 300 == 125]
+        time.sleep(0.01)
+    engine.stop()
+    for r in results + jumped:  # line seq of loop k is k * 300 + file line
+        np.testing.assert_array_equal(r.lines, lines[np.arange(r.seq_start, r.seq_stop) % 300])
+    s = engine.stats()
+    assert jumped and s["gaps"] == 0 and s["lines_dropped"] == 0
+
+
+def test_settings_change_reaches_the_processing_thread():
+    lines = seq_lines(4000)
+    engine = Engine(ArraySource(META, lines, block_lines=20, speed=1.0), pipeline=RecordingPipeline())
+    engine.start()
+    engine.wait_ready()
+    seen: list = []
+    deadline = time.monotonic() + 10
+    while not seen and time.monotonic() < deadline:
+        seen += [r.settings for r in engine.poll_results()]
+        time.sleep(0.02)
+    engine.update_settings("gain +6 dB")
+    while seen[-1] != "gain +6 dB" and time.monotonic() < deadline:
+        seen += [r.settings for r in engine.poll_results()]
+        time.sleep(0.02)
+    engine.stop()
+    seen += [r.settings for r in engine.poll_results()]
+    assert seen[0] == "initial" and seen[-1] == "gain +6 dB"
+    assert seen == sorted(seen, key=lambda x: x != "initial")  # switched once, never back
+
+
+def test_results_are_bounded_when_nobody_polls_and_inference_is_reported():
+    lines = seq_lines(3000)
+    engine = Engine(
+        ArraySource(META, lines, block_lines=10), pipeline=RecordingPipeline(inference_ms=2.0),
+        ring_seconds=10, max_latency_s=10, max_block_lines=10, max_results=16,
+    )
+    engine.start()
+    engine.wait_ready()
+    assert engine.wait(20)
+    s = engine.stats()
+    assert len(engine.poll_results()) == 16
+    assert engine.stats()["results_dropped"] == 300 - 16 == s["results_dropped"]
+    assert s["inference_ms"]["p50"] == pytest.approx(2.0, rel=0.03)
+    assert s["classification"] == {
+        "windows": 300, "label": "lung_sliding", "fraction": {"lung_sliding": 0.6667, "no_sliding": 0.3333}
+    }
+    engine.stop()
+
+
+def test_recording_from_the_engine_holds_every_received_line(tmp_path):
+    lines = seq_lines(3000)
+    engine = Engine(ArraySource(META, lines, block_lines=25, speed=2.0), pipeline=RecordingPipeline(delay_s=0.002))
+    engine.start()
+    engine.wait_ready()
+    engine.start_recording(tmp_path / "live.h5")
+    deadline = time.monotonic() + 10
+    while engine.stats()["recording"]["lines_written"] < 500 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    summary = engine.stop_recording()
+    engine.stop()
+    with read_h5(tmp_path / "live.h5") as rec:
+        got = rec.read()
+        seq = np.round(rec.timestamps_s() * META.prf_hz).astype(int)
+    assert summary["lines_written"] == got.shape[0] > 0 and summary["lines_dropped"] == 0
+    np.testing.assert_array_equal(np.diff(seq), 1)
+    np.testing.assert_array_equal(got, lines[seq])
+
+
+def test_real_pipeline_on_the_simulated_probe():
+    source = SimSource("lung_sliding", prf_hz=1000.0, n_samples=512, block_lines=20)
+    engine = Engine(source)
+    engine.start()
+    engine.wait_ready()
+    time.sleep(1.0)
+    engine.stop()
+    results = engine.poll_results()
+    s = engine.stats()
+    assert results and s["lines_processed"] == sum(r.seq_stop - r.seq_start for r in results)
+    assert s["lines_received"] == s["lines_processed"] + s["lines_dropped"] + s["lines_pending"]
+    assert all(r.display_db.shape[0] == r.seq_stop - r.seq_start for r in results)
+    assert s["realtime_factor"] > 1.0  # 512-sample lines at 1 kHz are easy
+
+
+def test_engine_reports_reconnecting_then_running_when_the_server_returns():
+    lines = seq_lines(40000)
+    server = StreamServer(ArraySource(META, lines, block_lines=20, speed=1.0), port=0).start()
+    port = server.address[1]
+    engine = Engine(TcpSource("127.0.0.1", port, backoff_s=0.05, max_backoff_s=0.2), pipeline=RecordingPipeline())
+    engine.start()
+    engine.wait_ready()
+
+    def wait_state(state, timeout_s=5.0):
+        deadline = time.monotonic() + timeout_s
+        while engine.state != state and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return engine.state
+
+    try:
+        assert wait_state("running") == "running"
+        deadline = time.monotonic() + 5
+        while engine.stats()["lines_received"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        server.stop()
+        assert wait_state("reconnecting") == "reconnecting"
+        assert "reconnecting" in engine.message
+        # the new server starts from seq 0 when the engine connects: a restart, not a gap
+        server = StreamServer(ArraySource(META, lines, block_lines=20, speed=1.0), port=port, wait_for_client=True).start()
+        assert wait_state("running") == "running"
+        deadline = time.monotonic() + 5
+        while engine.stats()["restarts"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        s = engine.stats()
+        assert s["reconnects"] == 1 and s["restarts"] == 1
+    finally:
+        engine.stop()
+        server.stop()
+
+
+def test_protocol_violation_fails_the_engine_with_its_message():
+    class Broken(ArraySource):
+        def read_block(self, timeout_s):
+            raise ProtocolError("127.0.0.1:1: expected frame magic b'MMSD', found b'XXXX'")
+
+    engine = Engine(Broken(META, seq_lines(10)), pipeline=RecordingPipeline()).start()
+    engine.wait_ready()
+    assert engine.wait(5)
+    assert engine.state == "failed" and "frame magic" in engine.message
+    assert engine.stats()["state"] == "failed"
+    engine.stop()
+
+
+def test_histogram_percentiles_match_numpy():
+    rng = np.random.default_rng(0)
+    values = rng.lognormal(mean=1.0, sigma=1.0, size=20000)
+    h = Histogram()
+    h.add(values[:10000])
+    h.add(values[10000:], np.ones(10000, dtype=int))
+    for q in (50, 99):
+        assert h.percentile(q) == pytest.approx(np.percentile(values, q), rel=0.03)
+    assert h.max_ms == values.max() and h.n == 20000
+    w = Histogram()
+    w.add(np.array([1.0, 10.0]), np.array([99, 1]))
+    assert w.percentile(50) == pytest.approx(1.0, rel=0.03) and w.percentile(100) == 10.0
+    both = h.merged(w)
+    assert both.n == 20100 and both.max_ms == values.max()
+    assert both.percentile(50) == pytest.approx(np.percentile(np.r_[values, [1.0] * 99, 10.0], 50), rel=0.03)

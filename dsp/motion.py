@@ -520,6 +520,8 @@ TRACK_LAG_SAMPLES = 3
 #: Line pairs (at most) and averaging time used to choose the echo automatically.
 SELECTION_PAIRS = 512
 SELECTION_ENSEMBLE_S = 0.02
+#: after the echo is chosen, each call also tracks this many blocks' worth of held-back lines
+CATCH_UP_BLOCKS = 2
 
 
 @njit(nogil=True, cache=True)
@@ -651,7 +653,8 @@ class MotionTracker:
     max_acceleration_m_s2 : largest change of speed searched around the constant-velocity
         prediction once tracking (sets the NCC search at low line rates).
     select_s : seconds of lines used to choose the echo when ``track_depth_m`` is None;
-        those lines are held back and returned once the echo is chosen (or by :meth:`flush`).
+        those lines are held back, then returned a few blocks at a time with the following
+        blocks (or all at once by :meth:`flush`), so no call stalls a live stream.
     keyframe_ncc : the reference window is renewed when the match quality (complex
         correlation coefficient, or interpolated NCC peak for "ncc") falls below this.
 
@@ -753,34 +756,46 @@ class MotionTracker:
             return self._empty()
         lines = self._kernel_lines(lines)
         t_s = block.t_s + np.arange(lines.shape[0], dtype=np.float64) / self.meta.prf_hz
-        if self._home is None:
+        if self._home is None or self._pending:
             self._pending.append((lines, t_s))
-            if sum(p[1].shape[0] for p in self._pending) < self.select_lines:
-                return self._empty()
-            return self._release()
+            if self._home is None:
+                if sum(p[1].shape[0] for p in self._pending) < self.select_lines:
+                    return self._empty()
+                self._choose_echo()
+            # catch up on lines held back while choosing, a few blocks' worth per call,
+            # so that no single call stalls the real-time worker
+            return self._drain((1 + CATCH_UP_BLOCKS) * lines.shape[0])
         return self._run(lines, t_s)
 
     def flush(self) -> MotionBlock:
-        """End of stream: track lines still held back while choosing the echo (at least 2).
+        """End of stream: track every line still held back (at least 2 to choose an echo).
 
         Returns their trace (empty when nothing is pending); a recording shorter than
         ``select_s`` thus still gets a trace, from an echo chosen on fewer lines.
         """
-        if self.meta is None or not self.active or self._home is not None:
+        if self.meta is None or not self.active or not self._pending:
             return self._empty()
-        if sum(p[1].shape[0] for p in self._pending) < 2:
-            return self._empty()
-        return self._release()
+        if self._home is None:
+            if sum(p[1].shape[0] for p in self._pending) < 2:
+                return self._empty()
+            self._choose_echo()
+        return self._drain(None)
 
     def _empty(self) -> MotionBlock:
         e = np.zeros(0)
         return MotionBlock(e, e.copy(), e.copy(), self.depth_m)
 
-    def _release(self) -> MotionBlock:
-        """Choose the echo on the pending lines, then track them."""
+    def _drain(self, max_lines: int | None) -> MotionBlock:
+        """Track the oldest ``max_lines`` held-back lines (all if None); keep the rest."""
         lines = np.concatenate([p[0] for p in self._pending])
         t_s = np.concatenate([p[1] for p in self._pending])
-        self._pending = []
+        take = lines.shape[0] if max_lines is None else min(max_lines, lines.shape[0])
+        self._pending = [(lines[take:], t_s[take:])] if take < lines.shape[0] else []
+        return self._run(lines[:take], t_s[:take])
+
+    def _choose_echo(self) -> None:
+        """Choose the echo to track from the lines held back so far."""
+        lines = np.concatenate([p[0] for p in self._pending])
         guard = self._window // 2 + 1
         if self._mode == MODE_ENVELOPE:  # no phase: the bright echo whose amplitude changes most
             env = lines.astype(np.float64)
@@ -798,7 +813,6 @@ class MotionTracker:
                 iq_a, iq_b, self.meta.prf_hz, self.meta.f0_hz, self.meta.c_m_s, self._window, guard, ensemble
             )
         self._set_home(centre)
-        return self._run(lines, t_s)
 
     def _start(self, first_line: np.ndarray) -> None:
         """The first line becomes the reference (displacement 0); the reported depth is the

@@ -23,7 +23,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from mmode.errors import FormatError, describe
+from mmode.errors import DataError, FormatError, describe
 from mmode.ingest.meta import AcquisitionMeta, Truth, check_lines
 from mmode.ingest.recording import Annotation, Recording
 
@@ -81,6 +81,12 @@ def write_recording(
     for a in annotations:
         if not 0 <= a.start_line <= a.end_line <= n_lines:
             raise FormatError(describe(f"{path}:/annotations", f"0 <= start_line <= end_line <= {n_lines}", a))
+    if timestamps_s is not None:
+        ts = np.asarray(timestamps_s, dtype=np.float64)
+        if ts.shape != (n_lines,):
+            raise FormatError(describe(f"{path}:/timestamps_s", f"shape ({n_lines},)", ts.shape))
+    if truth is not None:
+        _check_truth(truth, n_lines, path)
     with h5py.File(path, "w") as f:
         _write_meta(f, meta)
         f.create_dataset(
@@ -91,14 +97,11 @@ def write_recording(
             **({"compression": "gzip", "compression_opts": 1, "shuffle": True} if compress else {}),
         )
         if timestamps_s is not None:
-            ts = np.asarray(timestamps_s, dtype=np.float64)
-            if ts.shape != (n_lines,):
-                raise FormatError(describe(f"{path}:/timestamps_s", f"shape ({n_lines},)", ts.shape))
             f.create_dataset("timestamps_s", data=ts, maxshape=(None,))
         if annotations:
             _write_annotations(f, annotations)
         if truth is not None:
-            _write_truth(f, truth, n_lines, path)
+            _write_truth(f, truth)
 
 
 def _write_annotations(f: h5py.File, annotations: list[Annotation] | tuple[Annotation, ...]) -> None:
@@ -111,19 +114,30 @@ def _write_annotations(f: h5py.File, annotations: list[Annotation] | tuple[Annot
     g.create_dataset("label", data=[a.label for a in annotations], dtype=h5py.string_dtype("utf-8"))
 
 
-def _write_truth(f: h5py.File, truth: Truth, n_lines: int, path: str) -> None:
-    labels = np.asarray(truth.labels)
-    disp = np.asarray(truth.displacement_m, dtype=np.float32)
-    depths = np.asarray(truth.depths_m, dtype=np.float64)
+def _check_truth(truth: Truth, n_lines: int, path: str) -> None:
+    labels, depths = np.asarray(truth.labels), np.asarray(truth.depths_m)
+    disp_shape = np.shape(truth.displacement_m)
     if labels.shape != (n_lines,):
         raise FormatError(describe(f"{path}:/truth/labels", f"shape ({n_lines},)", labels.shape))
-    if disp.shape != (n_lines, depths.shape[0]):
-        raise FormatError(describe(f"{path}:/truth/displacement_m", f"shape ({n_lines}, {depths.shape[0]})", disp.shape))
+    if depths.ndim != 1:
+        raise FormatError(describe(f"{path}:/truth/depths_m", "shape (n_depths,)", depths.shape))
+    if disp_shape != (n_lines, depths.shape[0]):
+        raise FormatError(describe(f"{path}:/truth/displacement_m", f"shape ({n_lines}, {depths.shape[0]})", disp_shape))
+
+
+def _write_truth(f: h5py.File, truth: Truth) -> None:
+    """Write ``/truth`` (shapes already checked by :func:`_check_truth`)."""
     g = f.create_group("truth")
-    ds = g.create_dataset("labels", data=labels.astype(np.int16))
+    ds = g.create_dataset("labels", data=np.asarray(truth.labels).astype(np.int16))
     ds.attrs["classes"] = list(truth.classes)
-    g.create_dataset("depths_m", data=depths)
-    g.create_dataset("displacement_m", data=disp, compression="gzip", compression_opts=4, shuffle=True)
+    g.create_dataset("depths_m", data=np.asarray(truth.depths_m, dtype=np.float64))
+    g.create_dataset(
+        "displacement_m",
+        data=np.asarray(truth.displacement_m, dtype=np.float32),
+        compression="gzip",
+        compression_opts=4,
+        shuffle=True,
+    )
 
 
 class H5Writer:
@@ -245,10 +259,10 @@ def read_h5(path: str | Path) -> Recording:
 
         annotations = _read_annotations(f, path, n_lines)
         truth_fn = _truth_loader(f, path, n_lines) if "truth" in f else None
-    except FormatError:
+    except DataError:
         f.close()
         raise
-    except (KeyError, ValueError, TypeError, OSError) as exc:
+    except (KeyError, IndexError, ValueError, TypeError, OSError) as exc:
         f.close()
         raise FormatError(describe(path, "a valid mmode v1 file", f"{type(exc).__name__}: {exc}")) from None
 
@@ -302,6 +316,8 @@ def _truth_loader(f: h5py.File, path: str, n_lines: int):
         raise FormatError(describe(f"{path}:/truth/labels", "attribute classes", "none"))
     if g["labels"].shape != (n_lines,) or g["labels"].dtype.kind not in "iu":
         raise FormatError(describe(f"{path}:/truth/labels", f"integer labels of shape ({n_lines},)", f"{g['labels'].dtype} {g['labels'].shape}"))
+    if g["depths_m"].ndim != 1:
+        raise FormatError(describe(f"{path}:/truth/depths_m", "shape (n_depths,)", g["depths_m"].shape))
     n_depths = g["depths_m"].shape[0]
     if g["displacement_m"].shape != (n_lines, n_depths):
         raise FormatError(describe(f"{path}:/truth/displacement_m", f"shape ({n_lines}, {n_depths})", g["displacement_m"].shape))

@@ -69,7 +69,7 @@ class AcquisitionMeta:
 
     def __post_init__(self) -> None:
         src = self.source
-        if self.kind not in KINDS:
+        if not isinstance(self.kind, str) or self.kind not in KINDS:
             raise DataError(describe(src, f"kind one of {KINDS}", repr(self.kind)))
         for name in ("fs_hz", "prf_hz", "c_m_s"):
             object.__setattr__(self, name, _finite_positive(name, getattr(self, name), src))

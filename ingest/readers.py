@@ -42,6 +42,8 @@ META_KEYS = ("kind", "fs_hz", "f0_hz", "prf_hz", "c_m_s", "t0_s", "probe", "desc
 MAX_SIDECAR_BYTES = 1 << 20
 #: Largest array a reader loads whole (compressed .npz member, MAT v5 variable).
 MAX_IN_MEMORY_BYTES = 4 << 30
+#: Largest MATLAB metadata variable (scalar or char array), elements.
+MAX_MAT_META_ELEMENTS = 1 << 16
 
 _SIDECAR_COMMON = (*META_KEYS, "n_lines", "n_samples", "annotations")
 NPY_SIDECAR_KEYS = _SIDECAR_COMMON
@@ -258,7 +260,13 @@ def _npz_member(
     if len(local) != 30 or local[:4] != b"PK\x03\x04":
         raise FormatError(describe(source, f"a zip local header for member {name}", "damaged archive"))
     name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
-    return shape, fortran, dtype, info.header_offset + 30 + name_len + extra_len + header_len
+    data_offset = info.header_offset + 30 + name_len + extra_len + header_len
+    size = Path(path).stat().st_size
+    if data_offset + n_bytes > size:
+        raise FormatError(
+            describe(source, f"member {name} inside the archive ({data_offset} + {n_bytes} bytes)", f"{size} bytes")
+        )
+    return shape, fortran, dtype, data_offset
 
 
 def read_npz(path: str | Path, *, lines_key: str | None = None, **overrides: Any) -> Recording:
@@ -446,6 +454,9 @@ def _mat_mapping(variables: Mapping[str, str] | None, present: set[str], source:
     unknown = sorted(set(variables) - set(MAT_DEFAULT_VARIABLES))
     if unknown:
         raise FormatError(describe(source, f"variable mapping keys among {', '.join(MAT_DEFAULT_VARIABLES)}", unknown))
+    not_names = {k: v for k, v in variables.items() if not isinstance(v, str)}
+    if not_names:
+        raise FormatError(describe(source, "variable mapping values that are variable names", not_names))
     mapping = {}
     for field, names in MAT_DEFAULT_VARIABLES.items():
         if field in variables:
@@ -469,6 +480,12 @@ def _mat_mapping(variables: Mapping[str, str] | None, present: set[str], source:
             )
         )
     return mapping
+
+
+def _check_mat_meta_size(source: str, n_elements: int) -> None:
+    """A metadata variable is read whole: refuse one declaring more than MAX_MAT_META_ELEMENTS."""
+    if n_elements > MAX_MAT_META_ELEMENTS:
+        raise FormatError(describe(source, f"a metadata variable of at most {MAX_MAT_META_ELEMENTS} elements", n_elements))
 
 
 def _mat_scalar(value: Any, field: str, source: str) -> Any:
@@ -538,6 +555,8 @@ def _read_mat5(
         raise FormatError(describe(f"{source}:{var}", "a 2-D numeric matrix", f"{cls} of size {shape}"))
     n_lines, n_samples = (shape[1], shape[0]) if lines_axis == 1 else shape
     small = [v for f, v in mapping.items() if f not in ("lines", "timestamps_s")]
+    for v in small:
+        _check_mat_meta_size(f"{source}:{v}", math.prod(listing[v][0]))
     try:
         scalars = scipy.io.loadmat(source, variable_names=small) if small else {}
     except (ValueError, TypeError, OSError, NotImplementedError, scipy.io.matlab.MatReadError) as exc:
@@ -627,11 +646,10 @@ def _read_mat73(
             )
         # HDF5 stores MATLAB arrays transposed: MATLAB size (a, b) is HDF5 shape (b, a).
         n_lines, n_samples = ds.shape if lines_axis == 1 else ds.shape[::-1]
-        file_meta = {
-            fld: _mat_scalar(f[v][()], fld, source)
-            for fld, v in mapping.items()
-            if fld not in ("lines", "timestamps_s")
-        }
+        meta_fields = {fld: v for fld, v in mapping.items() if fld not in ("lines", "timestamps_s")}
+        for v in meta_fields.values():
+            _check_mat_meta_size(f"{source}:{v}", f[v].size)
+        file_meta = {fld: _mat_scalar(f[v][()], fld, source) for fld, v in meta_fields.items()}
         meta = _meta(source, _mat_kind(mapping, file_meta, is_complex), spec, overrides)
         _check_shape(spec, n_lines, n_samples, source)
         if is_complex != (meta.kind == "iq"):

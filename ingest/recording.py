@@ -97,6 +97,8 @@ class Recording:
         if block_lines <= 0:
             raise DataError(describe(self.source, "block_lines > 0", block_lines))
         stop = self.n_lines if stop is None else stop
+        if not (0 <= start <= stop <= self.n_lines):
+            raise DataError(describe(self.source, f"line range within [0, {self.n_lines}]", (start, stop)))
         ts = self.timestamps_s() if self._timestamps_fn is not None else None
         for i in range(start, stop, block_lines):
             j = min(i + block_lines, stop)

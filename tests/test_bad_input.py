@@ -56,7 +56,8 @@ def test_hdf5_missing_attribute(tmp_path, capsys):
     path = _h5(tmp_path)
     with h5py.File(path, "r+") as f:
         del f.attrs["fs_hz"]
-    _info_fails(capsys, path, "fs_hz", "missing")
+    err = _info_fails(capsys, path, "fs_hz", "missing")
+    assert err.count(str(path)) == 1, err  # one message, not one wrapped in another
 
 
 def test_hdf5_not_mmode_and_missing_lines(tmp_path, capsys):
@@ -221,3 +222,43 @@ def test_hdf5_absurd_annotation_count(tmp_path, capsys):
             g.create_dataset(name, shape=(2**32,), chunks=(1024,), dtype=np.int64)
         g.create_dataset("label", shape=(1,), dtype=h5py.string_dtype())
     _info_fails(capsys, path, ":/annotations", "at most 1048576 annotations")
+
+
+def test_hdf5_truth_depths_not_a_vector(tmp_path, capsys):
+    path = _h5(tmp_path)
+    with h5py.File(path, "r+") as f:
+        g = f.create_group("truth")
+        g.create_dataset("labels", data=np.zeros(20, np.int16)).attrs["classes"] = ["lung_sliding"]
+        g["depths_m"] = 0.01  # scalar, not (n_depths,)
+        g["displacement_m"] = np.zeros((20, 1))
+    _info_fails(capsys, path, ":/truth/depths_m", "shape (n_depths,)")
+
+
+def test_mat_mapping_value_not_a_name_and_oversize_metadata(tmp_path, capsys):
+    import scipy.io
+
+    path = tmp_path / "x.mat"
+    scipy.io.savemat(path, {"rf": np.zeros((8, 4)), "fs": np.zeros((300, 300)), "f0": 5e6, "prf": 1e3})
+    _info_fails(capsys, path, "x.mat:fs", f"at most {readers.MAX_MAT_META_ELEMENTS} elements", "found 90000")
+    (tmp_path / "x.mat.json").write_text(json.dumps({"variables": {"lines": ["rf"]}}))
+    _info_fails(capsys, path, "variable mapping values that are variable names")
+
+
+def test_npz_member_declared_beyond_the_archive(tmp_path, capsys, no_mapping):
+    """A stored member whose zip sizes and .npy header agree but run past the end of the file."""
+    import struct
+    import zipfile
+
+    path = tmp_path / "forged.npz"
+    np.savez(path, lines=np.zeros((4, 8), np.int16))
+    (tmp_path / "forged.npz.json").write_text(json.dumps(RF_JSON))
+    data = bytearray(path.read_bytes())
+    i = data.find(b"(4, 8)")
+    data[i : i + 6] = b"(9, 8)"  # 5 more lines of 16 bytes
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo("lines.npy")
+    grown = info.file_size + 80
+    struct.pack_into("<II", data, info.header_offset + 18, grown, grown)  # local header sizes
+    struct.pack_into("<II", data, data.find(b"PK\x01\x02") + 20, grown, grown)  # central directory
+    path.write_bytes(bytes(data))
+    _info_fails(capsys, path, "member lines.npy inside the archive", f"found {len(data)} bytes")

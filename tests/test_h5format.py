@@ -173,6 +173,7 @@ def test_write_recording_rejects_bad_annotations_and_timestamps(tmp_path):
         write_recording(tmp_path / "a.h5", RF, lines, annotations=[Annotation(5, 11, "x")])
     with pytest.raises(FormatError, match=r"shape \(10,\)"):
         write_recording(tmp_path / "b.h5", RF, lines, timestamps_s=np.zeros(9))
+    assert not (tmp_path / "a.h5").exists() and not (tmp_path / "b.h5").exists()  # checked before writing
 
 
 def test_h5writer_rejects_bad_blocks(tmp_path):

@@ -105,6 +105,9 @@ def test_recording_blocks_info_and_nan_detection():
     assert info["annotations"] == [{"start_line": 0, "end_line": 5, "label": "a"}]
     with pytest.raises(DataError, match="line range"):
         rec.read(10, 51)
+    timed, _ = _recording(lines, meta, timestamps_fn=lambda: np.arange(50) / 100.0)
+    with pytest.raises(DataError, match="line range"):
+        next(timed.blocks(16, 60, 70))
     lines[37, 1] = np.nan
     with pytest.raises(DataError, match="NaN or Inf in line 37"):
         rec.read(30, 40)

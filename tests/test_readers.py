@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import scipy.io
 
-import mmode
 from mmode.errors import DataError, FormatError, UsageError
 from mmode.ingest.files import open_recording, sample_data_dir
 from mmode.ingest.h5format import write_recording
@@ -327,5 +326,5 @@ def test_open_recording_rejects_unknown_options_and_suffix(tmp_path):
 
 
 def test_sample_data_dir_is_repository_folder():
-    assert sample_data_dir() == Path(mmode.__file__).resolve().parents[1] / "sample_data"
-    assert sample_data_dir().is_dir()
+    assert sample_data_dir() == Path(__file__).resolve().parents[1] / "sample_data"
+    assert (sample_data_dir() / "demo.h5").is_file()

@@ -323,11 +323,30 @@ class _Setup:
         return out
 
     def truth(self, t_s: np.ndarray) -> Truth:
-        """Truth at times ``t_s``; displacement relative to t = 0 (line 0)."""
+        """Truth at times ``t_s``; displacement of the tissue found at ``depths_m`` in line 0."""
         scene = self.renderer.scene
-        disp = scene.displacement_m(self.depths_m, t_s) - scene.displacement_m(self.depths_m, np.zeros(1))
+        disp = _displacement_since_line0(scene, self.depths_m, t_s)
         labels = scene.motion(t_s).labels
         return Truth(labels=labels, classes=CLASSES, depths_m=self.depths_m, displacement_m=disp.astype(np.float32))
+
+
+def _line0_rest_depths(scene: Scene, depths_m: np.ndarray) -> np.ndarray:
+    """Rest depths of the tissue found at ``depths_m`` at t = 0: solve ``z + d(z, 0) = depths_m``.
+
+    The scene moves tissue from its rest depth ``z`` to ``z + d(z, t)``; inverted on a
+    0.05 mm grid (made monotonic, as tissue does not fold), then interpolated.
+    """
+    span = np.abs(scene.displacement_m(depths_m, np.zeros(1))).max() + 1e-3
+    z = np.arange(depths_m.min() - span, depths_m.max() + span, 5e-5)
+    y = np.maximum.accumulate(z + scene.displacement_m(z, np.zeros(1))[0])
+    return np.interp(depths_m, y, z)
+
+
+def _displacement_since_line0(scene: Scene, depths_m: np.ndarray, t_s: np.ndarray) -> np.ndarray:
+    """(len(t_s), len(depths_m)) axial displacement since t = 0 of the tissue that sits at
+    ``depths_m`` at t = 0 (Lagrangian, indexed by line-0 depth), metres."""
+    z = _line0_rest_depths(scene, depths_m)
+    return scene.displacement_m(z, t_s) - scene.displacement_m(z, np.zeros(1))
 
 
 def _setup(
@@ -532,14 +551,13 @@ def simulate_sequence(
     labels = np.empty(sum(counts), dtype=np.int64)
     disp = np.empty((sum(counts), first.depths_m.shape[0]), dtype=np.float32)
     annotations = []
-    ref = first.renderer.scene.displacement_m(first.depths_m, np.zeros(1))
     start = 0
     for (scenario, _), n in zip(segments, counts):
         seg = first if start == 0 else _setup(scenario, rate_per_min=rate_per_min, **params)
         t_s = np.arange(start, start + n, dtype=np.float64) / first.meta.prf_hz
         lines[start : start + n] = seg.lines(start, n, quantiser=first.quantiser)
         scene = seg.renderer.scene
-        disp[start : start + n] = scene.displacement_m(first.depths_m, t_s) - ref
+        disp[start : start + n] = _displacement_since_line0(scene, first.depths_m, t_s)
         labels[start : start + n] = scene.motion(t_s).labels
         annotations.append(Annotation(start, start + n, SCENARIOS[scenario].label))
         start += n

@@ -1,6 +1,6 @@
 """``mmode bench [--json]``: DSP throughput on one thread against a scipy reference.
 
-Runs ``bench/bench_dsp.py`` of the source tree (see that file for what is measured) and
+Runs :func:`mmode.dsp.bench.run_benchmark` (see that module for what is measured) and
 prints lines per second of the envelope path, of the whole chain and of the scipy
 reference, with the ratios.
 """
@@ -8,8 +8,6 @@ reference, with the ratios.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,19 +23,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _load_bench_module():
-    import mmode
-    from mmode.errors import UsageError
-
-    path = Path(mmode.__file__).resolve().parents[1] / "bench" / "bench_dsp.py"
-    if not path.is_file():
-        raise UsageError(f"bench: expected the benchmark script at {path}, found none (run from a source checkout)")
-    spec = importlib.util.spec_from_file_location("mmode_bench_dsp", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def run(args: argparse.Namespace) -> int:
     from mmode.app.cli import print_json
     from mmode.errors import UsageError, describe
@@ -46,7 +31,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(describe("--lines", "1024 <= lines <= 1048576", args.lines))
     if args.repeats < 1:
         raise UsageError(describe("--repeats", ">= 1", args.repeats))
-    result = _load_bench_module().run_benchmark(n_lines=args.lines, repeats=args.repeats)
+    from mmode.dsp.bench import run_benchmark
+
+    result = run_benchmark(n_lines=args.lines, repeats=args.repeats)
     if args.json:
         print_json(result)
         return 0
@@ -62,5 +49,6 @@ def run(args: argparse.Namespace) -> int:
     rows += [(f"chain, denoise={k}", f"{v:>12,.0f} lines/s") for k, v in result["chain_by_denoise_lines_per_s"].items()]
     print(f"int16 RF, {result['n_samples']} samples/line -> {result['n_rows']} rows, one thread, "
           f"timer: {result['timer']}, load average {result['load_avg_1min']:.2f}")
-    print("\n".join(f"{k:<24} {v}" for k, v in rows))
+    width = max(len(k) for k, _ in rows)
+    print("\n".join(f"{k:<{width}} {v}" for k, v in rows))
     return 0

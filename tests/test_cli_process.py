@@ -104,3 +104,16 @@ def test_bench_reports_the_three_rates(capsys):
     assert set(result["chain_by_denoise_lines_per_s"]) == {"none", "median_persist", "wavelet", "srad"}
     assert main(["bench", "--lines", "10"]) == 2
     capsys.readouterr()
+
+
+def test_bench_is_in_the_package_without_torch_or_qt():
+    """``mmode bench`` must work from an installed wheel: its code is mmode.dsp.bench, not a
+    script of the source tree, and importing it pulls in neither torch nor Qt."""
+    import subprocess
+    import sys
+
+    code = ("import sys, mmode.dsp.bench as b; assert callable(b.run_benchmark); "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'PyQt6', 'pyqtgraph')); "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+

@@ -1,6 +1,7 @@
 """Envelope detection, log compression, TGC and row resampling against analytic references."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -114,6 +115,20 @@ def test_iq_input_envelope_is_magnitude():
     np.testing.assert_allclose(db, np.clip(20 * np.log10(np.abs(iq)) - 3.0, -40.0, 0.0), atol=1e-3)
 
 
+def test_edge_rows_keep_the_level_of_a_constant_echo():
+    """Rows whose FIR window is cut by the line ends are rescaled to unit DC gain."""
+    k = np.arange(N)
+    iq_meta = AcquisitionMeta("iq", FS_HZ, F0_HZ, 2000.0)
+    iq = np.full((1, N), 1000.0, np.complex64)
+    np.testing.assert_allclose(envelope.envelope_rows(iq, envelope.envelope_tables(iq_meta, N, 256)), 1000.0,
+                               rtol=1e-5)
+    for phase in (0.0, 1.0, 2.0):
+        rf = (1000.0 * np.cos(2 * np.pi * F0_HZ * k / FS_HZ + phase))[None, :].astype(np.float32)
+        env = envelope.envelope_rows(rf, envelope.envelope_tables(RF_META, N, 256))[0]
+        np.testing.assert_allclose(env[1:-1], 1000.0, rtol=0.01)
+        assert abs(20 * np.log10(env[0] / 1000.0)) < 2.0  # was 4 to 6 dB low
+
+
 def test_dc_offset_is_removed(full_tables):
     rf = gauss_pulse(1000.0)[None, :]
     with_dc = (rf + 3000.0).astype(np.float32)
@@ -186,25 +201,39 @@ def test_bad_input_raises_data_error(full_tables):
 
 
 def test_kernels_release_the_gil():
-    for k in (kernels.rf_rows, kernels.iq_rows, kernels.real_rows_envelope, kernels.log_compress,
-              kernels.median_depth, kernels.persistence, kernels.srad, kernels.dwt_periodic):
-        assert k.targetoptions["nogil"] is True
-    tables = envelope.envelope_tables(RF_META, N, 256)
-    rf = np.random.default_rng(0).normal(0, 1000, (20000, N)).astype(np.int16)
-    out = np.empty((rf.shape[0], 256), np.float32)
-    envelope.envelope_rows(rf[:8], tables)  # compiled before the race
+    from numba.core.registry import CPUDispatcher
+
+    dispatchers = {name: k for name, k in vars(kernels).items() if isinstance(k, CPUDispatcher)}
+    assert {"rf_rows", "iq_rows", "real_rows_envelope", "log_compress", "median_depth", "persistence", "srad",
+            "dwt_periodic", "idwt_periodic", "swt_level"} <= set(dispatchers)
+    for name, k in dispatchers.items():  # every kernel is @njit(nogil=True, cache=True)
+        assert k.targetoptions["nogil"] is True, name
+        assert type(k._cache).__name__ == "FunctionCache", name
+    # 5000 lines at full resolution (2048 rows of 33 taps): a kernel call of 50 to 500 ms
+    tables = envelope.envelope_tables(RF_META, N, N)
+    rf = np.tile(np.random.default_rng(0).normal(0, 1000, (500, N)).astype(np.int16), (10, 1))
+    out = np.empty((rf.shape[0], N), np.float32)
+    envelope.envelope_rows(rf[:8], tables, out=out[:8])  # compiled before the race
     started = threading.Event()
+    span = {}
 
     def work():
         started.set()
+        span["t0"] = time.perf_counter()
         envelope.envelope_rows(rf, tables, out=out)
+        span["t1"] = time.perf_counter()
 
     t = threading.Thread(target=work)
     t.start()
     started.wait()
-    ticks = 0
+    stamps = []
     while t.is_alive():
-        ticks += 1
+        stamps.append(time.perf_counter())
     t.join()
-    # with the GIL held for the whole kernel call this loop could not run while it does
-    assert ticks > 1000
+    t0, t1 = span["t0"], span["t1"]
+    assert t1 - t0 > 0.04, "kernel call too short for the check to mean anything"
+    # With the GIL held, this thread runs only after the kernel returns (before t1 is taken:
+    # one switch interval, some ms), never in the first half of the call. Count the loop's
+    # turns from 10 ms after the start to the middle of the call.
+    during = sum(t0 + 0.01 < x < (t0 + t1) / 2 for x in stamps)
+    assert during > 1000

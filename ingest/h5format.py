@@ -185,6 +185,8 @@ class H5Writer:
         if lines.ndim != 2 or lines.shape[1] != self.n_samples:
             raise FormatError(describe(self.path, f"lines of shape (n, {self.n_samples})", lines.shape))
         check_lines(lines, self.meta, self.path)
+        if lines.dtype.kind == "f" and self.dtype.kind == "i":
+            raise FormatError(describe(self.path, f"{self.dtype} lines for an {self.dtype} recording", lines.dtype))
         ts = np.asarray(timestamps_s, dtype=np.float64)
         if ts.shape != (lines.shape[0],):
             raise FormatError(describe(self.path, f"timestamps of shape ({lines.shape[0]},)", ts.shape))
@@ -251,8 +253,11 @@ def read_h5(path: str | Path) -> Recording:
         timestamps_fn = None
         if "timestamps_s" in f:
             tds = f["timestamps_s"]
-            if tds.ndim != 1 or tds.shape[0] < n_lines or tds.dtype.kind != "f":
+            if tds.ndim != 1 or tds.shape[0] == 0 or tds.dtype.kind != "f":
                 raise FormatError(describe(f"{path}:/timestamps_s", f"float shape ({n_lines},)", f"{tds.dtype} {tds.shape}"))
+            # a live recording stopped between the two resizes of an append holds more
+            # lines than times: open it up to its last complete line
+            n_lines = min(n_lines, tds.shape[0])
 
             def timestamps_fn() -> np.ndarray:
                 return np.asarray(tds[:n_lines], dtype=np.float64)

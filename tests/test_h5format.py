@@ -187,3 +187,24 @@ def test_h5writer_rejects_bad_blocks(tmp_path):
         assert w.n_lines == 0
     with pytest.raises(FormatError, match="dtype complex64"):
         H5Writer(tmp_path / "x.h5", IQ, 16, "float32")
+
+
+def test_h5writer_refuses_float_lines_for_int16_recording(tmp_path):
+    with H5Writer(tmp_path / "r.h5", RF, 16, "int16") as w:
+        with pytest.raises(FormatError, match="int16 lines"):
+            w.append(np.full((2, 16), 40000.5, np.float32), np.zeros(2))
+        assert w.n_lines == 0
+
+
+def test_recording_stopped_between_resizes_opens_up_to_last_complete_line(tmp_path):
+    """An append grows /lines before /timestamps_s; a stop in between leaves one line more."""
+    path = tmp_path / "cut.h5"
+    lines = _lines(RF, "int16", n_lines=10, n_samples=32)
+    with H5Writer(path, RF, 32, "int16") as w:
+        w.append(lines, np.arange(10) / 1000.0)
+    with h5py.File(path, "a") as f:
+        f["timestamps_s"].resize((7,))
+    with read_h5(path) as rec:
+        assert rec.n_lines == 7
+        np.testing.assert_array_equal(rec.read(), lines[:7])
+        np.testing.assert_array_equal(rec.timestamps_s(), np.arange(7) / 1000.0)

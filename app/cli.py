@@ -44,13 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mmode {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"mmode.app.cmd_{name}")
-        except ModuleNotFoundError as exc:  # during development only; see docs/ARCHITECTURE.md
-            if exc.name != f"mmode.app.cmd_{name}":
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(f"mmode.app.cmd_{name}").register(sub)
     return parser
 
 

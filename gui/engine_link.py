@@ -1,0 +1,234 @@
+"""The window's link to the engine: sources, settings and results (no Qt calls here).
+
+- :class:`SourceSpec` names what to open; :func:`make_engine` builds the source and the
+  :class:`mmode.app.engine.Engine` for it (the default engine factory of the window).
+- :func:`pipeline_settings` turns the window's :class:`~mmode.gui.settings.GuiSettings` into
+  the engine's ``PipelineSettings``.
+- :class:`ResultsReader` turns each ``Results`` into per-line arrays for the display ring
+  (class label and confidence per line, tracked tissue depth per line) and keeps the latest
+  class for the header.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from mmode.errors import DataError, describe
+from mmode.gui.settings import TGC_DEPTHS_FRACTION, GuiSettings
+from mmode.ingest.igtl import DEFAULT_PORT as DEFAULT_IGTL_PORT
+from mmode.ingest.stream import DEFAULT_PORT as DEFAULT_STREAM_PORT
+
+#: Backlog (s of lines) a file may build up before the engine skips to the newest lines.
+FILE_BACKLOG_S = 2.0
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """What to open. kind: "file" (value = path), "stream" (value = "HOST:PORT", or
+    "igtl://HOST:PORT" for OpenIGTLink), "sim" (value = scenario name).
+    speed : file playback speed; start_line : first file line; prf_hz : simulator line rate."""
+
+    kind: str
+    value: str
+    speed: float = 1.0
+    start_line: int = 0
+    prf_hz: float = 1000.0
+
+    def title(self) -> str:
+        return {"file": "File", "stream": "Stream", "sim": "Simulator"}.get(self.kind, self.kind) + f": {self.value}"
+
+
+def make_source(spec: SourceSpec):
+    """The :mod:`mmode.ingest.sources` source for ``spec`` (not opened)."""
+    from mmode.ingest import sources
+
+    if spec.kind == "file":
+        return sources.FileSource(spec.value, speed=spec.speed, loop=False, start_line=spec.start_line)
+    if spec.kind == "sim":
+        from mmode.ingest.scenarios import SCENARIOS
+
+        if spec.value not in SCENARIOS:
+            raise DataError(describe("--sim", f"a scenario in {tuple(SCENARIOS)}", repr(spec.value)))
+        return sources.SimSource(spec.value, prf_hz=spec.prf_hz)
+    if spec.kind == "stream":
+        text = spec.value.strip()
+        if text.startswith("igtl://"):
+            return sources.IgtlSource(*sources.parse_host_port(text[len("igtl://"):], DEFAULT_IGTL_PORT))
+        return sources.TcpSource(*sources.parse_host_port(text, DEFAULT_STREAM_PORT))
+    raise DataError(describe("source", "kind file, stream or sim", repr(spec.kind)))
+
+
+def make_engine(spec: SourceSpec, settings):
+    """Default engine factory: the real :class:`mmode.app.engine.Engine` on ``spec``'s source."""
+    from mmode.app.engine import Engine
+
+    if spec.kind == "file":
+        # review wants every line of a file: allow a longer backlog before skipping to the newest
+        return Engine(make_source(spec), settings, ring_seconds=FILE_BACKLOG_S * 2, max_latency_s=FILE_BACKLOG_S)
+    return Engine(make_source(spec), settings)
+
+
+def classifier_name(choice: str, shipped: list[str] | None = None) -> str | None:
+    """The shipped classifier for a model choice ("student", "teacher", "int8", "classic").
+
+    "classic" and a choice with no shipped weights give None (classic processing only, no
+    classification). shipped : the registry's model names (default: ``mmode.models.registry``).
+    """
+    if choice == "classic":
+        return None
+    if shipped is None:
+        from mmode.models.registry import model_names
+
+        shipped = model_names()
+    classifiers = [n for n in shipped if n.startswith("classifier")]
+    if choice == "student":
+        ranked = [n for n in classifiers if "student" in n and "int8" not in n]
+    elif choice == "teacher":
+        ranked = [n for n in classifiers if "teacher" in n]
+    elif choice == "int8":
+        ranked = [n for n in classifiers if "int8" in n]
+    else:
+        raise DataError(describe("model", "student, teacher, int8 or classic", repr(choice)))
+    return min(ranked, key=len) if ranked else None
+
+
+def pipeline_settings(s: GuiSettings, depth_range_m: tuple[float, float] | None = None):
+    """``PipelineSettings`` for the window's choices.
+
+    TGC knobs sit at :data:`~mmode.gui.settings.TGC_DEPTHS_FRACTION` of ``depth_range_m``
+    (no TGC until the depth range is known). The model choice goes to the pipeline's
+    ``model`` field as a shipped model name (None when that model is not shipped).
+    """
+    from mmode.app.pipeline import PipelineSettings
+    from mmode.dsp.processor import ProcessorSettings
+
+    tgc: tuple[tuple[float, float], ...] = ()
+    if depth_range_m is not None and any(g != 0 for g in s.tgc_db):
+        z0, z1 = depth_range_m
+        tgc = tuple((z0 + f * (z1 - z0), float(g)) for f, g in zip(TGC_DEPTHS_FRACTION, s.tgc_db))
+    proc = ProcessorSettings(
+        gain_db=s.gain_db,
+        dynamic_range_db=s.dynamic_range_db,
+        tgc=tgc,
+        denoise=s.denoise_method,
+        denoise_strength=s.denoise_strength,
+    )
+    kw = {"processor": proc}
+    names = {f.name for f in dataclasses.fields(PipelineSettings)}
+    if "model" in names:
+        kw["model"] = classifier_name(s.model)
+    return PipelineSettings(**kw)
+
+
+def _field(obj, name: str, default=None):
+    if obj is None:
+        return default
+    if isinstance(obj, dict):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def _windows(c) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """(start times (k,) or None, end times (k,), probabilities (k, n_classes)) of a
+    classification, or (None, None, None).
+
+    Accepts a sequence of window results (``t_start_s``, ``t_end_s``, ``probs``; see
+    :class:`mmode.models.inference.WindowResult`) or one object with ``t_s`` (end times) and
+    ``probs``.
+    """
+    if c is None:
+        return None, None, None
+    if isinstance(c, (list, tuple)):
+        if not c:
+            return None, None, None
+        start = np.array([float(_field(w, "t_start_s")) for w in c])
+        end = np.array([float(_field(w, "t_end_s")) for w in c])
+        return start, end, np.stack([np.asarray(_field(w, "probs"), np.float64) for w in c])
+    probs = np.asarray(_field(c, "probs"), np.float64)
+    if probs.ndim == 1:
+        probs = probs[None, :]
+    t = _field(c, "t_s")
+    t = np.asarray(t, np.float64).reshape(-1) if t is not None else np.zeros(len(probs))
+    return None, t, probs
+
+
+def _motion_track(m) -> tuple[np.ndarray, np.ndarray] | None:
+    """(t_s (k,), tracked echo depth (k,) m) of a MotionBlock, or None when it has no trace."""
+    if m is None:
+        return None
+    mt = np.asarray(_field(m, "t_s"), np.float64).reshape(-1)
+    disp = np.asarray(_field(m, "displacement_m"), np.float64)
+    if disp.ndim == 2:  # several depths: follow the first
+        disp = disp[:, 0]
+    depth = _field(m, "depth_m")
+    depth0 = float(np.asarray(depth, np.float64).reshape(-1)[0]) if depth is not None else float("nan")
+    if not mt.size or disp.shape[0] != mt.shape[0] or not math.isfinite(depth0):
+        return None
+    return mt, depth0 + disp
+
+
+class ResultsReader:
+    """Per-line overlay arrays from a stream of ``Results``; remembers the latest class.
+
+    Attributes after each :meth:`read`: ``label`` (int, -1 = none), ``confidence`` (0..1 or
+    NaN), ``classes`` (names, when the classification carries them).
+    """
+
+    def __init__(self) -> None:
+        self.label = -1
+        self.confidence = float("nan")
+        self.classes: tuple[str, ...] | None = None
+        self.late_track: tuple[np.ndarray, np.ndarray] | None = None
+        self.relabel: list[tuple[float, float, int, float]] = []
+
+    def read(self, r) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(label (n,) int16, confidence (n,) float32, track_depth_m (n,) float32) for the lines of ``r``.
+
+        Motion the tracker returns late (lines before this block, e.g. while it chose its
+        echo) is left in :attr:`late_track` as (t_s (k,), depth_m (k,)) for
+        :meth:`mmode.gui.mmode_data.DisplayRing.set_track`, else None.
+
+        A classifier window describes the lines it spans, but arrives when it ends. For the
+        timeline, each window with a start time also relabels the second half of its span
+        (:attr:`relabel`: list of (t_from_s, t_to_s, label, confidence) for
+        :meth:`mmode.gui.mmode_data.DisplayRing.set_labels`; the first window ever relabels
+        its whole span), so the colours line up with the image (to within a hop) instead of
+        lagging by half a window.
+        """
+        t = np.asarray(r.t_s, np.float64)
+        n = t.shape[0]
+        label = np.full(n, self.label, np.int16)
+        conf = np.full(n, self.confidence, np.float32)
+        win_start, win_t, probs = _windows(r.classification)
+        self.relabel = []
+        if r.classification is not None:
+            classes = _field(r.classification, "classes")
+            if classes is not None:
+                self.classes = tuple(classes)
+        if probs is not None and probs.size:
+            labels = probs.argmax(axis=1)
+            confs = probs.max(axis=1)
+            # each line takes the newest window that ends at or before it; earlier lines keep
+            # the previous class
+            idx = np.searchsorted(win_t, t, side="right") - 1
+            has = idx >= 0
+            label[has] = labels[idx[has]]
+            conf[has] = confs[idx[has]]
+            first = self.label < 0  # the very first window also covers the lines before its middle
+            self.label, self.confidence = int(labels[-1]), float(confs[-1])
+            if win_start is not None:
+                self.relabel = [(a if first and i == 0 else 0.5 * (a + b), b, int(k), float(p))
+                                for i, (a, b, k, p) in enumerate(zip(win_start, win_t, labels, confs))]
+        self.late_track = None
+        track = np.full(n, np.nan, np.float32)
+        motion = _motion_track(r.motion)
+        if motion is not None:
+            mt, depth_m = motion
+            track = np.interp(t, mt, depth_m, left=np.nan, right=np.nan).astype(np.float32)
+            if n and mt[0] < t[0]:  # the tracker returned lines of earlier blocks
+                self.late_track = (mt[mt < t[0]], depth_m[mt < t[0]])
+        return label, conf, track

@@ -1,0 +1,143 @@
+"""The scrolling M-mode image with its overlays (class strip, motion trace, rate, label).
+
+Plot coordinates are seconds (x, acquisition time) and centimetres (y, depth, increasing
+downward). The image is a pyqtgraph ImageItem fed with a row-major, C-contiguous uint8
+array (depth x time) with explicit levels and a 256-entry grey lookup table, so drawing
+takes pyqtgraph's fast path. Only the GUI thread calls :meth:`MModeView.render`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt6.QtCore import QRectF
+from PyQt6.QtWidgets import QGraphicsItem
+
+from mmode.gui.class_strip import ClassStrip, class_colour, pretty
+from mmode.gui.mmode_data import OverlayRate, Window
+from mmode.gui.status import TimedPaint
+from mmode.ingest.meta import CLASSES
+
+GREY_LUT = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
+MOTION_PEN = (255, 200, 0, 190)  # yellow, the echo under it stays visible
+
+
+class MModeView(TimedPaint, pg.GraphicsLayoutWidget):
+    """Header line (class, confidence, rate), M-mode plot, class strip.
+
+    ``plot`` is the M-mode PlotItem (calipers attach to it); ``header`` the text line;
+    ``on_paint(start_s, stop_s)`` is told of every paint (frame timing).
+    """
+
+    def __init__(self, classes: tuple[str, ...] = CLASSES) -> None:
+        super().__init__()
+        self.classes = tuple(classes)
+        self.setBackground((12, 12, 12))
+        self.header = pg.LabelItem(justify="left", size="14pt")
+        self.addItem(self.header, row=0, col=0)
+        self.plot = self.addPlot(row=1, col=0)
+        self.plot.invertY(True)
+        self.plot.setLabel("left", "Depth (cm)")
+        self.plot.setLabel("bottom", "Time (s)")
+        self.plot.setMouseEnabled(x=False, y=False)
+        self.plot.hideButtons()
+        self.plot.setMenuEnabled(False)
+        self.plot.showGrid(x=False, y=True, alpha=0.15)
+        self.image = pg.ImageItem(axisOrder="row-major")
+        self.image.setLookupTable(GREY_LUT)
+        self.image.setLevels((0, 255))
+        self.plot.addItem(self.image)
+        self.motion_curve = pg.PlotCurveItem(pen=pg.mkPen(MOTION_PEN, width=2), connect="finite")
+        self.plot.addItem(self.motion_curve)
+        self.cursor = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen((80, 160, 255), width=1))
+        self.cursor.setVisible(False)
+        self.plot.addItem(self.cursor, ignoreBounds=True)
+        self.strip = ClassStrip(self.classes)
+        self.addItem(self.strip, row=2, col=0)
+        self.strip.setXLink(self.plot)
+        self.ci.layout.setRowStretchFactor(1, 10)
+        self.show_classes = True
+        self.show_motion = True
+        self.show_rate = True
+        self.no_class_text = "Class: waiting for a full window"
+        self._buf = np.zeros((0, 0), np.uint8)
+        self._depth_cm = (0.0, 4.0)
+        self.plot.setRange(xRange=(-5.0, 0.0), yRange=self._depth_cm, padding=0)
+        self._header_html = ""
+        self.set_header(None, None, None)
+        # axes are drawn into cached pixmaps: text is costly, the depth axis never changes
+        for name in ("left", "bottom"):
+            self.plot.getAxis(name).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+            self.plot.getAxis(name).enableAutoSIPrefix(False)
+
+    # -- geometry ----------------------------------------------------------------------------
+    def set_depths(self, row_depths_m: np.ndarray) -> None:
+        """Depth of the display rows (n_rows,), metres; fixes the y range."""
+        d = np.asarray(row_depths_m, np.float64)
+        step = (d[-1] - d[0]) / max(len(d) - 1, 1)
+        # row k covers [d_k - step/2, d_k + step/2]
+        self._depth_cm = ((d[0] - step / 2) * 100, (d[-1] + step / 2) * 100)
+        self.plot.setYRange(*self._depth_cm, padding=0)
+
+    def plot_width_px(self) -> int:
+        return max(1, int(self.plot.vb.width()))
+
+    # -- drawing -----------------------------------------------------------------------------
+    def render(self, window: Window, col_dt_s: float, window_s: float, x_end_s: float,
+               cursor_t_s: float | None = None) -> None:
+        """Draw ``window`` in a plot showing ``[x_end_s - window_s, x_end_s]`` seconds.
+
+        col_dt_s : time between display columns, s.  cursor_t_s : review cursor (None = hidden).
+        """
+        n = window.n_cols
+        if n == 0:
+            return
+        t_end = float(window.t_s[-1]) + col_dt_s
+        t0 = t_end - n * col_dt_s
+        step = max(1, -(-n // self.plot_width_px()))  # at most one column per screen pixel
+        img = window.image[::-1][::step][::-1] if step > 1 else window.image
+        if self._buf.shape != (img.shape[1], img.shape[0]):
+            self._buf = np.empty((img.shape[1], img.shape[0]), np.uint8)
+        np.copyto(self._buf, img.T)
+        self.image.setImage(self._buf, autoLevels=False, levels=(0, 255))
+        z0, z1 = self._depth_cm
+        self.image.setRect(QRectF(t0, z0, n * col_dt_s, z1 - z0))
+        self.plot.setXRange(x_end_s - window_s, x_end_s, padding=0)
+
+        if self.show_motion and np.isfinite(window.track_depth_m).any():
+            # same decimation as the image: stroking more points than pixels costs paint time
+            self.motion_curve.setData(window.t_s[::-1][::step][::-1], window.track_depth_m[::-1][::step][::-1] * 100.0)
+            self.motion_curve.setVisible(True)
+        else:
+            self.motion_curve.setVisible(False)
+        self.strip.setVisible(self.show_classes)
+        if self.show_classes:
+            self.strip.render(window.label, t0, n * col_dt_s)
+        self.cursor.setVisible(cursor_t_s is not None)
+        if cursor_t_s is not None:
+            self.cursor.setValue(cursor_t_s)
+        # settle the view transforms now: left to the paint, they change geometry during it
+        # and Qt paints the whole view a second time
+        self.plot.vb.prepareForPaint()
+        self.strip.vb.prepareForPaint()
+
+    def set_header(self, label: int | None, confidence: float | None, rate: OverlayRate | None) -> None:
+        """The text line above the image: current class with confidence, and the rate."""
+        parts = []
+        if self.show_classes:
+            if label is None or label < 0:
+                parts.append(f"<span style='color:#999'>{self.no_class_text}</span>")
+            else:
+                r, g, b = class_colour(label, self.classes)
+                conf = "" if confidence is None or not np.isfinite(confidence) else f" {100 * confidence:.0f} %"
+                parts.append(f"<b style='color:rgb({r},{g},{b})'>{pretty(self.classes[label])}</b>{conf}")
+        if self.show_rate:
+            if rate is None:
+                parts.append("<span style='color:#999'>Rate -- /min</span>")
+            else:
+                name = "Heart rate" if rate.kind == "heart" else "Breathing"
+                parts.append(f"<span style='color:#ddd'>{name} {rate.rate_per_min:.0f} /min</span>")
+        html = "&nbsp;&nbsp;&nbsp;".join(parts) or "&nbsp;"
+        if html != self._header_html:  # re-layout of rich text is costly; only on change
+            self._header_html = html
+            self.header.setText(html)

@@ -1,0 +1,352 @@
+"""The desktop window, offscreen, driven by a fake engine with a known image.
+
+The fake engine plays a synthetic M-mode of known geometry: a bright reflector at 2.0 cm
+depth before t = 1 s and at 3.0 cm after, a class that changes from 0 to 1 at t = 1 s and a
+motion trace at a known depth. Each poll returns one block, so the tests are deterministic.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+from PyQt6.QtCore import QPointF, QSettings, Qt
+from PyQt6.QtGui import QImage
+
+from mmode.gui.engine_link import SourceSpec, make_source
+from mmode.gui.main_window import MainWindow
+from mmode.ingest.meta import CLASSES, AcquisitionMeta
+
+PRF_HZ = 1000.0
+N_ROWS = 100
+ROW_DEPTHS_M = np.linspace(0.0, 0.05, N_ROWS)  # 0..5 cm, 0.505 mm per row
+BLOCK = 50
+TRACK_DEPTH_M = 0.04
+BREATH_HZ = 0.25  # 15 breaths per minute
+
+
+@dataclass
+class FakeResults:
+    seq_start: int
+    seq_stop: int
+    t_s: np.ndarray
+    display_db: np.ndarray
+    row_depths_m: np.ndarray
+    features: dict
+    motion: object | None = None
+    classification: object | None = None
+    timings_ms: dict = field(default_factory=dict)
+
+
+@dataclass
+class FakeMotion:
+    t_s: np.ndarray
+    displacement_m: np.ndarray
+    velocity_m_s: np.ndarray
+    depth_m: float
+
+
+@dataclass
+class FakeClassification:
+    t_s: np.ndarray
+    probs: np.ndarray
+    classes: tuple
+
+
+def reflector_depth_m(t_s):
+    return np.where(np.asarray(t_s) < 1.0, 0.02, 0.03)
+
+
+class FakeEngine:
+    """Engine interface (start/stop/poll_results/stats/update_settings/recording) on a known image."""
+
+    instances: list = []
+
+    def __init__(self, spec, settings):
+        self.spec, self.settings = spec, settings
+        self.meta = AcquisitionMeta("envelope", 20e6, 0.0, PRF_HZ)
+        self.seq = spec.start_line
+        self.running = False
+        self.updates = []
+        self.recording = None
+        FakeEngine.instances.append(self)
+
+    def start(self):
+        self.running = True
+        return self
+
+    def stop(self):
+        self.running = False
+
+    def poll_results(self):
+        if not self.running:
+            return []
+        s0 = self.seq
+        self.seq += BLOCK
+        t = np.arange(s0, self.seq) / PRF_HZ
+        db = np.full((BLOCK, N_ROWS), -45.0, np.float32)
+        rows = np.abs(ROW_DEPTHS_M[None, :] - reflector_depth_m(t)[:, None]) < 0.0003
+        db[rows] = 0.0
+        probs = np.zeros((1, len(CLASSES)))
+        probs[0, 0 if t[-1] < 1.0 else 1] = 0.9
+        probs[0, 6] = 0.1
+        disp = 0.002 * np.sin(2 * np.pi * BREATH_HZ * t)
+        return [FakeResults(
+            s0, self.seq, t, db, ROW_DEPTHS_M, {"period_s": 4.0, "periodicity": 0.9},
+            motion=FakeMotion(t, disp, np.gradient(disp) * PRF_HZ, TRACK_DEPTH_M),
+            classification=FakeClassification(np.array([t[-1]]), probs, CLASSES),
+        )]
+
+    def stats(self):
+        return {"state": "running", "line_rate_hz": PRF_HZ, "lines_dropped": 3,
+                "latency_ms": {"p50": 12.0, "p99": 30.0}, "inference_ms": {"p50": 1.5, "p99": 2.0}}
+
+    def update_settings(self, settings):
+        self.updates.append(settings)
+
+    def start_recording(self, path):
+        self.recording = path
+
+    def stop_recording(self):
+        self.recording = None
+
+
+@pytest.fixture
+def store(tmp_path):
+    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+
+
+@pytest.fixture
+def window(qtbot, store):
+    FakeEngine.instances.clear()
+    w = MainWindow(None, store, engine_factory=FakeEngine)
+    qtbot.addWidget(w)
+    w.resize(1400, 850)
+    w.show()
+    qtbot.waitExposed(w)
+    w.timer.stop()  # the tests tick by hand
+    w.sweep.smooth = False  # ticks come faster than the wall clock: draw up to the newest line
+    return w
+
+
+def run_ticks(w, n):
+    for _ in range(n):
+        w._tick()
+
+
+def test_window_opens_on_each_source_kind(window, tmp_path):
+    for spec in (SourceSpec("sim", "lung_sliding"), SourceSpec("stream", "127.0.0.1:7700")):
+        window.open_source(spec)
+        assert window.engine.spec == spec and window.engine.running
+        run_ticks(window, 5)
+        assert window.ring.decimation == 2  # 1 kHz shown at 500 columns/s
+        assert window.ring.n_written == 5 * BLOCK // 2
+        assert window.windowTitle().endswith(spec.value)
+    # the first engine was stopped when the second source opened
+    assert not FakeEngine.instances[0].running
+    # status bar shows the engine's counters and the drawing rate
+    window._update_status()
+    text = " ".join(lbl.text() for lbl in window.status.labels.values())
+    assert "1000 lines/s" in text and "dropped 3 lines" in text and "12/30 ms" in text and "fps" in text
+    # the real sources behind each kind
+    from mmode.ingest import sources
+    assert isinstance(make_source(SourceSpec("stream", "127.0.0.1:7700")), sources.TcpSource)
+    assert isinstance(make_source(SourceSpec("stream", "igtl://127.0.0.1:18944")), sources.IgtlSource)
+    assert isinstance(make_source(SourceSpec("sim", "no_contact")), sources.SimSource)
+
+
+def test_overlays_update_as_results_arrive(window):
+    window.open_source(SourceSpec("sim", "lung_sliding"))
+    run_ticks(window, 10)  # t < 0.5 s: class 0
+    assert "Lung sliding" in window.mview.header.text and "90 %" in window.mview.header.text
+    assert "Rate -- /min" in window.mview.header.text  # not yet two breaths long
+    strip = window.mview.strip.image.image
+    # label 0 -> LUT index 1; lines before the first window's end have no class yet (index 0)
+    assert strip.shape[0] == 1 and (strip[0, BLOCK // 2:] == 1).all()
+    assert set(np.unique(strip)) == {0, 1} and (strip[0] == 0).sum() < BLOCK // 2
+    run_ticks(window, 20)  # now t = 1.5 s: class 1
+    assert "No sliding" in window.mview.header.text
+    strip = window.mview.strip.image.image[0]
+    assert set(np.unique(strip)) == {0, 1, 2}
+    # motion trace at the tracked depth, in cm, matches the fake displacement
+    x, y = window.mview.motion_curve.getData()
+    np.testing.assert_allclose(y, (TRACK_DEPTH_M + 0.002 * np.sin(2 * np.pi * BREATH_HZ * x)) * 100, atol=1e-4)
+    run_ticks(window, 200)  # 11.5 s: the rate of the tracked motion appears
+    window._last_rate_s = 0.0
+    run_ticks(window, 1)
+    assert "Breathing 15 /min" in window.mview.header.text
+    # toggles hide overlays
+    window.panel.show_motion.setChecked(False)
+    window.panel.show_classes.setChecked(False)
+    run_ticks(window, 1)
+    assert not window.mview.motion_curve.isVisible() and not window.mview.strip.isVisible()
+    assert "Lung" not in window.mview.header.text and "No sliding" not in window.mview.header.text
+
+
+def test_image_geometry_and_aline(window):
+    window.open_source(SourceSpec("sim", "lung_sliding"))
+    run_ticks(window, 10)
+    img = window.mview.image.image  # (depth rows, time columns), row-major uint8
+    assert img.dtype == np.uint8 and img.flags.c_contiguous and img.shape[0] == N_ROWS
+    bright_row = int(np.argmax(img[:, -1]))
+    assert abs(ROW_DEPTHS_M[bright_row] - 0.02) < 0.0006
+    rect = window.mview.image.boundingRect()
+    assert rect.width() == img.shape[1]
+    # A-line: the level peaks at the reflector depth, 0 dB there, -45 dB elsewhere
+    level, depth_cm = window.aline.curve.getData()
+    assert depth_cm[np.argmax(level)] == pytest.approx(2.0, abs=0.06)
+    assert level.max() == pytest.approx(0.0, abs=0.2) and np.median(level) == pytest.approx(-45.0, abs=0.3)
+
+
+def test_freeze_step_and_class_jump(window, qtbot):
+    window.open_source(SourceSpec("sim", "lung_sliding"))
+    run_ticks(window, 40)  # 2 s of data
+    qtbot.keyClick(window, Qt.Key.Key_Space)
+    assert window.frozen and window.panel.freeze.isChecked()
+    written = window.ring.n_written
+    run_ticks(window, 5)  # live source keeps running, the cine does not move
+    assert window.ring.n_written == written and window.engine.running
+    end = window.cursor_col
+    qtbot.keyClick(window, Qt.Key.Key_Left)
+    run_ticks(window, 1)
+    assert window.cursor_col < end
+    # jump to the class change: the first window with class 1 ends at t = 1.049 s; each line
+    # shows the newest window that ended at or before it
+    window.cursor_col = window.ring.n_written - 1
+    window.jump_class_change(-1)
+    run_ticks(window, 1)
+    assert window.mview.cursor.isVisible()
+    assert window.mview.cursor.value() == pytest.approx(1.0 + (BLOCK - 1) / PRF_HZ, abs=window.col_dt_s + 1e-9)
+    assert "No sliding" in window.mview.header.text  # the class at the cursor
+    # drag the timeline slider to 0.5 s and release it: the cursor goes there
+    slider = window.review.slider
+    slider.setSliderDown(True)
+    slider.setValue(500)
+    slider.setSliderDown(False)
+    run_ticks(window, 1)
+    assert window.mview.cursor.value() == pytest.approx(0.5, abs=window.col_dt_s + 1e-9)
+    qtbot.keyClick(window, Qt.Key.Key_Space)
+    assert not window.frozen and window.ring.n_written == 0  # the sweep restarts
+
+
+def _click(qtbot, window, t_s, depth_cm):
+    vb = window.mview.plot.vb
+    scene = vb.mapViewToScene(QPointF(t_s, depth_cm))
+    pos = window.mview.mapFromScene(scene)
+    qtbot.mouseClick(window.mview.viewport(), Qt.MouseButton.LeftButton, pos=pos)
+
+
+def test_calipers_on_known_geometry(window, qtbot):
+    window.open_source(SourceSpec("sim", "lung_sliding"))
+    run_ticks(window, 40)  # reflector jumps from 2 cm to 3 cm at t = 1 s
+    window.set_frozen(True)
+    run_ticks(window, 1)
+    window.panel.caliper.setCurrentIndex(1)  # depth
+    _click(qtbot, window, 0.5, 2.0)
+    _click(qtbot, window, 1.5, 3.0)
+    window.panel.caliper.setCurrentIndex(0)  # time
+    _click(qtbot, window, 0.5, 2.0)
+    _click(qtbot, window, 1.5, 3.0)
+    window.panel.caliper.setCurrentIndex(window.panel.caliper.findData("tapse"))
+    _click(qtbot, window, 0.5, 2.0)
+    _click(qtbot, window, 1.5, 3.0)
+    window.panel.caliper.setCurrentIndex(window.panel.caliper.findData("heart_rate"))
+    window.panel.n_cycles.setValue(2)
+    _click(qtbot, window, 0.5, 2.0)
+    _click(qtbot, window, 1.5, 3.0)
+    depth, time_, tapse, hr = window.measurements
+    # one screen pixel is the click resolution: about 2 ms and 0.1 mm here
+    assert depth.value == pytest.approx(10.0, abs=0.2) and depth.unit == "mm"
+    assert time_.value == pytest.approx(1000.0, abs=5.0) and time_.unit == "ms"
+    assert tapse.value == pytest.approx(10.0, abs=0.2) and tapse.in_range is False
+    assert hr.value == pytest.approx(120.0, abs=1.0)  # 2 cycles in 1 s
+    assert window.panel.table.rowCount() == 4
+    assert window.panel.table.item(2, 2).text().startswith("out")
+    assert window.panel.table.item(3, 1).text() == "120 bpm"
+    # drag the second depth handle from 3.0 cm to 4.0 cm: the measurement and its row follow
+    window.calipers.handles[0][1].setPos(1.5, 4.0)
+    assert window.measurements[0].value == pytest.approx(20.0, abs=0.2)
+    assert window.panel.table.item(0, 1).text() == window.measurements[0].value_text()
+    # Delete drops an unfinished point first, then the last measurement
+    _click(qtbot, window, 0.7, 2.0)
+    qtbot.keyClick(window, Qt.Key.Key_Delete)
+    assert window.calipers.points == [] and len(window.measurements) == 4
+    qtbot.keyClick(window, Qt.Key.Key_Delete)
+    assert [m.kind for m in window.measurements] == ["depth", "time", "tapse"]
+    assert window.panel.table.rowCount() == 3
+
+
+def test_exports_are_valid(window, tmp_path):
+    window.open_source(SourceSpec("sim", "lung_sliding"))
+    run_ticks(window, 40)
+    window.set_frozen(True)
+    window.calipers.set_kind("epss")
+    window.calipers.add_point(0.5, 0.020)
+    window.calipers.add_point(0.5, 0.025)
+    png = window.export_png(tmp_path / "view.png")
+    img = QImage(str(png))
+    assert not img.isNull() and img.width() == window.view_area.width()
+    # the image is not blank: both the dark background and the bright reflector are there
+    greys = {img.pixelColor(x, y).lightness() for x in range(0, img.width(), 7)
+             for y in range(0, img.height(), 7)}
+    assert min(greys) < 30 and max(greys) > 200
+    window.export_csv(tmp_path / "m.csv")
+    rows = list(csv.DictReader(open(tmp_path / "m.csv")))
+    assert len(rows) == 1 and rows[0]["name"] == "EPSS" and float(rows[0]["value"]) == pytest.approx(5.0)
+    window.export_report(tmp_path / "r.json")
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["measurements"][0]["value"] == pytest.approx(5.0)
+    assert report["stats"]["line_rate_hz"] == PRF_HZ and report["view"]["sweep_mm_s"] == 50
+    assert report["process"] is None and report["source"] == "Simulator: lung_sliding"
+    # 2 s held: class 0 up to the first window ending after 1 s, class 1 after
+    cine = report["cine"]
+    assert cine["seconds"] == pytest.approx(2.0)
+    assert cine["class_seconds"]["lung_sliding"] == pytest.approx(1.0, abs=0.06)
+    assert cine["class_seconds"]["no_sliding"] == pytest.approx(0.95, abs=0.06)
+
+
+def test_settings_persist_and_processing_reaches_engine(qtbot, store, tmp_path):
+    w = MainWindow(SourceSpec("sim", "lung_sliding"), store, engine_factory=FakeEngine)
+    qtbot.addWidget(w)
+    w.panel.sweep.setCurrentIndex(3)
+    w.panel.gain.setValue(12)
+    assert w.engine.updates and w.engine.updates[-1].processor.gain_db == 12.0
+    w.panel.denoise.setCurrentText("wavelet")
+    assert w.engine.updates[-1].processor.denoise == "wavelet"
+    w.close()
+    store.setValue("dynamic_range_db", "not a number")  # a corrupt entry falls back to its default
+    w2 = MainWindow(None, store, engine_factory=FakeEngine)
+    qtbot.addWidget(w2)
+    assert w2.s.sweep_mm_s == 200 and w2.s.gain_db == 12.0 and w2.s.denoise_method == "wavelet"
+    assert w2.s.dynamic_range_db == 50.0
+    assert w2.panel.sweep.currentText() == "200 mm/s"
+    w2.close()
+
+
+def test_record_toggles_engine_recording(window, tmp_path):
+    window.open_source(SourceSpec("sim", "lung_sliding"))
+    window.start_recording(tmp_path / "rec.h5")
+    assert window.engine.recording == str(tmp_path / "rec.h5") and window.panel.record.isChecked()
+    engine = window.engine
+    window._stop_recording()
+    assert engine.recording is None and not window.panel.record.isChecked()
+
+
+def test_backlog_is_drawn_in_one_frame(window):
+    """Under overload the engine hands over many blocks at once: one tick takes them all,
+    draws once, and the view ends at the newest line."""
+
+    class Burst(FakeEngine):
+        def poll_results(self):
+            return [r for _ in range(100) for r in FakeEngine.poll_results(self)]
+
+    window.engine_factory = Burst
+    window.open_source(SourceSpec("sim", "lung_sliding"))
+    run_ticks(window, 3)
+    assert window.ring.n_written == 300 * BLOCK // 2
+    x, _y = window.mview.motion_curve.getData()
+    assert x[-1] == pytest.approx((300 * BLOCK - 1) / PRF_HZ)
+    assert window.frames.n_frames <= 3

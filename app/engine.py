@@ -514,12 +514,11 @@ class Engine:
                 if t1 - self._recent_since >= RECENT_S:
                     self._recent, self._recent_since = (self._recent[1], Histogram()), t1
                 self._recent[1].add((t1 - arrivals) * 1e3, counts)
-                for stage, ms in (getattr(results, "timings_ms", None) or {}).items():
+                for stage, ms in results.timings_ms.items():
                     self.stages.setdefault(stage, Histogram()).add(float(ms))
-                windows = getattr(results, "classification", None) or []
+                windows = results.classification or []
                 if windows:
-                    timings = results.timings_ms
-                    self.inference.add(float(timings.get("inference", timings.get("classify", 0.0))))
+                    self.inference.add(float(results.timings_ms["classify"]))
                     self._class_counts.update(w.label for w in windows)
                 self._results.append(results)
                 self._results_appended += 1

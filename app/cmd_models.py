@@ -1,0 +1,119 @@
+"""``mmode models [--json] [--measure]``: the shipped models and their compression report.
+
+One entry per shipped model: name, task (classify | motion), teacher (name or null),
+params, macs, latency_ms (batch 1, one CPU thread, median of at least 100 runs; measured
+when the model was trained, or on this machine with ``--measure``), metrics on the held-out
+test split and the compression steps applied to it with their measured effect.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "models",
+        help="list the shipped models with size, cost, latency and accuracy",
+        description="List the shipped neural networks (classifier and motion, teacher and compressed "
+        "student) with parameters, multiply-accumulates, latency and held-out metrics.",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--measure", action="store_true", help="re-measure latency_ms on this machine (100 runs each)")
+    p.add_argument("--markdown", action="store_true", help="print the compression report as Markdown (docs/models.md)")
+    p.set_defaults(func=run)
+
+
+def report(measure: bool = False) -> list[dict]:
+    """The ``mmode models --json`` list (see the module docstring)."""
+    from mmode.models import registry
+
+    out = []
+    for name in registry.model_names():
+        card = registry.load_card(name)
+        latency = card.get("latency_ms")
+        if measure:
+            import torch
+
+            from mmode.models.compress import latency_ms
+
+            model, _ = registry.load_model(name)
+            spec = card["input"]
+            shape = (1, 1, spec["n_time"], spec["n_depth"]) if card["task"] == "classify" else (1, spec["channels"], spec["n_samples"])
+            latency = round(latency_ms(model, torch.zeros(shape), n_runs=100), 4)
+        out.append({
+            "name": name,
+            "task": card["task"],
+            "teacher": card["teacher"],
+            "params": card["params"],
+            "macs": card["macs"],
+            "latency_ms": latency,
+            "metrics": card["metrics"],
+            "steps": card["steps"],
+            "classes": card.get("classes"),
+        })
+    return out
+
+
+def _text(models: list[dict]) -> str:
+    head = f"{'name':<20} {'task':<9} {'teacher':<20} {'params':>8} {'macs':>11} {'latency_ms':>10}  metric"
+    rows = [head]
+    for m in models:
+        metric = (f"macro_f1 {m['metrics']['macro_f1']:.3f}" if m["task"] == "classify"
+                  else f"rmse_m {m['metrics']['rmse_m']:.3g}")
+        rows.append(f"{m['name']:<20} {m['task']:<9} {m['teacher'] or '-':<20} {m['params']:>8} {m['macs']:>11} "
+                    f"{m['latency_ms']:>10.3f}  {metric}")
+    return "\n".join(rows)
+
+
+#: The published figure the compression is compared with (CDP-KDNet, RF elastography).
+PUBLISHED = {"name": "CDP-KDNet student (published)", "params_ratio": 0.453, "macs_ratio": 0.678}
+
+
+def markdown(models: list[dict]) -> str:
+    """Teacher-beside-student table plus each student's compression steps, as Markdown."""
+    by_name = {m["name"]: m for m in models}
+    out = ["| model | task | teacher | params | MACs | params / teacher | MACs / teacher | latency ms | metric |",
+           "|---|---|---|---:|---:|---:|---:|---:|---|"]
+    for m in models:
+        t = by_name.get(m["teacher"]) if m["teacher"] else None
+        pr = f"{m['params'] / t['params']:.1%}" if t else "-"
+        mr = f"{m['macs'] / t['macs']:.1%}" if t else "-"
+        if m["task"] == "classify":
+            metric = f"macro-F1 {m['metrics']['macro_f1']:.3f}"
+        else:
+            mt = m["metrics"]
+            metric = (f"RMSE {mt['rmse_m'] * 1e6:.2f} um (10 dB: {mt['rmse_m_10db'] * 1e6:.2f} um; "
+                      f"Kasai {mt['kasai_rmse_m_10db'] * 1e6:.2f} um)")
+        out.append(f"| {m['name']} | {m['task']} | {m['teacher'] or '-'} | {m['params']:,} | {m['macs']:,} | {pr} | {mr} "
+                   f"| {m['latency_ms']:.3f} | {metric} |")
+    out.append(f"| {PUBLISHED['name']} | motion | its teacher | - | - | {PUBLISHED['params_ratio']:.1%} "
+               f"| {PUBLISHED['macs_ratio']:.1%} | - | strain SNR/CNR kept |")
+    for m in models:
+        if not m["steps"]:
+            continue
+        out += ["", f"### {m['name']}: compression steps", "",
+                "| step | applied | params | MACs | latency ms | metric | notes |", "|---|---|---:|---:|---:|---|---|"]
+        for s in m["steps"]:
+            metric = (f"macro-F1 {s['macro_f1']:.3f}" if "macro_f1" in s
+                      else f"RMSE {s['rmse_m'] * 1e6:.2f} um" if "rmse_m" in s else "")
+            notes = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in s.items() if k in (
+                "sparsity", "max_abs_diff_vs_torch", "decision_agreement", "file_bytes", "ratio", "iterative_steps",
+                "temperature", "alpha"))
+            lat = s.get("latency_ms")
+            out.append(f"| {s['step']} | {'yes' if s['applied'] else 'measured only'} | {s.get('params', '-')} "
+                       f"| {s.get('macs', '-')} | {'-' if lat is None else f'{lat:.3f}'} | {metric} | {notes} |")
+    return "\n".join(out)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mmode.app.cli import print_json
+
+    models = report(args.measure)
+    if args.markdown:
+        print(markdown(models))
+    elif args.json:
+        print_json(models)
+    else:
+        print(_text(models))
+    return 0

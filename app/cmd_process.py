@@ -1,0 +1,300 @@
+"""``mmode process FILE [--json] [-o OUT.json|OUT.csv] [--image OUT.npy]``: offline analysis.
+
+Runs the whole :class:`~mmode.app.pipeline.Pipeline` over a recording, block by block, and
+reports the metadata, the processing speed and the features (schema: docs/process.md).
+``--image`` writes the display image (float32 dB, n_lines x n_rows) as ``.npy``, written
+block by block through a memory map so a long file never sits in memory, and its row
+depths in the sidecar ``OUT.npy.json``. A progress bar goes to stderr when it is a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+#: Lines per block (about 4 MiB of int16 RF at 2048 samples per line).
+DEFAULT_BLOCK_LINES = 1024
+#: Feature summary window of the CSV / JSON ``windows`` list, seconds.
+DEFAULT_WINDOW_S = 1.0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "process",
+        help="analyse a recording headless (display image, features, speed)",
+        description="Run the processing chain over a recording and report metadata, timing and "
+        "features. Schema: docs/process.md.",
+    )
+    p.add_argument("file", help="recording file (any format `mmode info` reads)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    p.add_argument("-o", "--output", metavar="OUT", help="write the report to OUT.json, or the feature windows to OUT.csv")
+    p.add_argument("--image", metavar="OUT.npy", help="write the display image (float32 dB) and OUT.npy.json (row depths)")
+    p.add_argument("--n-rows", type=int, default=256, help="display rows (default 256)")
+    p.add_argument("--gain-db", type=float, default=0.0, help="gain in dB (default 0)")
+    p.add_argument("--dynamic-range-db", type=float, default=60.0, help="displayed range in dB (default 60)")
+    p.add_argument("--denoise", default="none", choices=("none", "median_persist", "wavelet", "srad"),
+                   help="speckle reduction (default none)")
+    p.add_argument("--denoise-strength", type=float, default=0.5, help="0..1 (default 0.5)")
+    p.add_argument("--block-lines", type=int, default=DEFAULT_BLOCK_LINES, help=f"lines per block (default {DEFAULT_BLOCK_LINES})")
+    p.add_argument("--window-s", type=float, default=DEFAULT_WINDOW_S, help="feature window in seconds (default 1)")
+    p.add_argument("--track-depth", type=float, metavar="METRES",
+                   help="depth of the echo whose motion is tracked (default: the strongest moving echo)")
+    p.add_argument("--model", default="classifier_student", metavar="NAME",
+                   help="shipped classifier run on sliding windows (`mmode models`), or 'none' (default classifier_student)")
+    p.set_defaults(func=run)
+
+
+class _Progress:
+    """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
+
+    def __init__(self, total: int) -> None:
+        self.total = max(total, 1)
+        self.enabled = sys.stderr.isatty()
+        self._last = -1
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        pct = int(100 * done / self.total)
+        if pct != self._last:
+            self._last = pct
+            bar = "#" * (pct // 4)
+            sys.stderr.write(f"\rprocessing [{bar:<25}] {pct:3d}%")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def _finite(x: float) -> float | None:
+    """JSON has no NaN: None for a missing value."""
+    return float(x) if math.isfinite(x) else None
+
+
+class _FeatureLog:
+    """Per-line features of the whole recording, filled block by block."""
+
+    KEYS = ("mean_db", "decorrelation", "decorrelation_rate_per_s", "wavelet_entropy")
+
+    def __init__(self, n_lines: int) -> None:
+        import numpy as np
+
+        self.per_line = {k: np.zeros(n_lines, np.float32) for k in self.KEYS}
+        self.rel_energy = None
+        self.n_lines = n_lines
+
+    def add(self, start: int, features: dict) -> None:
+        import numpy as np
+
+        stop = start + features["mean_db"].shape[0]
+        for k in self.KEYS:
+            self.per_line[k][start:stop] = features[k]
+        rel = features["wavelet_rel_energy"]
+        if self.rel_energy is None:
+            self.rel_energy = np.zeros((self.n_lines, rel.shape[1]), np.float32)
+        self.rel_energy[start:stop] = rel
+
+    def windows(self, prf_hz: float, t_s, window_s: float) -> list[dict]:
+        per = max(1, int(round(window_s * prf_hz)))
+        out = []
+        for i in range(0, self.n_lines, per):
+            j = min(i + per, self.n_lines)
+            row = {"seq_start": i, "seq_stop": j, "t_start_s": float(t_s[i]), "t_stop_s": float(t_s[j - 1])}
+            for k in self.KEYS:
+                row[k] = float(self.per_line[k][i:j].mean())
+            for b, v in enumerate(self.rel_energy[i:j].mean(axis=0)):
+                row[f"wavelet_rel_energy_{b}"] = float(v)
+            out.append(row)
+        return out
+
+    def summary(self, prf_hz: float) -> dict:
+        from mmode.dsp.features import periodicity
+
+        period_s, strength = periodicity(self.per_line["mean_db"], prf_hz)
+        return {
+            "mean_db": float(self.per_line["mean_db"].mean()),
+            "decorrelation": float(self.per_line["decorrelation"].mean()),
+            "decorrelation_rate_per_s": float(self.per_line["decorrelation_rate_per_s"].mean()),
+            "wavelet_entropy": float(self.per_line["wavelet_entropy"].mean()),
+            "wavelet_rel_energy": [float(v) for v in self.rel_energy.mean(axis=0)],
+            "period_s": _finite(period_s),
+            "periodicity": float(strength),
+        }
+
+
+def _motion_report(parts: list, tracker) -> tuple[dict, dict]:
+    """The ``motion`` and ``rates`` objects of the report from the pipeline's MotionBlocks."""
+    import numpy as np
+
+    from mmode.dsp import rates
+
+    t_s = np.concatenate([m.t_s for m in parts])
+    disp = np.concatenate([m.displacement_m for m in parts])
+    vel = np.concatenate([m.velocity_m_s for m in parts])
+    motion = {
+        "estimator": tracker.effective_estimator,
+        "depth_m": _finite(tracker.depth_m),
+        "t_s": t_s.tolist(),
+        "displacement_m": disp.tolist(),
+        "velocity_m_s": vel.tolist(),
+    }
+    return motion, rates.summary(disp, tracker.meta.prf_hz)
+
+
+def analyse(rec, settings, *, block_lines: int = DEFAULT_BLOCK_LINES, window_s: float = DEFAULT_WINDOW_S,
+            image_path: str | Path | None = None, progress: _Progress | None = None) -> dict:
+    """Run the pipeline over an open :class:`~mmode.ingest.recording.Recording`.
+
+    Returns the report dict (docs/process.md). Writes the display image to ``image_path``
+    (``.npy``, plus ``<image_path>.json`` with ``depth_m``) when given.
+    """
+    import numpy as np
+
+    from mmode.app.pipeline import Pipeline
+    from mmode.errors import DataError, describe
+
+    if rec.n_lines == 0:
+        raise DataError(describe(rec.source, "at least one line", "0 lines"))
+    pipeline = Pipeline(settings)
+    pipeline.prepare(rec.meta, rec.n_samples)
+    n_rows = pipeline.row_depths_m.shape[0]
+    image = None
+    if image_path is not None:
+        image = np.lib.format.open_memmap(str(image_path), mode="w+", dtype=np.float32, shape=(rec.n_lines, n_rows))
+    log = _FeatureLog(rec.n_lines)
+    t_s = rec.timestamps_s()
+    dsp_s = 0.0
+    motion_parts = []
+    class_windows = []
+    t_start = time.perf_counter()
+    for block in rec.blocks(block_lines):
+        res = pipeline.process(block)
+        dsp_s += sum(res.timings_ms.values()) / 1e3
+        if image is not None:
+            image[res.seq_start:res.seq_stop] = res.display_db
+        log.add(res.seq_start, res.features)
+        motion_parts.append(res.motion)
+        class_windows += res.classification or []
+        if progress is not None:
+            progress.update(res.seq_stop)
+    wall_s = time.perf_counter() - t_start
+    if image is not None:
+        image.flush()
+        del image
+        sidecar = {"depth_m": [float(d) for d in pipeline.row_depths_m], "shape": [rec.n_lines, n_rows],
+                   "dtype": "float32", "units": "dB", "dynamic_range_db": settings.processor.dynamic_range_db,
+                   "prf_hz": rec.meta.prf_hz, "t0_s": float(t_s[0])}
+        Path(str(image_path) + ".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    lines_per_s = rec.n_lines / max(dsp_s, 1e-9)
+    motion_parts.append(pipeline.motion.flush())  # a recording shorter than the echo selection
+    motion, rates = _motion_report(motion_parts, pipeline.motion)
+    p = settings.processor
+    return {
+        "file": str(rec.source),
+        "meta": rec.meta.to_dict(),
+        "n_lines": rec.n_lines,
+        "n_samples": rec.n_samples,
+        "duration_s": rec.duration_s,
+        "settings": {"n_rows": p.n_rows, "gain_db": p.gain_db, "dynamic_range_db": p.dynamic_range_db,
+                     "tgc": [list(x) for x in p.tgc], "denoise": p.denoise, "denoise_strength": p.denoise_strength,
+                     "block_lines": block_lines},
+        "timing": {"wall_s": wall_s, "processing_s": dsp_s, "lines_per_s": lines_per_s,
+                   "realtime_factor": lines_per_s / rec.meta.prf_hz},
+        "features": {"summary": log.summary(rec.meta.prf_hz), "window_s": window_s,
+                     "windows": log.windows(rec.meta.prf_hz, t_s, window_s)},
+        "motion": motion,
+        "rates": rates,
+        "classification": _classification_report(pipeline.classifier, class_windows),
+    }
+
+
+def _classification_report(classifier, windows: list) -> dict | None:
+    """``classification`` of the report: model, classes, windows (t_start_s, t_end_s, probs,
+    label) and summary (majority label, fraction of windows per class); None without a model."""
+    if classifier is None:
+        return None
+    from mmode.models.inference import summarize
+
+    return {
+        "model": classifier.name,
+        "classes": list(classifier.classes),
+        "window_s": classifier.spec["window_s"],
+        "hop_s": classifier.hop_s,
+        "windows": [w.to_dict() for w in windows],
+        "summary": summarize(windows, classifier.classes),
+    }
+
+
+def _write_csv(path: Path, windows: list[dict]) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(windows[0].keys()))
+        w.writeheader()
+        w.writerows(windows)
+
+
+def _text(report: dict) -> str:
+    s = report["features"]["summary"]
+    t = report["timing"]
+    period = f"{s['period_s']:.3f} s (strength {s['periodicity']:.2f})" if s["period_s"] is not None else "none found"
+    rows = [
+        ("file", report["file"]),
+        ("lines", f"{report['n_lines']} x {report['n_samples']} ({report['meta']['kind']}), {report['duration_s']:.3f} s"),
+        ("speed", f"{t['lines_per_s']:.0f} lines/s, {t['realtime_factor']:.1f}x real time"),
+        ("mean_db", f"{s['mean_db']:.1f}"),
+        ("decorrelation", f"{s['decorrelation']:.3f} per line, {s['decorrelation_rate_per_s']:.2f}/s speckle renewal"),
+        ("entropy", f"{s['wavelet_entropy']:.3f} nats"),
+        ("period", period),
+    ]
+    m, r = report["motion"], report["rates"]
+    if m["displacement_m"]:
+        d = m["displacement_m"]
+        rows.append(("motion", f"echo at {m['depth_m'] * 1e3:.1f} mm, {(max(d) - min(d)) * 1e3:.2f} mm peak to peak ({m['estimator']})"))
+    if r["rate_per_min"] is not None:
+        rows.append(("rate", f"{r['rate_per_min']:.1f}/min (confidence {r['confidence']:.2f}), rhythm {r['rhythm']}"))
+    return "\n".join(f"{k:<14} {v}" for k, v in rows)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mmode.app.cli import print_json
+    from mmode.app.pipeline import PipelineSettings
+    from mmode.dsp.processor import ProcessorSettings
+    from mmode.errors import UsageError, describe
+    from mmode.ingest.files import open_recording
+
+    if args.block_lines <= 0:
+        raise UsageError(describe("--block-lines", "> 0", args.block_lines))
+    if not args.window_s > 0:
+        raise UsageError(describe("--window-s", "> 0", args.window_s))
+    out = Path(args.output) if args.output else None
+    if out is not None and out.suffix.lower() not in (".json", ".csv"):
+        raise UsageError(describe("-o", "a path ending in .json or .csv", args.output))
+    if args.image and not args.image.endswith(".npy"):
+        raise UsageError(describe("--image", "a path ending in .npy", args.image))
+    settings = PipelineSettings(processor=ProcessorSettings(
+        n_rows=args.n_rows, gain_db=args.gain_db, dynamic_range_db=args.dynamic_range_db,
+        denoise=args.denoise, denoise_strength=args.denoise_strength), track_depth_m=args.track_depth,
+        model=args.model)
+    with open_recording(args.file) as rec:
+        progress = _Progress(rec.n_lines)
+        try:
+            report = analyse(rec, settings, block_lines=args.block_lines, window_s=args.window_s,
+                             image_path=args.image, progress=progress)
+        finally:
+            progress.close()
+    if out is not None:
+        if out.suffix.lower() == ".csv":
+            _write_csv(out, report["features"]["windows"])
+        else:
+            out.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    if args.json:
+        print_json(report)
+    else:
+        print(_text(report))
+    return 0

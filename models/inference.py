@@ -1,0 +1,231 @@
+"""Inference wrappers the product uses: :class:`Classifier` on the display image stream and
+:class:`MotionNet` on RF/IQ lines.
+
+Both read their input spec from the model card, so a retrained model with a different
+window or segment length works without code changes. Torch runs on one thread here
+(the processing thread shares the CPU with acquisition and the GUI).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmode.errors import DataError, ModelError, describe
+from mmode.ingest.meta import AcquisitionMeta
+from mmode.models import data as mdata
+from mmode.models.registry import DEFAULT_CLASSIFIER, DEFAULT_MOTION, load_model
+
+#: Most lines the classifier buffers (a 4 s window at 20 kHz PRF is 80k lines).
+MAX_BUFFER_LINES = 200_000
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    """Classification of one window: start and end time (s), class probabilities
+    (n_classes,) float, and the most probable class name."""
+
+    t_start_s: float
+    t_end_s: float
+    probs: np.ndarray
+    label: str
+
+    def to_dict(self) -> dict:
+        return {
+            "t_start_s": float(self.t_start_s),
+            "t_end_s": float(self.t_end_s),
+            "probs": [round(float(p), 5) for p in self.probs],
+            "label": self.label,
+        }
+
+
+def summarize(windows: list[WindowResult], classes: tuple[str, ...]) -> dict:
+    """{"label": most frequent window label (None without windows), "fraction": {class: share}}."""
+    counts = {c: 0 for c in classes}
+    for w in windows:
+        counts[w.label] += 1
+    n = max(len(windows), 1)
+    label = max(classes, key=lambda c: counts[c]) if windows else None
+    return {"label": label, "fraction": {c: counts[c] / n for c in classes}}
+
+
+class Classifier:
+    """Sliding-window classifier over the display image (``display_db`` rows over time).
+
+    ``push(display_db, t_s, row_depths_m)`` takes each processed block as it arrives and
+    returns the windows completed by it; :meth:`classify_image` does a whole recording at
+    once (same results). Windows are ``spec["window_s"]`` long every ``hop_s`` seconds
+    (default: the model card's ``hop_s``), starting at the first line seen.
+    """
+
+    def __init__(self, name: str = DEFAULT_CLASSIFIER, directory: Path | None = None, hop_s: float | None = None) -> None:
+        self.model, self.card = load_model(name, directory)
+        if self.card["task"] != "classify":
+            raise ModelError(describe(f"model {name}", "task 'classify'", repr(self.card["task"])))
+        self.name = name
+        self.spec = dict(self.card["input"])
+        self.classes = tuple(self.card["classes"])
+        self.hop_s = float(self.spec["hop_s"] if hop_s is None else hop_s)
+        if not self.hop_s > 0:
+            raise DataError(describe("classifier hop_s", "> 0", self.hop_s))
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget buffered lines; the next push starts a new stream."""
+        self._binned = np.zeros((0, self.spec["n_depth"]), np.float32)
+        self._t_s = np.zeros(0)
+        self._next_start_s: float | None = None
+        self._row_depths_m: np.ndarray | None = None
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        """Softmax class probabilities (N, n_classes) of model inputs (N, 1, n_time, n_depth)."""
+        if len(x) == 0:
+            return np.zeros((0, len(self.classes)), np.float32)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with torch.inference_mode():
+                return torch.softmax(self.model(torch.from_numpy(x)), dim=1).numpy()
+        finally:
+            torch.set_num_threads(threads)
+
+    def _results(self, starts: np.ndarray, x: np.ndarray) -> list[WindowResult]:
+        probs = self.probabilities(x)
+        w = self.spec["window_s"]
+        return [
+            WindowResult(float(t0), float(t0) + w, p, self.classes[int(np.argmax(p))]) for t0, p in zip(starts, probs)
+        ]
+
+    def classify_image(self, display_db: np.ndarray, t_s: np.ndarray) -> list[WindowResult]:
+        """Every complete window of a whole display image (n_lines, n_rows) with line times (n_lines,)."""
+        starts, x = mdata.image_windows(display_db, t_s, self.spec, self.hop_s)
+        return self._results(starts, x)
+
+    def push(self, display_db: np.ndarray, t_s: np.ndarray, row_depths_m: np.ndarray) -> list[WindowResult]:
+        """Add a block of display rows (n, n_rows) with line times (n,) and row depths (n_rows,);
+        return the windows it completes. A change of the row depths restarts the stream."""
+        display_db = np.asarray(display_db, dtype=np.float32)
+        t_s = np.asarray(t_s, dtype=np.float64)
+        row_depths_m = np.asarray(row_depths_m, dtype=np.float64)
+        if display_db.ndim != 2 or display_db.shape != (t_s.shape[0], row_depths_m.shape[0]):
+            raise DataError(describe("classifier input", "display_db (n, n_rows) with t_s (n,) and row_depths_m (n_rows,)",
+                                     (display_db.shape, t_s.shape, row_depths_m.shape)))
+        if len(t_s) == 0:
+            return []
+        if self._row_depths_m is None or not np.array_equal(self._row_depths_m, row_depths_m):
+            self.reset()
+            self._row_depths_m = row_depths_m.copy()
+        if (len(self._t_s) and t_s[0] <= self._t_s[-1]) or np.any(np.diff(t_s) <= 0):
+            raise DataError(describe("classifier input", "increasing line times", f"t_s from {t_s[0]:.6f} s"))
+        if self._next_start_s is None:
+            self._next_start_s = float(t_s[0])
+        self._binned = np.concatenate([self._binned, mdata.depth_bins(display_db, self.spec["n_depth"])])
+        self._t_s = np.concatenate([self._t_s, t_s])
+        w = self.spec["window_s"]
+        starts = []
+        while self._next_start_s + w <= self._t_s[-1] + 1e-9:
+            starts.append(self._next_start_s)
+            self._next_start_s += self.hop_s
+        x = np.zeros((len(starts), 1, self.spec["n_time"], self.spec["n_depth"]), np.float32)
+        for k, t0 in enumerate(starts):
+            x[k] = mdata.window_input(self._binned, self._t_s, t0, self.spec)
+        keep_from = max(int(np.searchsorted(self._t_s, self._next_start_s, side="right")) - 1, 0)
+        keep_from = max(keep_from, len(self._t_s) - MAX_BUFFER_LINES)
+        self._binned, self._t_s = self._binned[keep_from:], self._t_s[keep_from:]
+        return self._results(np.asarray(starts), x)
+
+
+class MotionNet:
+    """Learned axial displacement between consecutive RF/IQ lines at chosen depths."""
+
+    def __init__(self, name: str = DEFAULT_MOTION, directory: Path | None = None) -> None:
+        self.model, self.card = load_model(name, directory)
+        if self.card["task"] != "motion":
+            raise ModelError(describe(f"model {name}", "task 'motion'", repr(self.card["task"])))
+        self.name = name
+        self.spec = dict(self.card["input"])
+
+    def displacement_m(self, lines: np.ndarray, meta: AcquisitionMeta, depths_m: np.ndarray) -> np.ndarray:
+        """Displacement (m, positive away from the probe) from line i to i+1 at ``depths_m``.
+
+        lines : (n_lines >= 2, n_samples) RF or IQ; depths_m : (n_depths,) metres.
+        Returns (n_lines - 1, n_depths) float32.
+        """
+        from mmode.dsp.motion import to_iq
+
+        lines = np.asarray(lines)
+        depths_m = np.atleast_1d(np.asarray(depths_m, dtype=np.float64))
+        if lines.ndim != 2 or lines.shape[0] < 2:
+            raise DataError(describe("motion net input", "lines (n_lines >= 2, n_samples)", lines.shape))
+        iq, _iq_fs, stride = to_iq(lines, meta)
+        n = self.spec["n_samples"]
+        if iq.shape[1] < n:
+            raise DataError(describe("motion net input", f">= {n} IQ samples per line", iq.shape[1]))
+        centre = np.rint(np.asarray(meta.sample_at_depth(depths_m)) / stride).astype(np.int64)
+        k = np.repeat(np.arange(iq.shape[0] - 1), len(depths_m))
+        c = np.tile(centre, iq.shape[0] - 1)
+        x = mdata.motion_inputs(*mdata.iq_segments(iq, k, c, n))
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with torch.inference_mode():
+                out = np.concatenate([self.model(torch.from_numpy(x[i : i + 4096])).numpy() for i in range(0, len(x), 4096)])
+        finally:
+            torch.set_num_threads(threads)
+        wavelength_m = meta.c_m_s / meta.f0_hz
+        return (out[:, 0] * wavelength_m).reshape(iq.shape[0] - 1, len(depths_m)).astype(np.float32)
+
+
+def evaluate_classifier(rec, model: str = DEFAULT_CLASSIFIER, block_lines: int = 1024, processor_settings=None) -> dict:
+    """Score classifier ``model`` on an open recording with ``/truth/labels``.
+
+    The recording goes through the product's display chain block by block
+    (:class:`~mmode.dsp.processor.Processor`, default settings unless given) and the
+    streaming :class:`Classifier`; each window's true label is the majority of the line
+    labels inside it (windows whose majority covers less than the card's
+    ``min_label_purity`` are reported but not scored). Returns a JSON-safe dict: model,
+    classes, n_windows, n_scored, macro_f1, per_class_f1, accuracy, confusion
+    (rows truth, columns prediction) and windows (with their truth).
+    """
+    from mmode.dsp.processor import Processor, ProcessorSettings
+    from mmode.models.train import f1_scores
+
+    truth = rec.truth()
+    if truth is None:
+        raise DataError(describe(rec.source, "/truth/labels for --task classify", "no ground truth"))
+    clf = Classifier(model)
+    if tuple(truth.classes) != clf.classes:
+        raise DataError(describe(rec.source, f"truth classes {list(clf.classes)}", list(truth.classes)))
+    proc = Processor(processor_settings or ProcessorSettings())
+    proc.prepare(rec.meta, rec.n_samples)
+    windows: list[WindowResult] = []
+    for block in rec.blocks(block_lines):
+        out = proc.process(block)
+        windows += clf.push(out.display_db, out.t_s, proc.row_depths_m)
+    t_s = rec.timestamps_s()
+    starts = np.array([w.t_start_s for w in windows])
+    labels = np.asarray(truth.labels, dtype=np.int64)
+    true, purity = mdata.window_labels(labels, t_s - t_s[0], starts - t_s[0], clf.spec["window_s"])
+    scored = purity >= clf.spec.get("min_label_purity", 0.0)
+    pred = np.array([clf.classes.index(w.label) for w in windows], dtype=np.int64)
+    n = len(clf.classes)
+    macro, per = f1_scores(true[scored], pred[scored], n) if scored.any() else (None, [None] * n)
+    confusion = np.zeros((n, n), np.int64)
+    np.add.at(confusion, (true[scored], pred[scored]), 1)
+    return {
+        "task": "classify",
+        "model": model,
+        "data": rec.source,
+        "classes": list(clf.classes),
+        "n_windows": len(windows),
+        "n_scored": int(scored.sum()),
+        "macro_f1": macro,
+        "per_class_f1": dict(zip(clf.classes, per)),
+        "accuracy": float(np.mean(pred[scored] == true[scored])) if scored.any() else None,
+        "confusion": confusion.tolist(),
+        "summary": summarize(windows, clf.classes),
+        "windows": [{**w.to_dict(), "truth": clf.classes[t], "scored": bool(s)} for w, t, s in zip(windows, true, scored)],
+    }

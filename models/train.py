@@ -1,0 +1,519 @@
+"""Training loops, metrics and the full teacher -> distilled, pruned student recipe.
+
+:func:`train_all` reproduces every shipped model from one seed: it generates the data sets
+(:mod:`mmode.models.data`), trains each teacher, distils a compact student from it with an
+easy-to-hard SNR curriculum, prunes the student's channels iteratively with distillation
+fine-tuning, measures each compression step (unstructured pruning, low-rank, int8, ONNX)
+and writes weights and model cards.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmode.errors import DataError, describe
+from mmode.ingest.meta import CLASSES
+from mmode.models import compress, data as mdata, networks, registry
+from mmode.models.distill import distillation_loss, regression_distillation_loss
+
+
+# -- metrics -------------------------------------------------------------------------------
+def f1_scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> tuple[float, list[float]]:
+    """(macro F1 over the classes present in ``y_true``, per-class F1 list of length n_classes).
+
+    Per-class F1 = 2 TP / (2 TP + FP + FN); a class absent from both truth and prediction
+    gets F1 1.0 in the list and is left out of the macro mean.
+    """
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(y_pred)
+    per_class, present = [], []
+    for c in range(n_classes):
+        tp = int(np.sum((y_true == c) & (y_pred == c)))
+        fp = int(np.sum((y_true != c) & (y_pred == c)))
+        fn = int(np.sum((y_true == c) & (y_pred != c)))
+        f1 = 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
+        per_class.append(f1)
+        if np.any(y_true == c):
+            present.append(f1)
+    return (float(np.mean(present)) if present else 0.0), per_class
+
+
+def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights ``N / (n_classes * count_c)`` (0 for absent classes), (n_classes,)."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes).astype(np.float64)
+    w = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def curriculum_indices(snr_db: np.ndarray, epoch: int, curriculum_epochs: int, rng: np.random.Generator) -> np.ndarray:
+    """Shuffled sample indices for ``epoch``: easy-to-hard by SNR.
+
+    During the first ``curriculum_epochs`` epochs only the highest-SNR fraction
+    ``(epoch + 1) / (curriculum_epochs + 1)`` of the samples is used; afterwards all of them.
+    """
+    n = len(snr_db)
+    if epoch >= curriculum_epochs:
+        return rng.permutation(n)
+    keep = max(1, int(math.ceil(n * (epoch + 1) / (curriculum_epochs + 1))))
+    easiest = np.argsort(-np.asarray(snr_db), kind="stable")[:keep]
+    return rng.permutation(easiest)
+
+
+# -- loops ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FitSettings:
+    """Optimisation settings: epochs, batch size, Adam learning rate (cosine decay),
+    weight decay, curriculum epochs, distillation temperature and alpha, seed."""
+
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    curriculum_epochs: int = 2
+    temperature: float = 4.0
+    alpha: float = 0.7
+    seed: int = 0
+
+
+def _batches(idx: np.ndarray, batch_size: int):
+    for i in range(0, len(idx), batch_size):
+        yield torch.from_numpy(idx[i : i + batch_size])
+
+
+def fit(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    snr_db: np.ndarray,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    settings: FitSettings,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+) -> list[float]:
+    """Train ``model`` on (x, y) minimising ``loss_fn(outputs, y_batch, batch_indices)``.
+
+    x : (N, ...) float32 inputs; y : (N,) int64 labels or (N, 1) float32 targets;
+    snr_db : (N,) per-sample SNR for the curriculum; ``augment(x_batch, generator)``
+    (optional) transforms each training batch. Returns the mean loss of every epoch.
+    """
+    if len(x) == 0:
+        raise DataError(describe("training data", "at least one sample", 0))
+    torch.manual_seed(settings.seed)
+    gen = torch.Generator().manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    n_steps = sum(
+        math.ceil(len(curriculum_indices(snr_db, e, settings.curriculum_epochs, rng)) / settings.batch_size)
+        for e in range(settings.epochs)
+    )
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=settings.lr, total_steps=max(n_steps, 1))
+    rng = np.random.default_rng(settings.seed)
+    history = []
+    model.train()
+    for epoch in range(settings.epochs):
+        idx = curriculum_indices(snr_db, epoch, settings.curriculum_epochs, rng)
+        total, count = 0.0, 0
+        for b in _batches(idx, settings.batch_size):
+            if len(b) < 2:  # batch norm needs two samples
+                continue
+            opt.zero_grad()
+            xb = xt[b] if augment is None else augment(xt[b], gen)
+            loss = loss_fn(model(xb), yt[b], b)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(b)
+            count += len(b)
+        history.append(total / max(count, 1))
+    model.eval()
+    return history
+
+
+def augment_windows(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Classifier augmentation of a batch (N, 1, n_time, n_depth), per window at random:
+
+    - reverse slow time (half of the windows): every class keeps its meaning backwards in
+      time (texture, periodicity, irregularity, alternation);
+    - depth zoom: keep a random 75-100 % of the depth range (from the top, where the probe
+      is) and stretch it back to n_depth rows, as a shallower imaging depth would show it;
+    - contrast: scale by 0.8-1.2.
+    """
+    n, _, n_time, n_depth = x.shape
+    out = x.clone()
+    flip = torch.rand(n, generator=gen) < 0.5
+    out[flip] = torch.flip(out[flip], dims=(2,))
+    keep = (n_depth * (0.75 + 0.25 * torch.rand(n, generator=gen))).long().clamp(8, n_depth)
+    for i in torch.nonzero(keep < n_depth).flatten().tolist():
+        crop = out[i : i + 1, :, :, : int(keep[i])]
+        out[i : i + 1] = F.interpolate(crop, size=(n_time, n_depth), mode="bilinear", align_corners=False)
+    return out * (0.8 + 0.4 * torch.rand(n, 1, 1, 1, generator=gen))
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Model outputs for (N, ...) float32 inputs, in eval mode, as a float32 array."""
+    model.eval()
+    outs = [model(torch.from_numpy(x[i : i + batch_size])).numpy() for i in range(0, len(x), batch_size)]
+    return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
+
+
+def classifier_metrics(model: nn.Module, test: "mdata.ClassifierData") -> dict[str, Any]:
+    """{"macro_f1", "per_class_f1" {class: f1}, "accuracy", "n_test"} on a held-out set."""
+    pred = predict(model, test.x).argmax(axis=1)
+    macro, per = f1_scores(test.y, pred, len(CLASSES))
+    return {
+        "macro_f1": round(macro, 4),
+        "per_class_f1": {c: round(f, 4) for c, f in zip(CLASSES, per)},
+        "accuracy": round(float(np.mean(pred == test.y)), 4),
+        "n_test": int(len(test.y)),
+    }
+
+
+def motion_metrics(model: nn.Module, test: "mdata.MotionData") -> dict[str, Any]:
+    """{"rmse_m", "rmse_m_10db", "kasai_rmse_m", "kasai_rmse_m_10db", "zero_rmse_m",
+    "zero_rmse_m_10db", "n_test"}: RMS error in metres over all test pairs and over those
+    simulated at SNR <= 10 dB (None without such pairs), beside classic Kasai on the same pairs
+    and beside the trivial "no motion" estimate (the RMS of the true displacement)."""
+    pred_m = predict(model, test.x)[:, 0] * test.wavelength_m
+    truth_m = test.y[:, 0] * test.wavelength_m
+    low = test.snr_db <= 10.0
+
+    def rmse(a: np.ndarray, mask: np.ndarray) -> float | None:
+        return float(np.sqrt(np.mean((a[mask] - truth_m[mask]) ** 2))) if mask.any() else None
+
+    every = np.ones_like(low)
+    return {
+        "rmse_m": rmse(pred_m, every),
+        "rmse_m_10db": rmse(pred_m, low),
+        "kasai_rmse_m": rmse(test.kasai_m, every),
+        "kasai_rmse_m_10db": rmse(test.kasai_m, low),
+        "zero_rmse_m": rmse(np.zeros_like(truth_m), every),
+        "zero_rmse_m_10db": rmse(np.zeros_like(truth_m), low),
+        "n_test": int(len(truth_m)),
+    }
+
+
+def classification_loss(weights: torch.Tensor) -> Callable:
+    """Weighted cross-entropy ``loss_fn`` for :func:`fit`."""
+    return lambda out, y, _b: F.cross_entropy(out, y, weight=weights)
+
+
+def kd_classification_loss(teacher_logits: torch.Tensor, weights: torch.Tensor, settings: FitSettings) -> Callable:
+    """Distillation ``loss_fn`` for :func:`fit`; ``teacher_logits`` (N, n_classes) precomputed."""
+    return lambda out, y, b: distillation_loss(
+        out, teacher_logits[b], y, settings.temperature, settings.alpha, weights
+    )
+
+
+def kd_regression_loss(teacher_pred: torch.Tensor, alpha: float) -> Callable:
+    """Regression distillation ``loss_fn`` for :func:`fit`; ``teacher_pred`` (N, 1)."""
+    return lambda out, y, b: regression_distillation_loss(out, teacher_pred[b], y, alpha)
+
+
+# -- the full recipe -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Recipe:
+    """Sizes of one ``mmode train`` run. ``full`` builds the shipped models (minutes on a
+    CPU); ``smoke`` is the seconds-long version the tests run."""
+
+    n_train_recordings: int
+    n_test_recordings: int
+    n_motion_recordings: int
+    teacher_epochs: int
+    student_epochs: int
+    motion_epochs: int
+    prune_ratio: float
+    prune_steps: int
+    fine_tune_epochs: int
+    recording_s: tuple[float, float]
+    motion_prune_ratio: float
+    motion_fine_tune_epochs: int
+
+    @classmethod
+    def named(cls, name: str) -> "Recipe":
+        if name == "full":
+            return cls(420, 140, 24, 20, 60, 16, 0.25, 3, 8, (8.0, 11.0), 0.3, 4)
+        if name == "smoke":
+            return cls(3, 2, 1, 1, 1, 1, 0.3, 1, 1, (7.0, 7.5), 0.3, 1)
+        raise DataError(describe("training recipe", "'full' or 'smoke'", repr(name)))
+
+
+def _step(name: str, model: nn.Module, example: torch.Tensor, metrics: dict, applied: bool, **extra: Any) -> dict:
+    """One compression step's record: params, MACs, batch-1 latency and metrics after it."""
+    c = compress.costs(model, example)
+    lat = {"latency_ms": round(compress.latency_ms(model, example), 4)}
+    return {"step": name, "applied": applied, **c, **lat, **{k: metrics[k] for k in metrics if k != "per_class_f1"}, **extra}
+
+
+def _measured_card(model: nn.Module, example: torch.Tensor, card: dict[str, Any]) -> dict[str, Any]:
+    c = compress.costs(model, example)
+    return {**card, **c, "latency_ms": round(compress.latency_ms(model, example), 4)}
+
+
+def _classifier_steps(student: nn.Module, test: "mdata.ClassifierData", example: torch.Tensor, workdir: Path) -> list[dict]:
+    """Measured, not-applied compression steps on the final classifier student."""
+    steps = []
+    sparse = copy.deepcopy(student)
+    stats = compress.prune_unstructured(sparse, 0.5)
+    steps.append(_step("unstructured_magnitude_50", sparse, example, classifier_metrics(sparse, test), False,
+                       sparsity=round(stats["total"], 4), nonzero_weights=stats["nonzero"]))
+    low, ranks = compress.factorize_low_rank(student, energy=0.9)
+    steps.append(_step("low_rank_svd_0.9", low, example, classifier_metrics(low, test), False, ranks=ranks))
+    steps.extend(_onnx_steps(student, test.x, lambda out: {
+        "macro_f1": round(f1_scores(test.y, out.argmax(axis=1), len(CLASSES))[0], 4),
+        "decision_agreement": float(np.mean(out.argmax(axis=1) == predict(student, test.x).argmax(axis=1))),
+    }, example, workdir))
+    return steps
+
+
+def _onnx_steps(model: nn.Module, x: np.ndarray, metric: Callable[[np.ndarray], dict], example: torch.Tensor,
+                workdir: Path) -> list[dict]:
+    """ONNX float32 and ONNX Runtime int8 exports: difference from PyTorch, ``metric(outputs)``
+    on the test set, file size and latency."""
+    ref = predict(model, x)
+    onnx_path = compress.export_onnx(model, example, workdir / "model.onnx")
+    q_path = compress.quantize_onnx_int8(onnx_path, workdir / "model_int8.onnx")
+    steps = []
+    for name, path in (("onnx_float32", onnx_path), ("onnx_int8_dynamic", q_path)):
+        out = compress.run_onnx(path, x)
+        steps.append({
+            "step": name,
+            "applied": False,
+            "max_abs_diff_vs_torch": float(np.max(np.abs(out - ref))),
+            **metric(out),
+            "file_bytes": path.stat().st_size,
+            "latency_ms": round(compress.onnx_latency_ms(path, example.numpy()), 4),
+        })
+    return steps
+
+
+def train_classifiers(recipe: Recipe, seed: int, log: Callable[[str], None]) -> list[tuple[nn.Module, dict]]:
+    """(model, card) for the classifier teacher and its distilled, pruned student."""
+    spec = mdata.CLASSIFIER_SPEC
+    ranges = {**mdata.CLASSIFIER_RANGES, "seconds": list(recipe.recording_s)}
+    train = mdata.classifier_dataset("train", recipe.n_train_recordings, seed, ranges)
+    test = mdata.classifier_dataset("test", recipe.n_test_recordings, seed, ranges)
+    log(f"classifier data: {len(train.y)} train / {len(test.y)} test windows")
+    example = torch.zeros(1, 1, spec["n_time"], spec["n_depth"])
+    weights = class_weights(train.y, len(CLASSES))
+    n_classes = len(CLASSES)
+    recipe_card = {"seed": seed, "train": train.recipe, "test": test.recipe}
+
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    teacher = networks.build("classifier_teacher", {**networks.DEFAULT_CONFIGS["classifier_teacher"], "n_classes": n_classes})
+    fit(teacher, train.x, train.y, train.snr_db, classification_loss(weights),
+        FitSettings(epochs=recipe.teacher_epochs, seed=seed), augment_windows)
+    t_metrics = classifier_metrics(teacher, test)
+    log(f"teacher: macro_f1 {t_metrics['macro_f1']} ({time.perf_counter() - t0:.0f} s)")
+
+    teacher_logits = torch.from_numpy(predict(teacher, train.x))
+    kd = FitSettings(epochs=recipe.student_epochs, seed=seed + 1)
+    t0 = time.perf_counter()
+    torch.manual_seed(seed + 1)
+    student = networks.build("classifier_student", {**networks.DEFAULT_CONFIGS["classifier_student"], "n_classes": n_classes})
+    fit(student, train.x, train.y, train.snr_db, kd_classification_loss(teacher_logits, weights, kd), kd, augment_windows)
+    s_metrics = classifier_metrics(student, test)
+    steps = [_step("distill_into_compact_student", student, example, s_metrics, True,
+                   temperature=kd.temperature, alpha=kd.alpha, curriculum_epochs=kd.curriculum_epochs)]
+    log(f"student (distilled): macro_f1 {s_metrics['macro_f1']} ({time.perf_counter() - t0:.0f} s)")
+
+    t0 = time.perf_counter()
+    fine = FitSettings(epochs=recipe.fine_tune_epochs, lr=1e-3, curriculum_epochs=0, seed=seed + 2)
+    compress.prune_structured(
+        student, example, recipe.prune_ratio, importance="magnitude", steps=recipe.prune_steps,
+        ignored_layers=[student.head],
+        fine_tune=lambda m, _s: fit(m, train.x, train.y, train.snr_db,
+                                    kd_classification_loss(teacher_logits, weights, fine), fine, augment_windows),
+    )
+    p_metrics = classifier_metrics(student, test)
+    steps.append(_step("structured_channel_pruning", student, example, p_metrics, True,
+                       importance="group_magnitude_l2", ratio=recipe.prune_ratio, iterative_steps=recipe.prune_steps,
+                       fine_tune="distillation"))
+    log(f"student (pruned): macro_f1 {p_metrics['macro_f1']} ({time.perf_counter() - t0:.0f} s)")
+    with tempfile.TemporaryDirectory() as tmp:
+        steps.extend(_classifier_steps(student, test, example, Path(tmp)))
+
+    common = {"task": "classify", "classes": list(CLASSES), "input": spec, "data": recipe_card}
+    t_card = _measured_card(teacher, example, {**common, "name": "classifier_teacher", "teacher": None,
+                                               "metrics": t_metrics, "steps": []})
+    s_card = _measured_card(student, example, {**common, "name": "classifier_student", "teacher": "classifier_teacher",
+                                               "metrics": p_metrics, "steps": steps})
+    return [(teacher, t_card), (student, s_card)]
+
+
+def train_motion(recipe: Recipe, seed: int, log: Callable[[str], None]) -> list[tuple[nn.Module, dict]]:
+    """(model, card) for the motion teacher and its distilled, pruned student."""
+    spec = mdata.MOTION_SPEC
+    train = mdata.motion_dataset("train", recipe.n_motion_recordings, seed)
+    test = mdata.motion_dataset("test", max(1, recipe.n_motion_recordings // 3), seed)
+    log(f"motion data: {len(train.y)} train / {len(test.y)} test pairs")
+    example = torch.zeros(1, spec["channels"], spec["n_samples"])
+    recipe_card = {"seed": seed, "train": train.recipe, "test": test.recipe}
+    mse = lambda out, y, _b: F.mse_loss(out, y)  # noqa: E731
+
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    teacher = networks.build("motion_teacher", networks.DEFAULT_CONFIGS["motion_teacher"])
+    fit(teacher, train.x, train.y, train.snr_db, mse, FitSettings(epochs=recipe.motion_epochs, batch_size=256, seed=seed))
+    t_metrics = motion_metrics(teacher, test)
+    log(f"motion teacher: rmse {t_metrics['rmse_m']:.3g} m ({time.perf_counter() - t0:.0f} s)")
+
+    teacher_pred = torch.from_numpy(predict(teacher, train.x))
+    kd = FitSettings(epochs=recipe.motion_epochs, batch_size=256, seed=seed + 1)
+    torch.manual_seed(seed + 1)
+    student = networks.build("motion_student", networks.DEFAULT_CONFIGS["motion_student"])
+    fit(student, train.x, train.y, train.snr_db, kd_regression_loss(teacher_pred, 0.5), kd)
+    s_metrics = motion_metrics(student, test)
+    steps = [_step("distill_into_compact_student", student, example, s_metrics, True, alpha=0.5)]
+    log(f"motion student (distilled): rmse {s_metrics['rmse_m']:.3g} m")
+    fine = FitSettings(epochs=recipe.motion_fine_tune_epochs, batch_size=256, lr=1e-3, curriculum_epochs=0, seed=seed + 2)
+    compress.prune_structured(
+        student, example, recipe.motion_prune_ratio, importance="magnitude", steps=recipe.prune_steps,
+        ignored_layers=[student.head],
+        fine_tune=lambda m, _s: fit(m, train.x, train.y, train.snr_db, kd_regression_loss(teacher_pred, 0.5), fine),
+    )
+    s_metrics = motion_metrics(student, test)
+    steps.append(_step("structured_channel_pruning", student, example, s_metrics, True,
+                       importance="group_magnitude_l2", ratio=recipe.motion_prune_ratio,
+                       iterative_steps=recipe.prune_steps, fine_tune="distillation"))
+    log(f"motion student (pruned): rmse {s_metrics['rmse_m']:.3g} m")
+    with tempfile.TemporaryDirectory() as tmp:
+        steps.extend(_onnx_steps(student, test.x, lambda out: {
+            "rmse_m": float(np.sqrt(np.mean(((out[:, 0] - test.y[:, 0]) * test.wavelength_m) ** 2)))}, example, Path(tmp)))
+
+    common = {"task": "motion", "classes": None, "input": spec, "data": recipe_card}
+    t_card = _measured_card(teacher, example, {**common, "name": "motion_teacher", "teacher": None,
+                                               "metrics": t_metrics, "steps": []})
+    s_card = _measured_card(student, example, {**common, "name": "motion_student", "teacher": "motion_teacher",
+                                               "metrics": s_metrics, "steps": steps})
+    return [(teacher, t_card), (student, s_card)]
+
+
+def train_all(out_dir: Path, seed: int = 0, recipe: str = "full", tasks: tuple[str, ...] = ("classify", "motion"),
+              threads: int = 2, log: Callable[[str], None] = print) -> list[dict]:
+    """Train every model of ``tasks`` with ``recipe`` from ``seed``; write weights and cards
+    into ``out_dir``; return the cards."""
+    torch.set_num_threads(threads)
+    r = Recipe.named(recipe)
+    cards = []
+    for task in tasks:
+        if task == "classify":
+            pairs = train_classifiers(r, seed, log)
+        elif task == "motion":
+            pairs = train_motion(r, seed, log)
+        else:
+            raise DataError(describe("training task", "'classify' or 'motion'", repr(task)))
+        for model, card in pairs:
+            registry.save_model(model, card, Path(out_dir))
+            cards.append(registry.load_card(card["name"], Path(out_dir)))
+    (Path(out_dir) / "train_report.json").write_text(json.dumps(cards, indent=2) + "\n")
+    return cards
+
+
+# -- mmode compress ------------------------------------------------------------------------
+def compress_model(
+    name: str,
+    *,
+    prune_ratio: float = 0.3,
+    importance: str = "magnitude",
+    prune_steps: int = 1,
+    fine_tune_epochs: int = 0,
+    sparsity: float = 0.5,
+    low_rank_energy: float = 0.9,
+    n_recordings: int = 14,
+    seed: int = 0,
+    out_dir: Path | None = None,
+    out_name: str | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Apply each compression step to shipped model ``name`` and measure its effect.
+
+    Test data: ``n_recordings`` freshly simulated validation-split recordings (seeds never
+    used for training). Steps: structured channel pruning (``prune_ratio`` with
+    ``importance`` in ``prune_steps`` steps; with ``fine_tune_epochs`` > 0, distillation
+    fine-tuning from the model's teacher on as many training-split recordings), then on
+    copies of the pruned network: unstructured magnitude pruning at ``sparsity``, low-rank
+    factorisation keeping ``low_rank_energy``, ONNX float32 and ONNX Runtime int8. With
+    ``out_dir`` the pruned network is saved as ``out_name`` (weights + card) together with
+    its ``.onnx`` and ``_int8.onnx`` exports. Returns {"model", "baseline", "steps"}.
+    """
+    model, card = registry.load_model(name)
+    spec = card["input"]
+    classify = card["task"] == "classify"
+    if classify:
+        test = mdata.classifier_dataset("val", n_recordings, seed)
+        example = torch.zeros(1, 1, spec["n_time"], spec["n_depth"])
+        metrics = lambda m: classifier_metrics(m, test)  # noqa: E731
+        out_metric = lambda out: {"macro_f1": round(f1_scores(test.y, out.argmax(axis=1), len(CLASSES))[0], 4)}  # noqa: E731
+    else:
+        test = mdata.motion_dataset("val", n_recordings, seed)
+        example = torch.zeros(1, spec["channels"], spec["n_samples"])
+        metrics = lambda m: motion_metrics(m, test)  # noqa: E731
+        out_metric = lambda out: {  # noqa: E731
+            "rmse_m": float(np.sqrt(np.mean(((out[:, 0] - test.y[:, 0]) * test.wavelength_m) ** 2)))}
+    baseline = _step("baseline", model, example, metrics(model), False)
+    log(f"{name}: {baseline['params']} params, {baseline['macs']} MACs")
+    steps = []
+    pruned_metrics = card["metrics"]
+    if prune_ratio > 0:
+        fine_tune = None
+        if fine_tune_epochs > 0 and card["teacher"]:
+            teacher, _ = registry.load_model(card["teacher"])
+            settings = FitSettings(epochs=fine_tune_epochs, lr=1e-3, curriculum_epochs=0, seed=seed)
+            if classify:
+                train = mdata.classifier_dataset("train", n_recordings, seed)
+                t_out = torch.from_numpy(predict(teacher, train.x))
+                loss = kd_classification_loss(t_out, class_weights(train.y, len(CLASSES)), settings)
+            else:
+                train = mdata.motion_dataset("train", n_recordings, seed)
+                loss = kd_regression_loss(torch.from_numpy(predict(teacher, train.x)), 0.5)
+            augment = augment_windows if classify else None
+            fine_tune = lambda m, _s: fit(m, train.x, train.y, train.snr_db, loss, settings, augment)  # noqa: E731
+        compress.prune_structured(model, example, prune_ratio, importance=importance, steps=prune_steps,
+                                  ignored_layers=[model.head], fine_tune=fine_tune,
+                                  taylor_loss=lambda m: _taylor_loss(m, test, classify))
+        pruned_metrics = metrics(model)
+        steps.append(_step("structured_channel_pruning", model, example, pruned_metrics, True, importance=importance,
+                           ratio=prune_ratio, iterative_steps=prune_steps, fine_tune_epochs=fine_tune_epochs))
+        log(f"pruned: {steps[-1]['params']} params")
+    if sparsity > 0:
+        sparse = copy.deepcopy(model)
+        stats = compress.prune_unstructured(sparse, sparsity)
+        steps.append(_step("unstructured_magnitude", sparse, example, metrics(sparse), False,
+                           sparsity=round(stats["total"], 4), nonzero_weights=stats["nonzero"]))
+    if low_rank_energy < 1:
+        low, ranks = compress.factorize_low_rank(model, low_rank_energy)
+        steps.append(_step("low_rank_svd", low, example, metrics(low), False, energy=low_rank_energy, ranks=ranks))
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(out_dir) if out_dir is not None else Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        steps.extend(_onnx_steps(model, test.x, out_metric, example, workdir))
+        if out_dir is not None:
+            new_name = out_name or f"{name}_compressed"
+            (workdir / "model.onnx").replace(workdir / f"{new_name}.onnx")
+            (workdir / "model_int8.onnx").replace(workdir / f"{new_name}_int8.onnx")
+            new_card = {**card, "name": new_name, "metrics": pruned_metrics,
+                        "steps": list(card["steps"]) + steps}
+            registry.save_model(model, _measured_card(model, example, new_card), workdir)
+    return {"model": name, "baseline": baseline, "steps": steps}
+
+
+def _taylor_loss(model: nn.Module, test: Any, classify: bool) -> torch.Tensor:
+    """Loss on (up to 256) held-out samples whose gradient ranks channels for Taylor importance."""
+    x, y = torch.from_numpy(test.x[:256]), torch.from_numpy(test.y[:256])
+    model.eval()
+    out = model(x)
+    return F.cross_entropy(out, y) if classify else F.mse_loss(out, y)

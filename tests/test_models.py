@@ -1,0 +1,366 @@
+"""Networks, compression, distillation, metrics and windowing against independent references.
+
+The shipped models are checked in tests/test_models_shipped.py; the training smoke test
+in tests/test_models_train.py.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mmode.errors import DataError, ModelError
+from mmode.models import compress, data as mdata, networks
+from mmode.models.distill import FeatureHint, distillation_loss, logits_and_features, regression_distillation_loss
+from mmode.models.train import class_weights, curriculum_indices, f1_scores
+
+torch.set_num_threads(1)
+
+
+def _net(arch: str) -> nn.Module:
+    cfg = dict(networks.DEFAULT_CONFIGS[arch])
+    if arch.startswith("classifier"):
+        cfg["n_classes"] = 7
+    torch.manual_seed(0)
+    return networks.build(arch, cfg).eval()
+
+
+def _input(arch: str, n: int = 3) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    if arch.startswith("classifier"):
+        return torch.randn(n, 1, 64, 64, generator=g)
+    return torch.randn(n, 4, 16, generator=g)
+
+
+def _randomise_bn(model: nn.Module) -> None:
+    """Non-trivial batch-norm statistics so that eval-mode outputs are not degenerate."""
+    g = torch.Generator().manual_seed(2)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.copy_(0.1 * torch.randn(m.num_features, generator=g))
+            m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=g))
+            with torch.no_grad():
+                m.weight.copy_(0.5 + torch.rand(m.num_features, generator=g))
+                m.bias.copy_(0.1 * torch.randn(m.num_features, generator=g))
+
+
+# -- networks ------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch", sorted(networks.ARCHS))
+def test_network_shapes_and_config_round_trip(arch):
+    model = _net(arch)
+    out = model(_input(arch))
+    assert out.shape == ((3, 7) if arch.startswith("classifier") else (3, 1))
+    rebuilt = networks.build(arch, model.config())
+    rebuilt.load_state_dict(model.state_dict())  # strict: identical layer shapes
+
+
+def test_build_rejects_unknown_arch_and_bad_config():
+    with pytest.raises(ModelError, match="arch one of"):
+        networks.build("resnet50", {})
+    with pytest.raises(ModelError, match="valid configuration"):
+        networks.build("motion_teacher", {"channels": [8]})
+
+
+def test_students_are_much_smaller_than_teachers():
+    """Before pruning; the shipped (pruned) sizes are checked in test_models_shipped.py."""
+    for task in ("classifier", "motion"):
+        t = compress.costs(_net(f"{task}_teacher"), _input(f"{task}_teacher", 1))
+        s = compress.costs(_net(f"{task}_student"), _input(f"{task}_student", 1))
+        assert s["params"] <= 0.2 * t["params"]
+        assert s["macs"] <= 0.15 * t["macs"]
+
+
+def test_costs_count_a_single_conv_analytically():
+    conv = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False))
+    c = compress.costs(conv, torch.zeros(1, 1, 10, 10))
+    assert c["params"] == 4 * 9
+    assert c["macs"] == 4 * 9 * 100  # one multiply-accumulate per weight per output pixel
+
+
+# -- distillation --------------------------------------------------------------------------
+def test_distillation_loss_matches_hand_computation():
+    s = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]])
+    t = torch.tensor([[1.0, 1.5, -0.5], [3.0, -1.0, 0.0]])
+    y = torch.tensor([0, 2])
+    temp, alpha = 3.0, 0.6
+
+    def softmax(z):
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    sn, tn = s.numpy().astype(np.float64), t.numpy().astype(np.float64)
+    ps, pt = softmax(sn / temp), softmax(tn / temp)
+    kl = np.mean(np.sum(pt * (np.log(pt) - np.log(ps)), axis=1))
+    ce = np.mean(-np.log(softmax(sn)[np.arange(2), y.numpy()]))
+    expected = alpha * temp**2 * kl + (1 - alpha) * ce
+    got = float(distillation_loss(s, t, y, temperature=temp, alpha=alpha))
+    assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_distillation_loss_with_class_weights_and_limits():
+    s = torch.tensor([[2.0, 0.5], [0.1, 0.9], [1.0, -1.0]])
+    y = torch.tensor([0, 1, 1])
+    w = torch.tensor([1.0, 3.0])
+    # alpha = 0: weighted cross-entropy sum(w_y * -log p_y) / sum(w_y)
+    logp = torch.log_softmax(s, 1).numpy()
+    nll = -logp[np.arange(3), y.numpy()]
+    expected = float(np.sum(w.numpy()[y.numpy()] * nll) / np.sum(w.numpy()[y.numpy()]))
+    assert float(distillation_loss(s, s, y, alpha=0.0, class_weights=w)) == pytest.approx(expected, rel=1e-5)
+    # alpha = 1 and student == teacher: the KL term vanishes
+    assert float(distillation_loss(s, s.clone(), y, alpha=1.0)) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(DataError):
+        distillation_loss(s, s, y, temperature=0.0)
+
+
+def test_regression_distillation_and_feature_hint():
+    s = torch.tensor([[1.0], [2.0]])
+    t = torch.tensor([[0.0], [2.0]])
+    y = torch.tensor([[1.0], [0.0]])
+    # 0.25 * mean((1,0)^2) + 0.75 * mean((0,2)^2) = 0.125 + 1.5
+    assert float(regression_distillation_loss(s, t, y, alpha=0.25)) == pytest.approx(1.625)
+    hint = FeatureHint(2, 3)
+    with torch.no_grad():
+        hint.adapter.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+    loss = hint(torch.tensor([[1.0, 2.0]]), torch.tensor([[1.0, 2.0, 0.0]]))
+    assert float(loss) == pytest.approx(9.0 / 3)
+
+
+def test_logits_and_features_returns_the_head_input():
+    model = _net("classifier_student")
+    x = _input("classifier_student")
+    out, feats = logits_and_features(model, x)
+    torch.testing.assert_close(model.head(feats), out)
+    assert feats.shape == (3, model.head.in_features)
+
+
+# -- structured pruning ----------------------------------------------------------------------
+@pytest.mark.parametrize("arch", ["classifier_student", "classifier_teacher", "motion_student"])
+def test_structured_pruning_reduces_params_and_rebuilds_from_config(arch):
+    model = _net(arch)
+    x = _input(arch, 1)
+    before = compress.costs(model, x)
+    calls = []
+    compress.prune_structured(model, x, 0.5, steps=2, ignored_layers=[model.head], fine_tune=lambda m, s: calls.append(s))
+    after = compress.costs(model, x)
+    assert calls == [0, 1]
+    assert after["params"] < 0.5 * before["params"]
+    assert after["macs"] < 0.5 * before["macs"]
+    rebuilt = networks.build(arch, model.config())
+    rebuilt.load_state_dict(model.state_dict())
+    rebuilt.eval()
+    torch.testing.assert_close(rebuilt(_input(arch)), model(_input(arch)))
+
+
+def test_taylor_and_bn_scale_importance_prune():
+    for importance in ("taylor", "bn_scale"):
+        model = _net("classifier_student")
+        x = _input("classifier_student", 4)
+        before = compress.costs(model, x[:1])["params"]
+        compress.prune_structured(model, x[:1], 0.3, importance=importance, ignored_layers=[model.head],
+                                  taylor_loss=lambda m: m(x).logsumexp(1).mean())
+        assert compress.costs(model, x[:1])["params"] < before
+    with pytest.raises(DataError):
+        compress.prune_structured(_net("motion_student"), _input("motion_student", 1), 0.3, importance="taylor")
+
+
+def test_pruning_zeroed_channels_leaves_outputs_unchanged():
+    """Channels whose conv weights and BN scale/shift are zero output exactly 0 after ReLU;
+    removing them (and the next layer's matching input channels) cannot change the output."""
+    model = _net("classifier_teacher")
+    _randomise_bn(model)
+    x = _input("classifier_teacher")
+    convs = [m for m in model.features.modules() if isinstance(m, nn.Conv2d)]
+    bns = [m for m in model.features.modules() if isinstance(m, nn.BatchNorm2d)]
+    dead = [1, 4, 5]
+    with torch.no_grad():
+        convs[2].weight[dead] = 0
+        bns[2].weight[dead] = 0
+        bns[2].bias[dead] = 0
+    reference = model(x)
+    n_params = networks.count_params(model)
+    compress.prune_channels(model, x[:1], convs[2], dead)
+    assert convs[2].out_channels == networks.DEFAULT_CONFIGS["classifier_teacher"]["stages"][1][0] - 3
+    assert networks.count_params(model) < n_params
+    torch.testing.assert_close(model(x), reference, rtol=1e-5, atol=1e-6)
+
+
+def test_pruning_zeroed_expansion_channels_of_a_residual_block():
+    model = _net("classifier_student")
+    _randomise_bn(model)
+    x = _input("classifier_student")
+    block = model.blocks[1]
+    dead = [0, 7, 9]
+    with torch.no_grad():
+        block.expand[0].weight[dead] = 0
+        block.expand[1].weight[dead] = 0
+        block.expand[1].bias[dead] = 0
+    reference = model(x)
+    compress.prune_channels(model, x[:1], block.expand[0], dead)
+    assert block.depthwise[0].out_channels == networks.DEFAULT_CONFIGS["classifier_student"]["blocks"][1][0] - 3
+    torch.testing.assert_close(model(x), reference, rtol=1e-4, atol=1e-5)  # float32 summation order
+
+
+# -- unstructured pruning, low rank ------------------------------------------------------------
+def test_unstructured_pruning_zeroes_the_smallest_weights_globally():
+    model = _net("motion_teacher")
+    eligible = [m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Linear)) and m.weight.numel() >= 100]
+    mags = np.concatenate([m.weight.detach().abs().numpy().ravel() for m in eligible])
+    threshold = np.sort(mags)[int(0.6 * mags.size) - 1]
+    expected_zero = [(m.weight.detach().abs().numpy() <= threshold) for m in eligible]
+    stats = compress.prune_unstructured(model, 0.6)
+    for m, z in zip(eligible, expected_zero):
+        np.testing.assert_array_equal(m.weight.detach().numpy() == 0, z)
+    small = [m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Linear)) and m.weight.numel() < 100]
+    assert all(int((m.weight == 0).sum()) == 0 for m in small)
+    total = sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Linear)))
+    assert stats["total"] == pytest.approx(sum(z.sum() for z in expected_zero) / total)
+    assert stats["nonzero"] == total - sum(int(z.sum()) for z in expected_zero)
+
+
+def test_low_rank_factorisation_error_is_the_discarded_spectrum():
+    torch.manual_seed(3)
+    lin = nn.Linear(64, 48)
+    model = nn.Sequential(lin)
+    low, ranks = compress.factorize_low_rank(model, energy=0.5)
+    r = ranks["0"]
+    s = np.linalg.svd(lin.weight.detach().numpy().astype(np.float64), compute_uv=False)
+    cum = np.cumsum(s**2) / np.sum(s**2)
+    assert r == int(np.searchsorted(cum, 0.5)) + 1
+    w_low = (low[0][1].weight @ low[0][0].weight).detach().numpy()
+    err = np.linalg.norm(w_low - lin.weight.detach().numpy())
+    assert err == pytest.approx(np.sqrt(np.sum(s[r:] ** 2)), rel=1e-4)
+    x = torch.randn(5, 64)
+    torch.testing.assert_close(low(x), torch.from_numpy(x.numpy() @ w_low.T) + lin.bias, rtol=1e-4, atol=1e-5)
+    assert networks.count_params(low) < networks.count_params(model)
+
+
+def test_low_rank_keeps_layers_where_factorising_would_not_save():
+    model = nn.Sequential(nn.Linear(8, 8))
+    low, ranks = compress.factorize_low_rank(model, energy=1.0)
+    assert ranks == {}
+    assert isinstance(low[0], nn.Linear)
+
+
+# -- int8 and ONNX -----------------------------------------------------------------------------
+def test_int8_and_onnx_agree_with_float(tmp_path):
+    """ONNX float32 within 1e-4 of PyTorch; ONNX Runtime dynamic int8 within 5 % of the output range."""
+    model = _net("classifier_student")
+    _randomise_bn(model)
+    x = _input("classifier_student", 8)
+    ref = model(x).detach().numpy()
+    scale = float(np.ptp(ref))
+    path = compress.export_onnx(model, x, tmp_path / "m.onnx")
+    np.testing.assert_allclose(compress.run_onnx(path, x.numpy()), ref, atol=1e-4)
+    q = compress.quantize_onnx_int8(path, tmp_path / "q.onnx")
+    assert np.max(np.abs(compress.run_onnx(q, x.numpy()) - ref)) < 0.05 * scale
+    assert compress.onnx_latency_ms(path, x.numpy()) > 0
+
+
+def test_latency_requires_at_least_100_runs():
+    with pytest.raises(DataError):
+        compress.latency_ms(_net("motion_student"), _input("motion_student", 1), n_runs=10)
+
+
+# -- metrics and training helpers ---------------------------------------------------------------
+def test_f1_scores_by_hand():
+    y = np.array([0, 0, 1, 1, 2, 2])
+    p = np.array([0, 1, 1, 1, 2, 0])
+    macro, per = f1_scores(y, p, 4)
+    # class 0: tp1 fp1 fn1 -> 0.5; class 1: tp2 fp1 fn0 -> 0.8; class 2: tp1 fp0 fn1 -> 2/3
+    assert per[:3] == pytest.approx([0.5, 0.8, 2 / 3])
+    assert per[3] == 1.0  # absent from truth and prediction, left out of the macro mean
+    assert macro == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
+
+
+def test_class_weights_balance_the_classes():
+    w = class_weights(np.array([0, 0, 0, 1]), 3).numpy()
+    np.testing.assert_allclose(w, [4 / 9, 4 / 3, 0.0])
+
+
+def test_curriculum_goes_from_high_to_low_snr():
+    snr = np.array([5.0, 30.0, 10.0, 20.0, 0.0, 25.0])
+    rng = np.random.default_rng(0)
+    first = curriculum_indices(snr, 0, 2, rng)
+    assert sorted(snr[first]) == [25.0, 30.0]
+    second = curriculum_indices(snr, 1, 2, rng)
+    assert sorted(snr[second]) == [10.0, 20.0, 25.0, 30.0]
+    assert sorted(curriculum_indices(snr, 2, 2, rng)) == list(range(6))
+
+
+# -- windowing ---------------------------------------------------------------------------------
+def test_depth_bins_are_bin_means():
+    img = np.arange(2 * 12, dtype=np.float32).reshape(2, 12)
+    np.testing.assert_allclose(mdata.depth_bins(img, 4), img.reshape(2, 4, 3).mean(axis=2))
+    few = mdata.depth_bins(img[:, :3], 5)  # fewer rows than bins: linear interpolation
+    np.testing.assert_allclose(few[0], np.interp(np.linspace(0, 2, 5), [0, 1, 2], img[0, :3]))
+
+
+def test_window_input_averages_lines_in_time_bins():
+    """Rows whose value is the line time: each column is the mean time of its lines."""
+    prf = 317.0
+    t_s = np.arange(4000) / prf
+    binned = np.repeat(t_s[:, None], 64, axis=1).astype(np.float32)
+    spec = mdata.CLASSIFIER_SPEC
+    x = mdata.window_input(binned, t_s, 1.3, spec)
+    dt = spec["window_s"] / spec["n_time"]
+    expected = np.array([t_s[(t_s >= 1.3 + j * dt) & (t_s < 1.3 + (j + 1) * dt)].mean() for j in range(spec["n_time"])])
+    expected = (expected - expected.mean()) / expected.std()
+    np.testing.assert_allclose(x[0, :, 0], expected, atol=1e-4)
+    assert x.shape == (1, spec["n_time"], spec["n_depth"])
+
+
+def test_window_input_interpolates_bins_without_lines():
+    """At 5 lines/s most bins are empty: they take the linearly interpolated value."""
+    t_s = np.arange(60) / 5.0
+    binned = np.repeat((2.0 * t_s)[:, None], 64, axis=1).astype(np.float32)
+    spec = mdata.CLASSIFIER_SPEC
+    x = mdata.window_input(binned, t_s, 0.0, spec)
+    dt = spec["window_s"] / spec["n_time"]
+    edges = np.arange(spec["n_time"] + 1) * dt
+    expected = np.array([2 * t_s[(t_s >= a) & (t_s < b)].mean() if np.any((t_s >= a) & (t_s < b)) else a + b
+                         for a, b in zip(edges[:-1], edges[1:])])
+    expected = (expected - expected.mean()) / expected.std()
+    np.testing.assert_allclose(x[0, :, 5], expected, atol=1e-4)
+
+
+def test_image_windows_start_every_hop_and_reject_bad_shapes():
+    t_s = np.arange(2001) / 200.0  # lines from 0 to 10 s
+    starts, x = mdata.image_windows(np.zeros((len(t_s), 100), np.float32), t_s)
+    np.testing.assert_allclose(starts, np.arange(5) * 1.0)  # 6 s windows every 1 s in 10 s
+    assert x.shape == (5, 1, 96, 64)
+    assert np.all(x == 0)  # a constant image standardises to zeros, not NaN
+    with pytest.raises(DataError):
+        mdata.image_windows(np.zeros((10, 5)), np.arange(9.0))
+
+
+def test_window_labels_majority_and_purity():
+    t_s = np.arange(10.0)
+    labels = np.array([0, 0, 0, 1, 1, 1, 1, 1, 2, 2])
+    lab, purity = mdata.window_labels(labels, t_s, np.array([0.0, 4.0]), 4.0)
+    np.testing.assert_array_equal(lab, [0, 1])
+    np.testing.assert_allclose(purity, [0.75, 1.0])
+
+
+def test_motion_inputs_carry_the_phase_shift():
+    """Two segments with a known phase rotation: the lag-one channels hold cos and sin of it."""
+    rng = np.random.default_rng(0)
+    x0 = (rng.standard_normal((2, 16)) + 1j * rng.standard_normal((2, 16))).astype(np.complex64)
+    phi = np.array([0.3, -1.1])
+    x1 = x0 * np.exp(1j * phi)[:, None]
+    feats = mdata.motion_inputs(x0, x1)
+    assert feats.shape == (2, 4, 16)
+    a = np.abs(x0) ** 2
+    np.testing.assert_allclose(feats[:, 0], np.cos(phi)[:, None] * a / a.mean(axis=1, keepdims=True), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(feats[:, 1], np.sin(phi)[:, None] * a / a.mean(axis=1, keepdims=True), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(feats[:, 2], feats[:, 3], rtol=1e-5)
+
+
+def test_iq_segments_are_clipped_inside_the_line():
+    iq = (np.arange(3 * 20) + 1j * np.arange(3 * 20)).reshape(3, 20).astype(np.complex64)
+    a, b = mdata.iq_segments(iq, np.array([0, 1]), np.array([2, 19]), 8)
+    np.testing.assert_array_equal(a[0], iq[0, 0:8])
+    np.testing.assert_array_equal(b[1], iq[2, 12:20])

@@ -1,0 +1,84 @@
+"""Training smoke test: the whole ``mmode train`` recipe on tiny data, in seconds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mmode.app.cli import main
+from mmode.models import registry
+from mmode.models.inference import Classifier, MotionNet
+from mmode.models.train import FitSettings, classification_loss, class_weights, fit
+
+
+def test_fit_learns_a_separable_toy_problem():
+    """Two classes that differ by image brightness: a few epochs reach (near) zero error."""
+    from mmode.models import networks
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 128)
+    x = (rng.standard_normal((128, 1, 64, 64)) * 0.1 + y[:, None, None, None]).astype(np.float32)
+    model = networks.build("classifier_student", {**networks.DEFAULT_CONFIGS["classifier_student"], "n_classes": 2})
+    history = fit(model, x, y, np.full(128, 20.0), classification_loss(class_weights(y, 2)),
+                  FitSettings(epochs=8, batch_size=16, lr=2e-3, curriculum_epochs=0))
+    assert history[-1] < history[0]
+    with torch.inference_mode():
+        acc = (model(torch.from_numpy(x)).argmax(1).numpy() == y).mean()
+    assert acc > 0.95
+
+
+@pytest.mark.slow
+def test_train_smoke_writes_loadable_models(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the data cache goes to ./runs/cache
+    out = tmp_path / "weights"
+    rc = main(["train", "--recipe", "smoke", "--out", str(out), "--threads", "1", "--json"])
+    assert rc == 0
+    cards = json.loads(capsys.readouterr().out)
+    names = {c["name"] for c in cards}
+    assert names == {"classifier_teacher", "classifier_student", "motion_teacher", "motion_student"}
+    assert set(registry.model_names(out)) == names
+    for card in cards:
+        assert (out / f"{card['name']}.safetensors").stat().st_size < registry.MAX_WEIGHTS_BYTES
+        model, loaded = registry.load_model(card["name"], out)
+        assert loaded["params"] == sum(p.numel() for p in model.parameters())
+    student = next(c for c in cards if c["name"] == "classifier_student")
+    teacher = next(c for c in cards if c["name"] == "classifier_teacher")
+    assert student["teacher"] == "classifier_teacher"
+    assert student["params"] < 0.1 * teacher["params"]
+    assert [s["step"] for s in student["steps"]][:2] == ["distill_into_compact_student", "structured_channel_pruning"]
+    assert student["steps"][1]["params"] < student["steps"][0]["params"]
+    assert any(s["step"] == "onnx_int8_dynamic" for s in student["steps"])
+    # the trained files work through the product wrappers
+    clf = Classifier("classifier_student", out)
+    t_s = np.arange(1600) / 200.0  # 8 s: two complete 6 s windows, 1 s apart
+    windows = clf.classify_image(np.random.default_rng(0).normal(-30, 5, (1600, 128)).astype(np.float32), t_s)
+    assert len(windows) == 2 and all(abs(w.probs.sum() - 1) < 1e-5 for w in windows)
+    assert MotionNet("motion_student", out).spec["n_samples"] == 16
+
+
+@pytest.mark.slow
+def test_compress_reports_each_step_and_saves_a_loadable_model(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "compressed"
+    rc = main(["compress", "--model", "motion_student", "--recordings", "1", "--prune-ratio", "0.3", "--threads", "1",
+               "--out", str(out), "--name", "motion_small", "--json"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    steps = {s["step"]: s for s in report["steps"]}
+    assert list(steps) == ["structured_channel_pruning", "unstructured_magnitude", "low_rank_svd", "onnx_float32",
+                           "onnx_int8_dynamic"]
+    assert steps["structured_channel_pruning"]["params"] < report["baseline"]["params"]
+    assert steps["unstructured_magnitude"]["sparsity"] > 0.3
+    assert steps["onnx_float32"]["max_abs_diff_vs_torch"] < 1e-4
+    model, card = registry.load_model("motion_small", out)
+    assert card["params"] == steps["structured_channel_pruning"]["params"] == sum(p.numel() for p in model.parameters())
+    assert (out / "motion_small.onnx").is_file() and (out / "motion_small_int8.onnx").is_file()
+
+
+def test_compress_rejects_bad_ratio(capsys):
+    assert main(["compress", "--model", "motion_student", "--prune-ratio", "1.5"]) == 2
+    assert "--prune-ratio" in capsys.readouterr().err

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from PyQt6.QtGui import QImage
@@ -27,12 +30,17 @@ def test_bad_options_exit_2(capsys):
     assert exc.value.code == 2
 
 
-def test_screenshot_of_the_simulator(qapp, tmp_path, capsys):
+def test_screenshot_of_the_simulator(tmp_path):
+    """As a user runs it: a process of its own, no display, the picture written, exit 0."""
     png = tmp_path / "shot.png"
-    rc = main(["gui", "--sim", "cardiac_regular", "--prf", "500", "--screenshot", str(png),
-               "--quit-after", "4", "--json", "--settings", str(tmp_path / "s.ini")])
-    assert rc == 0
-    stats = json.loads(capsys.readouterr().out)
+    env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "DISPLAY", "WAYLAND_DISPLAY")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmode", "gui", "--sim", "cardiac_regular", "--prf", "500", "--screenshot", str(png),
+         "--quit-after", "4", "--json", "--settings", str(tmp_path / "s.ini")],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    stats = json.loads(proc.stdout)
     assert stats["source"] == "Simulator: cardiac_regular" and stats["last_error"] is None
     img = QImage(str(png))
     assert not img.isNull() and img.width() > 800 and img.height() > 500

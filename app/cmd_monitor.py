@@ -36,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--block-lines", type=int, default=None, metavar="N", help="lines per source block (file, sim)")
     p.add_argument("--max-latency-ms", type=float, default=250.0, help="backlog beyond which processing skips to the newest lines (default 250)")
     p.add_argument("--record", metavar="OUT.h5", help="also record every received line")
-    p.add_argument("--model", default=None, help="classifier to run (see `mmode models`; default: none)")
+    p.add_argument("--model", default="classifier_student",
+                   help="classifier to run (see `mmode models`), or none (default: classifier_student)")
     add_sim_arguments(p)
     p.set_defaults(func=run)
 

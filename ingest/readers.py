@@ -269,6 +269,26 @@ def _npz_member(
     return shape, fortran, dtype, data_offset
 
 
+
+def _whole_array_reader(
+    load_lines: Callable[[], np.ndarray], n_bytes: int, source: str, what: str, advice: str
+) -> Callable[[int, int], np.ndarray]:
+    """``read_fn`` for lines that can only be read whole (compressed ``.npz``, MAT v5).
+
+    Refuses more than :data:`MAX_IN_MEMORY_BYTES` before reading anything; loads on the
+    first read and keeps the array for the next ones.
+    """
+    if n_bytes > MAX_IN_MEMORY_BYTES:
+        raise FormatError(describe(source, f"{what} of at most {MAX_IN_MEMORY_BYTES} bytes ({advice})", f"{n_bytes} bytes"))
+    cache: list[np.ndarray] = []
+
+    def read_fn(start: int, stop: int) -> np.ndarray:
+        if not cache:
+            cache.append(load_lines())
+        return cache[0][start:stop].copy()
+
+    return read_fn
+
 def read_npz(path: str | Path, *, lines_key: str | None = None, **overrides: Any) -> Recording:
     """Open an ``.npz`` archive with its JSON sidecar.
 
@@ -307,22 +327,15 @@ def read_npz(path: str | Path, *, lines_key: str | None = None, **overrides: Any
         )
         read_fn = _converting_reader(mm, out_dtype)
     else:
-        n_bytes = n_lines * n_samples * out_dtype.itemsize
-        if n_bytes > MAX_IN_MEMORY_BYTES:
-            raise FormatError(
-                describe(
-                    f"{source}:{key}",
-                    f"a compressed member of at most {MAX_IN_MEMORY_BYTES} bytes (store it uncompressed)",
-                    f"{n_bytes} bytes",
-                )
-            )
-        cache: list[np.ndarray] = []
 
-        def read_fn(start: int, stop: int) -> np.ndarray:
-            if not cache:
-                with np.load(path, allow_pickle=False) as z:
-                    cache.append(np.ascontiguousarray(z[key], dtype=out_dtype))
-            return cache[0][start:stop].copy()
+        def load_lines() -> np.ndarray:
+            with np.load(path, allow_pickle=False) as z:
+                return np.ascontiguousarray(z[key], dtype=out_dtype)
+
+        read_fn = _whole_array_reader(
+            load_lines, n_lines * n_samples * out_dtype.itemsize, f"{source}:{key}",
+            "a compressed member", "store it uncompressed",
+        )
 
     timestamps_fn = None
     if ts_header is not None:
@@ -570,17 +583,6 @@ def _read_mat5(
     # whosmat does not say whether a v5 variable is complex: the kind decides, the load checks.
     stored = np.dtype(np.complex128) if meta.kind == "iq" else np.dtype(_MAT_CLASS_DTYPES[cls])
     out_dtype = line_dtype(meta.kind, stored, f"{source}:{var}")
-    n_bytes = n_lines * n_samples * out_dtype.itemsize
-    if n_bytes > MAX_IN_MEMORY_BYTES:
-        raise FormatError(
-            describe(
-                f"{source}:{var}",
-                f"at most {MAX_IN_MEMORY_BYTES} bytes for a MAT v5 variable (save as -v7.3)",
-                f"{n_bytes} bytes",
-            )
-        )
-    cache: list[np.ndarray] = []
-
     def load(name: str) -> np.ndarray:
         try:
             return np.asarray(scipy.io.loadmat(source, variable_names=[name])[name])
@@ -589,20 +591,22 @@ def _read_mat5(
                 describe(f"{source}:{name}", "a readable variable", f"{type(exc).__name__}: {exc}")
             ) from None
 
-    def read_fn(start: int, stop: int) -> np.ndarray:
-        if not cache:
-            arr = load(var)
-            if (arr.dtype.kind == "c") != (meta.kind == "iq"):
-                raise FormatError(
-                    describe(
-                        f"{source}:{var}",
-                        f"{'complex' if meta.kind == 'iq' else 'real'} samples for kind {meta.kind!r}",
-                        arr.dtype,
-                    )
+    def load_lines() -> np.ndarray:
+        arr = load(var)
+        if (arr.dtype.kind == "c") != (meta.kind == "iq"):
+            raise FormatError(
+                describe(
+                    f"{source}:{var}",
+                    f"{'complex' if meta.kind == 'iq' else 'real'} samples for kind {meta.kind!r}",
+                    arr.dtype,
                 )
-            arr = arr.T if lines_axis == 1 else arr
-            cache.append(np.ascontiguousarray(arr, dtype=out_dtype))
-        return cache[0][start:stop].copy()
+            )
+        arr = arr.T if lines_axis == 1 else arr
+        return np.ascontiguousarray(arr, dtype=out_dtype)
+
+    read_fn = _whole_array_reader(
+        load_lines, n_lines * n_samples * out_dtype.itemsize, f"{source}:{var}", "a MAT v5 variable", "save as -v7.3"
+    )
 
     timestamps_fn = None
     if "timestamps_s" in mapping:

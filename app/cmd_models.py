@@ -60,10 +60,23 @@ def _text(models: list[dict]) -> str:
     rows = [head]
     for m in models:
         metric = (f"macro_f1 {m['metrics']['macro_f1']:.3f}" if m["task"] == "classify"
-                  else f"rmse_m {m['metrics']['rmse_m']:.3g}")
+                  else _motion_metric(m["metrics"]))
         rows.append(f"{m['name']:<20} {m['task']:<9} {m['teacher'] or '-':<20} {m['params']:>8} {m['macs']:>11} "
                     f"{m['latency_ms']:>10.3f}  {metric}")
     return "\n".join(rows)
+
+
+def _motion_metric(mt: dict) -> str:
+    """RMSE overall and at SNR <= 10 dB (all pairs, and the moving ones) beside Kasai and the
+    trivial "no motion" estimate on the same pairs, and the test set's displacement range
+    (absolute values; no "|" in the text, which would split a Markdown table cell)."""
+    um = lambda v: "-" if v is None else f"{v * 1e6:.2f}"  # noqa: E731  (None: no such test pairs)
+    d = mt["truth_abs_m"]
+    return (f"RMSE {um(mt['rmse_m'])} um; SNR <= 10 dB: {um(mt['rmse_m_10db'])} um "
+            f"(Kasai {um(mt['kasai_rmse_m_10db'])}, no motion {um(mt['zero_rmse_m_10db'])}); "
+            f"10 dB, moving >= {mt['moving_m'] * 1e6:g} um: {um(mt['rmse_m_10db_moving'])} um "
+            f"(Kasai {um(mt['kasai_rmse_m_10db_moving'])}, no motion {um(mt['zero_rmse_m_10db_moving'])}); "
+            f"test displacement median {um(d['p50'])}, p90 {um(d['p90'])}, max {um(d['max'])} um")
 
 
 #: The published figure the compression is compared with (CDP-KDNet, RF elastography).
@@ -82,9 +95,7 @@ def markdown(models: list[dict]) -> str:
         if m["task"] == "classify":
             metric = f"macro-F1 {m['metrics']['macro_f1']:.3f}"
         else:
-            mt = m["metrics"]
-            metric = (f"RMSE {mt['rmse_m'] * 1e6:.2f} um (10 dB: {mt['rmse_m_10db'] * 1e6:.2f} um; "
-                      f"Kasai {mt['kasai_rmse_m_10db'] * 1e6:.2f} um)")
+            metric = _motion_metric(m["metrics"])
         out.append(f"| {m['name']} | {m['task']} | {m['teacher'] or '-'} | {m['params']:,} | {m['macs']:,} | {pr} | {mr} "
                    f"| {m['latency_ms']:.3f} | {metric} |")
     out.append(f"| {PUBLISHED['name']} | motion | its teacher | - | - | {PUBLISHED['params_ratio']:.1%} "

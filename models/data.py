@@ -82,14 +82,25 @@ def depth_bins(display_db: np.ndarray, n_depth: int) -> np.ndarray:
     return np.stack([np.interp(pos, np.arange(n_rows), row) for row in display_db]).astype(np.float32)
 
 
-def window_input(binned: np.ndarray, t_s: np.ndarray, t_start_s: float, spec: dict = CLASSIFIER_SPEC) -> np.ndarray:
+def running_sums(binned: np.ndarray) -> np.ndarray:
+    """Cumulative sums (n_lines + 1, n_depth) float64 of ``binned`` (n_lines, n_depth) along
+    time, with a leading zero row: the sum of lines a..b-1 is ``sums[b] - sums[a]``."""
+    out = np.zeros((binned.shape[0] + 1, binned.shape[1]), np.float64)
+    np.cumsum(binned, axis=0, dtype=np.float64, out=out[1:])
+    return out
+
+
+def window_input(binned: np.ndarray, t_s: np.ndarray, t_start_s: float, spec: dict = CLASSIFIER_SPEC,
+                 sums: np.ndarray | None = None) -> np.ndarray:
     """One model input (1, n_time, n_depth) float32 from depth-binned rows.
 
     binned : (n_lines, n_depth) rows from :func:`depth_bins`; t_s : (n_lines,) increasing
     line times in seconds covering ``[t_start_s, t_start_s + window_s]``. Column ``j`` is the
     mean of the lines with ``t_start_s + j*dt <= t < t_start_s + (j+1)*dt``
     (``dt = window_s / n_time``); a bin without lines takes the value linearly interpolated
-    at its centre time.
+    at its centre time. sums : (n_lines + 1, n_depth) cumulative sums of ``binned`` from
+    :func:`running_sums` (any constant offset allowed); pass them when cutting many windows
+    from the same lines, so that a window costs O(n_time * n_depth) instead of O(n_lines).
     """
     n, dt = spec["n_time"], spec["window_s"] / spec["n_time"]
     edges = np.searchsorted(t_s, t_start_s + dt * np.arange(n + 1), side="left")
@@ -97,7 +108,7 @@ def window_input(binned: np.ndarray, t_s: np.ndarray, t_start_s: float, spec: di
     img = np.empty((n, binned.shape[1]), np.float32)
     full = counts > 0
     if full.any():
-        csum = np.concatenate([np.zeros((1, binned.shape[1]), np.float64), np.cumsum(binned, axis=0, dtype=np.float64)])
+        csum = running_sums(binned) if sums is None else sums
         img[full] = (csum[edges[1:][full]] - csum[edges[:-1][full]]) / counts[full, None]
     if not full.all():
         tc = t_start_s + (np.flatnonzero(~full) + 0.5) * dt
@@ -131,9 +142,10 @@ def image_windows(
         raise DataError(describe("display image", "(n_lines, n_rows) with one time per line", (display_db.shape, t_s.shape)))
     starts = window_starts_s(t_s, spec, hop_s)
     binned = depth_bins(display_db, spec["n_depth"])
+    sums = running_sums(binned)
     x = np.zeros((len(starts), 1, spec["n_time"], spec["n_depth"]), np.float32)
     for k, t0 in enumerate(starts):
-        x[k] = window_input(binned, t_s, float(t0), spec)
+        x[k] = window_input(binned, t_s, float(t0), spec, sums)
     return starts, x
 
 

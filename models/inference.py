@@ -52,6 +52,62 @@ def summarize(windows: list[WindowResult], classes: tuple[str, ...]) -> dict:
     return {"label": label, "fraction": {c: counts[c] / n for c in classes}}
 
 
+class _LineBuffer:
+    """The recent depth-binned display lines: ``binned`` (n, n_depth) float32, line times
+    ``t_s`` (n,) float64 and their running sums ``sums`` (n + 1, n_depth) float64
+    (:func:`~mmode.models.data.running_sums`, offset by the sum of the lines dropped since
+    the last compaction). ``append`` costs O(new lines), amortised: the arrays are
+    preallocated, and the kept lines move to the front (sums rebased to zero) only when the
+    space runs out, with room for at least as many lines again."""
+
+    def __init__(self, n_depth: int) -> None:
+        self._binned = np.zeros((0, n_depth), np.float32)
+        self._t_s = np.zeros(0)
+        self._sums = np.zeros((1, n_depth))
+        self._start = self._stop = 0
+
+    def __len__(self) -> int:
+        return self._stop - self._start
+
+    @property
+    def binned(self) -> np.ndarray:
+        return self._binned[self._start : self._stop]
+
+    @property
+    def t_s(self) -> np.ndarray:
+        return self._t_s[self._start : self._stop]
+
+    @property
+    def sums(self) -> np.ndarray:
+        return self._sums[self._start : self._stop + 1]
+
+    def append(self, binned: np.ndarray, t_s: np.ndarray) -> None:
+        """Add lines ``binned`` (m, n_depth) at times ``t_s`` (m,)."""
+        m = len(t_s)
+        if self._stop + m > len(self._t_s):
+            self._compact(m)
+        s = self._stop
+        self._binned[s : s + m] = binned
+        self._t_s[s : s + m] = t_s
+        np.cumsum(binned, axis=0, dtype=np.float64, out=self._sums[s + 1 : s + m + 1])
+        self._sums[s + 1 : s + m + 1] += self._sums[s]
+        self._stop += m
+
+    def drop_first(self, n: int) -> None:
+        """Forget the oldest ``n`` lines."""
+        self._start += min(max(n, 0), len(self))
+
+    def _compact(self, m: int) -> None:
+        n, capacity = len(self), 2 * (len(self) + m)
+        binned = np.empty((capacity, self._binned.shape[1]), np.float32)
+        t_s = np.empty(capacity)
+        sums = np.empty((capacity + 1, self._binned.shape[1]))
+        binned[:n], t_s[:n] = self.binned, self.t_s
+        sums[: n + 1] = self.sums - self._sums[self._start]
+        self._binned, self._t_s, self._sums = binned, t_s, sums
+        self._start, self._stop = 0, n
+
+
 class Classifier:
     """Sliding-window classifier over the display image (``display_db`` rows over time).
 
@@ -75,8 +131,7 @@ class Classifier:
 
     def reset(self) -> None:
         """Forget buffered lines; the next push starts a new stream."""
-        self._binned = np.zeros((0, self.spec["n_depth"]), np.float32)
-        self._t_s = np.zeros(0)
+        self._lines = _LineBuffer(self.spec["n_depth"])
         self._next_start_s: float | None = None
         self._row_depths_m: np.ndarray | None = None
 
@@ -107,6 +162,12 @@ class Classifier:
     def push(self, display_db: np.ndarray, t_s: np.ndarray, row_depths_m: np.ndarray) -> list[WindowResult]:
         """Add a block of display rows (n, n_rows) with line times (n,) and row depths (n_rows,);
         return the windows it completes. A change of the row depths restarts the stream."""
+        return self._results(*self.push_inputs(display_db, t_s, row_depths_m))
+
+    def push_inputs(self, display_db: np.ndarray, t_s: np.ndarray, row_depths_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`push`, but return the completed windows' start times (n_win,) s and model
+        inputs (n_win, 1, n_time, n_depth) instead of classifying them. Costs O(n) for the
+        block plus O(n_time * n_depth) per window, whatever the window's line count."""
         display_db = np.asarray(display_db, dtype=np.float32)
         t_s = np.asarray(t_s, dtype=np.float64)
         row_depths_m = np.asarray(row_depths_m, dtype=np.float64)
@@ -114,28 +175,27 @@ class Classifier:
             raise DataError(describe("classifier input", "display_db (n, n_rows) with t_s (n,) and row_depths_m (n_rows,)",
                                      (display_db.shape, t_s.shape, row_depths_m.shape)))
         if len(t_s) == 0:
-            return []
+            return np.zeros(0), np.zeros((0, 1, self.spec["n_time"], self.spec["n_depth"]), np.float32)
         if self._row_depths_m is None or not np.array_equal(self._row_depths_m, row_depths_m):
             self.reset()
             self._row_depths_m = row_depths_m.copy()
-        if (len(self._t_s) and t_s[0] <= self._t_s[-1]) or np.any(np.diff(t_s) <= 0):
+        lines = self._lines
+        if (len(lines) and t_s[0] <= lines.t_s[-1]) or np.any(np.diff(t_s) <= 0):
             raise DataError(describe("classifier input", "increasing line times", f"t_s from {t_s[0]:.6f} s"))
         if self._next_start_s is None:
             self._next_start_s = float(t_s[0])
-        self._binned = np.concatenate([self._binned, mdata.depth_bins(display_db, self.spec["n_depth"])])
-        self._t_s = np.concatenate([self._t_s, t_s])
+        lines.append(mdata.depth_bins(display_db, self.spec["n_depth"]), t_s)
         w = self.spec["window_s"]
         starts = []
-        while self._next_start_s + w <= self._t_s[-1] + 1e-9:
+        while self._next_start_s + w <= t_s[-1] + 1e-9:
             starts.append(self._next_start_s)
             self._next_start_s += self.hop_s
         x = np.zeros((len(starts), 1, self.spec["n_time"], self.spec["n_depth"]), np.float32)
         for k, t0 in enumerate(starts):
-            x[k] = mdata.window_input(self._binned, self._t_s, t0, self.spec)
-        keep_from = max(int(np.searchsorted(self._t_s, self._next_start_s, side="right")) - 1, 0)
-        keep_from = max(keep_from, len(self._t_s) - MAX_BUFFER_LINES)
-        self._binned, self._t_s = self._binned[keep_from:], self._t_s[keep_from:]
-        return self._results(np.asarray(starts), x)
+            x[k] = mdata.window_input(lines.binned, lines.t_s, t0, self.spec, lines.sums)
+        keep_from = max(int(np.searchsorted(lines.t_s, self._next_start_s, side="right")) - 1, 0)
+        lines.drop_first(max(keep_from, len(lines) - MAX_BUFFER_LINES))
+        return np.asarray(starts), x
 
 
 class MotionNet:

@@ -16,7 +16,7 @@ from torch import nn
 from mmode.errors import DataError, ModelError
 from mmode.models import compress, data as mdata, networks
 from mmode.models.distill import FeatureHint, distillation_loss, logits_and_features, regression_distillation_loss
-from mmode.models.train import class_weights, curriculum_indices, f1_scores
+from mmode.models.train import class_weights, curriculum_indices, f1_scores, motion_metrics
 
 torch.set_num_threads(1)
 
@@ -274,6 +274,32 @@ def test_f1_scores_by_hand():
     assert per[:3] == pytest.approx([0.5, 0.8, 2 / 3])
     assert per[3] == 1.0  # absent from truth and prediction, left out of the macro mean
     assert macro == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
+
+
+def test_motion_metrics_by_hand():
+    """A "network" that predicts 2 um everywhere (wavelength 1 mm), four pairs: RMSE over all,
+    at SNR <= 10 dB, and at SNR <= 10 dB moving >= 10 um, beside Kasai and no motion."""
+    truth_um = np.array([0.0, 20.0, -30.0, 5.0])
+    kasai_um = np.array([1.0, 18.0, -26.0, 9.0])
+    snr_db = np.array([5.0, 10.0, 20.0, 0.0])
+    test = mdata.MotionData(np.zeros((4, 1), np.float32), (truth_um / 1000.0).astype(np.float32)[:, None],
+                            np.full(4, 1e-3), snr_db.astype(np.float32), kasai_um * 1e-6, {})
+
+    class Constant(nn.Module):
+        def forward(self, x):
+            return torch.full((len(x), 1), 2e-3)  # 2 um / 1 mm
+
+    m = motion_metrics(Constant(), test)
+    rms = lambda e: np.sqrt(np.mean(np.square(e))) * 1e-6  # noqa: E731
+    assert m["rmse_m"] == pytest.approx(rms([2, -18, 32, -3]), rel=1e-5)
+    assert m["rmse_m_10db"] == pytest.approx(rms([2, -18, -3]), rel=1e-5)
+    assert m["rmse_m_10db_moving"] == pytest.approx(rms([-18]), rel=1e-5)  # only the 20 um pair
+    assert m["kasai_rmse_m_10db_moving"] == pytest.approx(2e-6, rel=1e-5)
+    assert m["zero_rmse_m_10db"] == pytest.approx(rms([0, 20, 5]), rel=1e-5)
+    assert m["zero_rmse_m_10db_moving"] == pytest.approx(20e-6, rel=1e-5)
+    assert m["truth_abs_m"]["max"] == pytest.approx(30e-6, rel=1e-5)
+    assert m["truth_abs_m"]["p50"] == pytest.approx(12.5e-6, rel=1e-5)
+    assert (m["n_test"], m["n_10db"], m["n_10db_moving"]) == (4, 3, 1)
 
 
 def test_class_weights_balance_the_classes():

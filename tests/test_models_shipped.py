@@ -14,6 +14,7 @@ from mmode.dsp.processor import Processor, ProcessorSettings
 from mmode.errors import ModelError
 from mmode.ingest.meta import CLASSES, LineBlock
 from mmode.ingest.simulator import simulate
+from mmode.models import data as mdata
 from mmode.models import registry
 from mmode.models.inference import Classifier, MotionNet, summarize
 
@@ -92,6 +93,32 @@ def test_streaming_classification_equals_offline():
     for a, b in zip(streamed, offline):
         assert a.t_start_s == pytest.approx(b.t_start_s)
         np.testing.assert_allclose(a.probs, b.probs, rtol=1e-5, atol=1e-6)
+
+
+def test_streamed_window_inputs_equal_the_batch_binning():
+    """Incremental window formation (running sums kept across pushes, buffer compacted as
+    lines are dropped) gives the inputs of binning each window from scratch, bit for bit,
+    with jittered line times and block sizes, and keeps only about one window of lines."""
+    rng = np.random.default_rng(5)
+    prf_hz, n_lines, n_rows = 2000.0, 2000 * 25, 90
+    t_s = 3.0 + (np.arange(n_lines) + rng.uniform(0.0, 0.9, n_lines)) / prf_hz
+    db = rng.normal(-40.0, 8.0, (n_lines, n_rows)).astype(np.float32)
+    clf = Classifier()
+    spec = clf.spec
+    starts, inputs, kept = [], [], []
+    i = 0
+    while i < n_lines:
+        m = int(rng.integers(1, 900))
+        s, x = clf.push_inputs(db[i : i + m], t_s[i : i + m], np.arange(n_rows) * 1e-4)
+        starts.append(s), inputs.append(x), kept.append(len(clf._lines))
+        i += m
+    starts, inputs = np.concatenate(starts), np.concatenate(inputs)
+    binned = mdata.depth_bins(db, spec["n_depth"])
+    expected_starts = t_s[0] + np.arange(int((t_s[-1] - t_s[0] - spec["window_s"]) // clf.hop_s) + 1) * clf.hop_s
+    np.testing.assert_allclose(starts, expected_starts, rtol=0, atol=1e-9)
+    for t0, x in zip(starts, inputs):
+        np.testing.assert_array_equal(x, mdata.window_input(binned, t_s, float(t0), spec))
+    assert max(kept) <= (spec["window_s"] + clf.hop_s) * prf_hz + 900
 
 
 UNSEEN = [  # seeds far from every training seed; depth, f0 and SNR off the defaults
@@ -175,6 +202,14 @@ def test_evaluate_classify_scores_against_truth(sliding_then_barcode, capsys):
     assert r["accuracy"] == pytest.approx(np.mean([w["label"] == w["truth"] for w in scored]))
     assert sum(map(sum, r["confusion"])) == r["n_scored"]
     assert r["accuracy"] >= 0.75
+
+
+def test_evaluate_model_alone_means_classify(sliding_then_barcode, capsys):
+    assert main(["evaluate", "--model", "classifier_teacher", "--data", str(sliding_then_barcode), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["task"] == "classify" and r["model"] == "classifier_teacher" and r["n_scored"] == 7
+    assert main(["evaluate", "--data", str(sliding_then_barcode)]) == 2  # neither --task nor --model
+    assert "--task" in capsys.readouterr().err
 
 
 def test_unknown_model_is_a_data_error(sliding_then_barcode, capsys):

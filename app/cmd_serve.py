@@ -24,7 +24,8 @@ def add_sim_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="simulator seed (default 0)")
     p.add_argument(
         "--precompute-s", type=float, default=None, metavar="S",
-        help="render S seconds of the simulation once and loop them (for line rates above the simulator's speed)",
+        help="render S seconds of the simulation once and loop them; 0 renders live "
+        "(default: automatic, a 2 s loop when the simulator renders slower than twice the PRF)",
     )
 
 

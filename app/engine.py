@@ -448,12 +448,7 @@ class Engine:
             if self._stop.wait(0.05):
                 return
         try:
-            while not self._stop.is_set():
-                block = self.source.read_block(0.1)
-                if block is None:
-                    if self.source.finished:
-                        break
-                    continue
+            for block in self.source.iter_blocks(self._stop):
                 arrival_s = time.perf_counter()
                 self._check_seq(block)
                 self.ring.push(block, arrival_s)
@@ -469,12 +464,19 @@ class Engine:
 
     def _prepare_warm(self) -> None:
         """Prepare the pipeline and run it once on noise, so that compiling its kernels
-        (first call) does not hold up the first live lines; then prepare it afresh."""
+        (first call) does not hold up the first live lines; then prepare it afresh.
+
+        The motion tracker holds its first ``select_s`` of lines back to choose an echo, so
+        its tracking kernels would first run (and compile) a second into the stream: its
+        ``flush`` runs them on the noise now."""
         n_samples, dtype = self.source.n_samples, np.dtype(self.source.dtype)
         self.pipeline.prepare(self.meta, n_samples)
         noise = np.random.default_rng(0).standard_normal((2, min(self.max_block_lines, 64), n_samples)) * 100
         lines = (noise[0] + 1j * noise[1]) if dtype.kind == "c" else noise[0]
         self.pipeline.process(LineBlock(seq=0, t_s=0.0, lines=lines.astype(dtype)))
+        motion = getattr(self.pipeline, "motion", None)
+        if motion is not None:
+            motion.flush()
         self.pipeline.prepare(self.meta, n_samples)
 
     def _process_loop(self) -> None:

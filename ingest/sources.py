@@ -7,6 +7,8 @@ Every source is used the same way by the engine's acquisition thread::
         block = source.read_block(0.1)    # LineBlock, or None when nothing arrived in time
     source.stop()                         # from any thread; read_block returns soon after
 
+or, the same loop, ``for block in source.iter_blocks(stop_event): ...``.
+
 ``status`` ("idle", "running", "reconnecting", "ended", "stopped") and ``message`` say
 what the source is doing, for a GUI to show. ``discontinuities`` counts intentional jumps of
 the sequence number (a seek), so that the engine does not count them as lost lines.
@@ -17,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -27,6 +29,14 @@ from mmode.ingest.stream import EndOfStream, StreamClient, StreamClosed, StreamH
 
 #: Default block length of paced sources, in seconds of lines.
 BLOCK_SECONDS = 0.01
+#: Seconds of lines :class:`SimSource` renders to time the simulator.
+CALIBRATION_S = 0.05
+#: The simulator renders live only when it is this many times faster than the PRF.
+LIVE_RENDER_MARGIN = 2.0
+#: Seconds of lines :class:`SimSource` precomputes when the simulator is too slow.
+AUTO_PRECOMPUTE_S = 2.0
+#: Largest precomputed loop, bytes.
+MAX_PRECOMPUTE_BYTES = 512 * 1024 * 1024
 
 
 def default_block_lines(prf_hz: float) -> int:
@@ -62,6 +72,16 @@ class Source(ABC):
         if not self.finished:
             self.status = "stopped"
         self.finished = True
+
+    def iter_blocks(self, stop: threading.Event, poll_s: float = 0.1) -> Iterator[LineBlock]:
+        """Blocks of the opened source until it is finished or ``stop`` is set; ``stop`` is
+        checked at least every ``poll_s`` seconds."""
+        while not stop.is_set():
+            block = self.read_block(poll_s)
+            if block is not None:
+                yield block
+            elif self.finished:
+                return
 
 
 class _Pacer:
@@ -226,10 +246,20 @@ class SimSource(Source):
 
     Extra keyword arguments go to ``SimulatedProbe`` (``n_samples``, ``f0_hz``, ``fs_hz``,
     ``depth_m``, ``snr_db``, ``seed``, ...). Rendering 2048-sample lines runs at a few
-    thousand lines per second, so for higher line rates ``precompute_s`` renders that many
-    seconds once in :meth:`open` and replays them in a loop (the sequence numbers and times
-    run on; the echoes repeat). Without it, a simulator slower than real time delivers as
-    fast as it can.
+    thousand lines per second on one core, which is not enough for every PRF, so the
+    source keeps its line rate by replaying a precomputed loop (sequence numbers and times
+    run on; the echoes repeat every loop):
+
+    - ``precompute_s=None`` (default): :meth:`open` times the rendering of
+      :data:`CALIBRATION_S` of lines; when it is slower than :data:`LIVE_RENDER_MARGIN`
+      times the PRF (the pipeline shares the machine), :data:`AUTO_PRECOMPUTE_S` seconds are
+      rendered once and looped, and :attr:`message` says so;
+    - ``precompute_s > 0``: always loop that many seconds;
+    - ``precompute_s = 0``: always render live (slower than real time if the PRF is too high).
+
+    A loop is at most :data:`MAX_PRECOMPUTE_BYTES` (an automatic one is shortened to fit;
+    an asked-for one beyond it is a :class:`DataError`). :attr:`delivered_rate_hz` is the
+    line rate actually delivered, on the source's own clock.
     """
 
     def __init__(
@@ -256,13 +286,47 @@ class SimSource(Source):
         self.meta, self.n_samples = self._probe.meta, self._probe.n_samples
         self.dtype = np.dtype(np.int16)  # SimulatedProbe renders int16 RF
         self.block_lines = self._block_lines or default_block_lines(self.prf_hz)
-        if self.precompute_s is not None:
-            n_loop = max(self.block_lines, int(round(self.precompute_s * self.prf_hz)))
+        self.precomputed_s = self._loop_seconds()
+        if self.precomputed_s > 0:
+            n_loop = max(self.block_lines, int(round(self.precomputed_s * self.prf_hz)))
             self._loop = self._probe.next_block(n_loop).lines
+            self.precomputed_s = n_loop / self.prf_hz
+            if self.precompute_s is None:
+                self.message += f"; replaying a precomputed {self.precomputed_s:g} s loop"
         self._seq = 0
         self._pacer = _Pacer(self.prf_hz)
+        self.lines_delivered = 0
+        self._last_delivery_s: float | None = None
         self.status = "running"
         return self.meta
+
+    def _loop_seconds(self) -> float:
+        """Seconds of lines to precompute (0: render live); see the class docstring."""
+        line_bytes = self.n_samples * self.dtype.itemsize
+        max_s = MAX_PRECOMPUTE_BYTES / (line_bytes * self.prf_hz)
+        if self.precompute_s is not None:
+            if not 0 <= self.precompute_s <= max_s:
+                raise DataError(describe(
+                    "--precompute-s", f"0..{max_s:.3g} s ({MAX_PRECOMPUTE_BYTES >> 20} MiB of lines at {self.prf_hz:g} Hz)",
+                    self.precompute_s,
+                ))
+            return float(self.precompute_s)
+        n_test = max(self.block_lines, int(round(CALIBRATION_S * self.prf_hz)))
+        t0 = time.perf_counter()
+        self._probe.next_block(n_test)
+        render_hz = n_test / max(time.perf_counter() - t0, 1e-9)
+        self._probe.next_seq = 0  # lines are a function of seq: start again from line 0
+        if render_hz >= LIVE_RENDER_MARGIN * self.prf_hz:
+            return 0.0
+        self.message = f"simulator renders ~{render_hz:.0f} lines/s, under {LIVE_RENDER_MARGIN:g} x the PRF of {self.prf_hz:g} Hz"
+        return min(AUTO_PRECOMPUTE_S, max_s)
+
+    @property
+    def delivered_rate_hz(self) -> float | None:
+        """Lines delivered per second from the first read to the latest block (source clock)."""
+        if self._last_delivery_s is None or self._last_delivery_s <= self._pacer.anchor_s:
+            return None
+        return self.lines_delivered / (self._last_delivery_s - self._pacer.anchor_s)
 
     def read_block(self, timeout_s: float) -> LineBlock | None:
         if self.finished or not self._pacer.wait_for(self.block_lines, timeout_s, self._stop):
@@ -270,9 +334,13 @@ class SimSource(Source):
         seq, n = self._seq, self.block_lines
         self._seq += n
         if self._loop is None:
-            return self._probe.next_block(n)
-        idx = np.arange(seq, seq + n) % self._loop.shape[0]
-        return LineBlock(seq=seq, t_s=seq / self.prf_hz, lines=self._loop[idx])
+            block = self._probe.next_block(n)
+        else:
+            idx = np.arange(seq, seq + n) % self._loop.shape[0]
+            block = LineBlock(seq=seq, t_s=seq / self.prf_hz, lines=self._loop[idx])
+        self.lines_delivered += n
+        self._last_delivery_s = time.perf_counter()
+        return block
 
 
 class ReconnectingSource(Source):

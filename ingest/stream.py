@@ -527,12 +527,7 @@ class StreamServer:
             if self._stop.is_set():
                 return
         try:
-            while not self._stop.is_set():
-                block = self.source.read_block(0.1)
-                if block is None:
-                    if self.source.finished:
-                        break
-                    continue
+            for block in self.source.iter_blocks(self._stop):
                 self._broadcast(self._encoder.block(block))
                 self.lines_sent += block.n_lines
                 next_seq = block.seq + block.n_lines

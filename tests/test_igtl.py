@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import struct
 import threading
 import time
@@ -17,6 +16,7 @@ from mmode.ingest import igtl
 from mmode.ingest.meta import AcquisitionMeta, LineBlock
 from mmode.ingest.sources import ArraySource, IgtlSource
 from mmode.ingest.stream import StreamServer
+from test_stream import fake_server  # one-shot loopback server shared with the protocol v1 tests
 
 RF = AcquisitionMeta("rf", fs_hz=40e6, f0_hz=5e6, prf_hz=1000.0, t0_s=2e-6)
 IQ = AcquisitionMeta("iq", fs_hz=10e6, f0_hz=5e6, prf_hz=1000.0)
@@ -95,30 +95,9 @@ def test_plain_pyigtl_sender_without_mmode_metadata():
         np.testing.assert_array_equal(b.lines, np.full((4, 16), k, np.float32))
 
 
-def one_shot_server(payload: bytes):
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(5)
-    seen = {"peer_closed": False}
-
-    def serve():
-        conn, _ = listener.accept()
-        with conn:
-            conn.sendall(payload)
-            conn.settimeout(3)
-            try:
-                seen["peer_closed"] = conn.recv(1) == b""
-            except OSError:
-                seen["peer_closed"] = True
-        listener.close()
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    return listener.getsockname()[1], t, seen
-
-
 def test_oversize_body_is_refused_before_reading_it():
     header = struct.pack(">H12s20sIIQQ", 2, b"IMAGE", b"mmode", 0, 0, 1 << 40, 0)
-    port, t, seen = one_shot_server(header)
+    port, t, seen = fake_server(header)
     with pytest.raises(ProtocolError, match="message body"):
         IgtlSource("127.0.0.1", port).open()
     t.join(5)
@@ -128,12 +107,12 @@ def test_oversize_body_is_refused_before_reading_it():
 def test_corrupt_image_body_and_missing_metadata_are_protocol_errors():
     good = igtl.encode_image(LineBlock(0, 0.0, np.zeros((4, 8), np.int16)), RF)
     corrupt = good[:58] + b"\xff" * (len(good) - 58)
-    port, t, _ = one_shot_server(corrupt)
+    port, t, _ = fake_server(corrupt)
     with pytest.raises(ProtocolError):
         IgtlSource("127.0.0.1", port).open()
     t.join(5)
     bare = pyigtl.ImageMessage(np.zeros((1, 4, 8), np.int16), device_name="x").pack()
-    port, t, _ = one_shot_server(bare)
+    port, t, _ = fake_server(bare)
     with pytest.raises(ProtocolError, match="mmode_meta"):
         IgtlSource("127.0.0.1", port).open()
     t.join(5)

@@ -110,11 +110,10 @@ BAD_STREAMS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(BAD_STREAMS))
-def test_malformed_input_is_a_protocol_error_before_allocating(name):
-    data = BAD_STREAMS[name]
-    requested = []
-    pos = 0
+def logging_reader(data: bytes):
+    """``(read_exact, requested)``: a reader over ``data`` that logs every size asked for
+    (what a socket reader would allocate) and raises ProtocolError past the end."""
+    requested, pos = [], 0
 
     def read_exact(n):
         nonlocal pos
@@ -124,6 +123,13 @@ def test_malformed_input_is_a_protocol_error_before_allocating(name):
         pos += n
         return data[pos - n : pos]
 
+    return read_exact, requested
+
+
+@pytest.mark.parametrize("name", sorted(BAD_STREAMS))
+def test_malformed_input_is_a_protocol_error_before_allocating(name):
+    data = BAD_STREAMS[name]
+    read_exact, requested = logging_reader(data)
     with pytest.raises(ProtocolError):
         hello = stream.parse_hello(read_exact)
         while True:
@@ -177,6 +183,50 @@ def test_fuzz_mutated_valid_streams_never_crash(mutations, cut):
     for f in frames:  # whatever parses is consistent with its hello
         if isinstance(f, LineBlock):
             assert f.lines.shape[1] == hello.n_samples and f.lines.dtype == hello.dtype
+
+
+FUZZ_HELLO = documented_hello(ENV, 4, "float32")  # frames: float32 lines of 4 samples (16 bytes)
+U32 = st.one_of(st.integers(0, 8), st.sampled_from([16, 32, 4096, 4097, 1 << 20, 0xFFFFFFFF]), st.integers(0, 0xFFFFFFFF))
+
+
+def mostly(good, bad: st.SearchStrategy) -> st.SearchStrategy:
+    """``good`` three times in four, else something from ``bad`` (so that valid frames occur)."""
+    return st.one_of(st.just(good), st.just(good), st.just(good), bad)
+
+
+@settings(max_examples=800, deadline=None)
+@given(
+    n_lines=st.one_of(st.integers(1, 8), U32),
+    n_samples=mostly(4, st.one_of(st.sampled_from([0, 3, 5]), U32)),
+    code=mostly(2, st.integers(0, 255)),
+    payload_len=mostly(None, U32),  # None: the consistent n_lines * 16
+    t_s=mostly(0.25, st.floats(allow_nan=True, allow_infinity=True)),
+    extra=mostly(0, st.integers(-20, 20)),
+    data=st.data(),
+)
+def test_fuzz_frame_headers_against_the_documented_rules(n_lines, n_samples, code, payload_len, t_s, extra, data):
+    """Every header field, random: the parser accepts exactly the frames docs/protocol.md
+    allows, and never asks for more bytes than a frame's header before validating it."""
+    payload_len = (n_lines * 16) & 0xFFFFFFFF if payload_len is None else payload_len
+    n_bytes = max(0, min(payload_len, 4096) + extra)  # about the announced length, short or long
+    payload = data.draw(st.binary(min_size=n_bytes, max_size=n_bytes))
+    data = FUZZ_HELLO + b"MMSD" + struct.pack("<QdIIB3xI", 7, t_s, n_lines, n_samples, code, payload_len) + payload
+    read_exact, requested = logging_reader(data)
+    samples = np.frombuffer(payload[: min(payload_len, len(payload)) // 4 * 4], "<f4")
+    header_ok = 1 <= n_lines <= 4096 and n_samples == 4 and code == 2 and payload_len == n_lines * 16 and np.isfinite(t_s)
+    valid = header_ok and len(payload) >= payload_len and np.isfinite(samples).all()
+    hello = stream.parse_hello(read_exact)
+    try:
+        header = stream.parse_frame_header(read_exact, hello)
+        block = stream.decode_payload(header, read_exact(header.payload_len))
+    except ProtocolError:
+        assert not valid
+        # a request beyond the hello and a header is the payload of a header that passed every check
+        assert max(requested) <= max(len(FUZZ_HELLO), stream._DATA.size) or (header_ok and max(requested) == payload_len)
+        return
+    assert valid
+    assert (block.seq, block.n_lines, block.t_s) == (7, n_lines, t_s)
+    np.testing.assert_array_equal(block.lines.ravel(), samples)
 
 
 # -- loopback ---------------------------------------------------------------------------------

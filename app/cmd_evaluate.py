@@ -1,4 +1,5 @@
-"""``mmode evaluate --task {motion,classify} --data FILE [--json]``: score against ground truth.
+"""``mmode evaluate --task {motion,classify} --data FILE [--json]``: score against ground truth
+(``--model NAME`` without ``--task`` means ``--task classify``).
 
 Task ``motion``: run the classic motion tracker (one or every estimator) over a recording
 with ``/truth/displacement_m`` and compare its displacement trace with the truth at the
@@ -28,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "/truth/displacement_m, per estimator. --task classify: class predictions against "
         "/truth/labels (models stage).",
     )
-    p.add_argument("--task", choices=TASKS, required=True, help="what to evaluate")
+    p.add_argument("--task", choices=TASKS, help="what to evaluate (required unless --model is given, which means classify)")
     p.add_argument("--data", required=True, metavar="FILE", help="recording with ground truth (.h5)")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     motion = p.add_argument_group("motion task")
@@ -46,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     motion.add_argument("--block-lines", type=int, default=256, help="lines per processing block (default 256)")
     classify = p.add_argument_group("classify task")
-    classify.add_argument("--model", default="classifier_student", help="shipped classifier (default classifier_student)")
+    classify.add_argument("--model", help="shipped classifier (default classifier_student); alone, implies --task classify")
     p.set_defaults(func=run)
 
 
@@ -129,7 +130,10 @@ def run(args: argparse.Namespace) -> int:
     from mmode.errors import UsageError
     from mmode.ingest.files import open_recording
 
-    if args.task == "classify":
+    task = args.task or ("classify" if args.model else None)
+    if task is None:
+        raise UsageError("give --task motion|classify, or --model NAME (which means classify)")
+    if task == "classify":
         return _run_classify(args)
     if args.block_lines <= 0:
         raise UsageError(f"--block-lines must be > 0, got {args.block_lines}")
@@ -153,12 +157,13 @@ def _run_classify(args: argparse.Namespace) -> int:
 
     if args.block_lines <= 0:
         raise UsageError(f"--block-lines must be > 0, got {args.block_lines}")
+    model = args.model or "classifier_student"
     with open_recording(args.data) as rec:
-        report = evaluate_classifier(rec, args.model, block_lines=args.block_lines)
+        report = evaluate_classifier(rec, model, block_lines=args.block_lines)
     if args.json:
         print_json(report)
     else:
         f1 = "-" if report["macro_f1"] is None else f"{report['macro_f1']:.3f}"
-        print(f"{report['data']}: {args.model}, {report['n_scored']} of {report['n_windows']} windows scored, "
+        print(f"{report['data']}: {model}, {report['n_scored']} of {report['n_windows']} windows scored, "
               f"macro F1 {f1}, majority label {report['summary']['label']}")
     return 0

@@ -18,16 +18,16 @@ Per line (arrays of length n_lines in each block, identical for any block split)
 The stream starts still (the lines before the first are taken equal to it).
 
 Per block (scalars, computed on the last ``window_s`` of ``mean_db`` history ending at the
-block's last line): ``period_s`` and ``periodicity`` (height of the normalised
-autocorrelation peak, 0..1) from :func:`periodicity`.
+block's last line): ``period_s`` and ``periodicity`` (its confidence, 0..1) from
+:func:`periodicity`, i.e. the same estimator as the motion rates (:mod:`mmode.dsp.rates`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from mmode.dsp import wavelets
-from mmode.errors import UsageError, describe
+from mmode.dsp import rates, wavelets
+from mmode.errors import DataError, UsageError, describe
 
 #: Search range of :func:`periodicity`: breathing (6/min) to fast heart rates (200/min).
 MIN_PERIOD_S, MAX_PERIOD_S = 0.3, 10.0
@@ -35,57 +35,23 @@ MIN_PERIOD_S, MAX_PERIOD_S = 0.3, 10.0
 DECORRELATION_LAG_S = 0.1
 #: Longest periodicity history (lines) a FeatureExtractor keeps (8 MiB of float64).
 MAX_HISTORY_LINES = 1 << 20
-#: An autocorrelation peak this close to the highest one counts as the period (not a multiple).
-PEAK_FRACTION = 0.9
 
 
 def periodicity(trace: np.ndarray, rate_hz: float, min_period_s: float = MIN_PERIOD_S,
                 max_period_s: float = MAX_PERIOD_S) -> tuple[float, float]:
-    """Dominant period of a 1-D trace by its normalised autocorrelation.
+    """Dominant period of a 1-D trace: :func:`mmode.dsp.rates.dominant_rate` as a period.
 
-    trace : (n,) samples at ``rate_hz``. Returns ``(period_s, strength)``: the lag of the
-    highest autocorrelation peak within ``[min_period_s, max_period_s]`` (and shorter than
-    half the trace), or of a peak near an integer fraction of it that reaches
-    ``PEAK_FRACTION`` of its height (the fundamental, not a multiple), and that peak's
-    height (1 = perfectly periodic). ``(nan, 0.0)`` when the trace
-    is too short or flat.
+    trace : (n,) samples at ``rate_hz``. Returns ``(period_s, strength)``: the period of the
+    dominant rate searched between ``min_period_s`` and ``max_period_s`` (and at most half
+    the trace) and its confidence, the Pearson correlation of the trace with itself one
+    period later (0..1, 1 = perfectly periodic). ``(nan, 0.0)`` when the trace is flat,
+    has no periodic peak, or holds fewer than two periods of ``min_period_s``.
     """
-    x = np.asarray(trace, dtype=np.float64)
-    n = x.shape[0]
-    if n < 4:
+    try:
+        est = rates.dominant_rate(trace, rate_hz, 60.0 / max_period_s, 60.0 / min_period_s)
+    except DataError:  # too short for two periods: no period rather than a guess
         return float("nan"), 0.0
-    x = x - x.mean()
-    lo = max(1, int(np.ceil(min_period_s * rate_hz)))
-    hi = min(int(max_period_s * rate_hz), n // 2)
-    energy = float(np.dot(x, x))
-    if hi <= lo + 1 or energy <= 0:
-        return float("nan"), 0.0
-    nfft = 1 << int(np.ceil(np.log2(2 * n)))
-    spec = np.fft.rfft(x, nfft)
-    ac = np.fft.irfft(spec * np.conj(spec), nfft)[: hi + 2]
-    # unbiased normalisation so that long lags are not penalised
-    ac = ac / energy * n / (n - np.arange(ac.shape[0]))
-    seg = ac[lo : hi + 1]
-    peaks = np.flatnonzero((seg[1:-1] > seg[:-2]) & (seg[1:-1] >= seg[2:])) + 1
-    if peaks.size == 0:
-        return float("nan"), 0.0
-    lag = lo + int(peaks[np.argmax(seg[peaks])])
-    # a multiple of the period peaks about as high as the period itself: prefer the
-    # shortest lag lag/k (k = 2, 3, ...) whose neighbourhood holds a peak nearly as high
-    for k in range(lag // lo, 1, -1):
-        a = max(lo, int(np.floor(lag / k * 0.9)))
-        b = min(hi, int(np.ceil(lag / k * 1.1)))
-        if b - a < 2:
-            continue
-        cand = a + int(np.argmax(ac[a : b + 1]))
-        if a < cand < b and ac[cand] >= PEAK_FRACTION * ac[lag]:
-            lag = cand
-            break
-    # parabolic refinement of the peak position
-    y0, y1, y2 = ac[lag - 1], ac[lag], ac[lag + 1]
-    den = y0 - 2 * y1 + y2
-    frac = 0.5 * (y0 - y2) / den if den < 0 else 0.0
-    return float((lag + frac) / rate_hz), float(np.clip(y1, 0.0, 1.0))
+    return 60.0 / est.rate_per_min, est.confidence
 
 
 class FeatureExtractor:

@@ -59,11 +59,15 @@ def rf_to_iq(rf: np.ndarray, fs_hz: float, f0_hz: float, decimation: int | None 
     -------
     (n_lines, ceil(n_samples / decimation)) complex64; output sample ``m`` lies at RF sample
     ``m * decimation`` (the FIR delay is compensated). Low-pass cut-off
-    ``min(fs/(2*decimation), f0)``, so a pulse with up to 100 % fractional bandwidth passes.
+    ``min(fs/(2*decimation), f0, fs/2 - f0)``: up to 100 % fractional bandwidth passes, and
+    below ``fs = 4*f0`` the mixer's image at ``fs - 2*f0`` is rejected (see
+    :func:`_demod_design`). RF needs ``fs > 2*f0`` (else :class:`DataError`).
     """
     rf = np.asarray(rf)
     if rf.ndim != 2 or rf.dtype.kind not in "iuf":
         raise DataError(describe("rf_to_iq", "real RF lines of shape (n_lines, n_samples)", f"{rf.dtype} {rf.shape}"))
+    if not (math.isfinite(fs_hz) and math.isfinite(f0_hz) and 0 < 2.0 * f0_hz < fs_hz):
+        raise DataError(describe("rf_to_iq", "RF with fs_hz > 2 * f0_hz > 0", f"fs_hz={fs_hz:g}, f0_hz={f0_hz:g}"))
     dec = iq_decimation(fs_hz, f0_hz) if decimation is None else int(decimation)
     if dec < 1:
         raise DataError(describe("rf_to_iq", "decimation >= 1", dec))
@@ -77,14 +81,19 @@ def rf_to_iq(rf: np.ndarray, fs_hz: float, f0_hz: float, decimation: int | None 
 def _demod_design(n_samples: int, fs_hz: float, f0_hz: float, dec: int) -> tuple[np.ndarray, np.ndarray, int]:
     """Mixer ``exp(-2j pi f0 k / fs)`` (n_samples,) complex64, low-pass taps (2*half+1,) float32, half.
 
-    ``half = 4 * dec`` is the FIR delay, a multiple of the decimation so IQ sample ``m``
-    lies on RF sample ``m * dec``; cut-off ``min(fs/(2 dec), f0)``; the taps are doubled
-    so ``|IQ|`` is the RF amplitude.
+    Mixing moves the echo to 0 Hz and its negative-frequency half to ``-2 f0``, which
+    aliases to ``fs - 2 f0`` when ``fs < 4 f0`` (1.2 f0 at the sample data's fs = 3.2 f0).
+    Cut-off ``min(fs/(2 dec), f0, fs/2 - f0)``: the output band, at most f0, and midway to
+    that image. ``half`` (the FIR delay, a multiple of ``dec`` so IQ sample ``m`` lies on RF
+    sample ``m * dec``) is at least ``4 dec`` and grows as the image comes closer, so the
+    Hamming transition stays narrower than the gap. The taps are doubled so ``|IQ|`` is
+    the RF amplitude. Needs ``fs > 2 f0`` (checked by :func:`rf_to_iq`; AcquisitionMeta
+    refuses RF metadata without it).
     """
     carrier = np.exp(-2j * np.pi * f0_hz / fs_hz * np.arange(n_samples)).astype(np.complex64)
-    half = 4 * dec
-    cutoff = min(1.0 / dec, 2.0 * f0_hz / fs_hz)  # of fs/2: the output band, and at most f0
-    taps = (signal.firwin(2 * half + 1, cutoff) * 2.0).astype(np.float32)
+    half = dec * max(4, math.ceil(24.0 * f0_hz / (fs_hz - 2.0 * f0_hz) / dec))
+    cutoff_hz = min(fs_hz / (2.0 * dec), f0_hz, fs_hz / 2.0 - f0_hz)
+    taps = (signal.firwin(2 * half + 1, cutoff_hz, fs=fs_hz) * 2.0).astype(np.float32)
     return carrier, taps, half
 
 
@@ -290,6 +299,7 @@ def _pairwise(
     step_samples: int,
     max_lag_samples: int,
 ) -> np.ndarray:
+    """(n_lines - 1, n_windows) metres of line i+1 against line i by ``estimator``; see the callers."""
     lines = np.asarray(lines)
     if lines.ndim != 2 or lines.shape[0] < 2:
         raise DataError(describe("motion estimator", "lines of shape (n_lines >= 2, n_samples)", lines.shape))

@@ -112,6 +112,28 @@ def _lag_correlation(x: np.ndarray, max_lag: int) -> np.ndarray:
     return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
 
 
+#: Least prominence (in correlation, 0..2) of a correlation peak taken for a period.
+MIN_PEAK_PROMINENCE = 0.1
+#: A correlation peak near ``lag / m`` this high relative to the highest peak is its fundamental.
+FUNDAMENTAL_FRACTION = 0.85
+
+
+def _fundamental(peaks: np.ndarray, r: np.ndarray) -> int:
+    """Lag of the period among correlation peaks ``peaks`` (lags, ascending) of ``r``.
+
+    A periodic trace correlates about as well at multiples of its period as at the period:
+    the earliest peak that reaches FUNDAMENTAL_FRACTION of the highest one and whose lag
+    divides the highest one's (an integer multiple within 10 %). Peaks elsewhere (noise, a
+    second rhythm) are not taken for it, however early.
+    """
+    best = int(peaks[np.argmax(r[peaks])])
+    for p in peaks[r[peaks] >= FUNDAMENTAL_FRACTION * r[best]]:
+        m = round(best / p)
+        if p == best or (m >= 2 and abs(p * m - best) <= 0.1 * best):
+            return int(p)
+    return best
+
+
 def dominant_rate(
     trace: np.ndarray,
     fs_hz: float,
@@ -123,15 +145,18 @@ def dominant_rate(
     The trace is detrended and high-passed at half ``min_per_min``; the lag-correlation is
     searched between the periods of ``max_per_min`` and ``min_per_min``, never beyond half
     the trace (at least two periods are compared).
-    The earliest local maximum within 85 % of the best one is taken (a periodic trace
-    correlates as well at twice its period), refined by a parabola through its neighbours.
-    A trace without any positive correlation peak gives ``RateEstimate(nan, 0)``.
+    Of the positive correlation peaks with a prominence of at least
+    :data:`MIN_PEAK_PROMINENCE`, the period is the highest or the fundamental under it
+    (:func:`_fundamental`), refined by a parabola through its neighbours.
+    A flat trace, or one without such a peak, gives ``RateEstimate(nan, 0)``.
 
     trace : (n,) samples at ``fs_hz``; at least two periods of ``min_per_min`` long.
     """
     if not 0 < min_per_min < max_per_min:
         raise DataError(describe("dominant_rate", "0 < min_per_min < max_per_min", (min_per_min, max_per_min)))
     x, fs = _prepare(trace, fs_hz, 2 * 60.0 / max_per_min)
+    if np.std(x) <= 1e-9 * np.max(np.abs(trace)):  # flat: what is left is round-off
+        return RateEstimate(math.nan, 0.0)
     # drift well below the searched rates (breathing under a heartbeat) only lowers the correlation
     cutoff_hz = 0.5 * min_per_min / 60.0
     if cutoff_hz < fs / 2:
@@ -141,13 +166,15 @@ def dominant_rate(
     if lag_hi <= lag_lo + 1:
         want = f"a trace of more than two periods at {max_per_min:g}/min"
         raise DataError(describe("dominant_rate", want, f"{x.shape[0] / fs:.3g} s"))
-    r = _lag_correlation(x, lag_hi + 1)
-    inner = np.arange(max(lag_lo, 1), lag_hi + 1)
-    peaks = inner[(r[inner] >= r[inner - 1]) & (r[inner] > r[inner + 1]) & (r[inner] > 0)]
+    # the correlation a quarter beyond the searched lags too, so that a peak near the
+    # longest one has a right flank to be measured against
+    r = _lag_correlation(x, min(x.shape[0] - 2, lag_hi + lag_hi // 4 + 1))
+    # a ripple on a flank of a slow rhythm's correlation (high at short lags) is no period
+    peaks, _ = signal.find_peaks(r, prominence=MIN_PEAK_PROMINENCE)
+    peaks = peaks[(peaks >= lag_lo) & (peaks <= lag_hi) & (r[peaks] > 0)]
     if peaks.size == 0:
         return RateEstimate(math.nan, 0.0)
-    best = r[peaks].max()
-    k = int(peaks[np.flatnonzero(r[peaks] >= 0.85 * best)[0]])
+    k = _fundamental(peaks, r)
     a, b, c = r[k - 1], r[k], r[k + 1]
     curv = a - 2 * b + c
     frac = 0.5 * (a - c) / curv if curv < 0 else 0.0
@@ -231,7 +258,8 @@ def summary(trace: np.ndarray, fs_hz: float) -> dict:
     ``rhythm`` ("regular" / "irregular" / "unknown") from :func:`rhythm`, and
     ``breathing_rate_per_min``, ``breathing_confidence`` from :func:`breathing_rate`. Traces
     shorter than :data:`MIN_CARDIAC_S` / :data:`MIN_BREATHING_S` give None there; in any
-    trace only rates with at least two periods in it are searched.
+    trace only rates with at least two periods in it are searched. ``note`` says in words
+    why a rate is None (too short, or no periodic peak found), else None.
     """
     x = np.asarray(trace, dtype=np.float64)
     seconds = x.shape[0] / fs_hz if x.ndim == 1 else 0.0
@@ -245,10 +273,20 @@ def summary(trace: np.ndarray, fs_hz: float) -> dict:
         "breathing_rate_per_min": None,
         "breathing_confidence": None,
     }
+    notes = []
     if seconds >= MIN_CARDIAC_S:
         out.update(rhythm(x, fs_hz).to_dict())
+        if out["rate_per_min"] is None:
+            notes.append(f"no heart rhythm ({CARDIAC_RANGE_PER_MIN[0]:g}-{CARDIAC_RANGE_PER_MIN[1]:g}/min) in the trace")
+    else:
+        notes.append(f"trace {seconds:.3g} s: heart rate needs at least {MIN_CARDIAC_S:g} s")
     if seconds >= MIN_BREATHING_S:
         b = breathing_rate(x, fs_hz)
         out["breathing_rate_per_min"] = b.rate_per_min if math.isfinite(b.rate_per_min) else None
         out["breathing_confidence"] = b.confidence
+        if out["breathing_rate_per_min"] is None:
+            notes.append("no breathing rhythm in the trace")
+    else:
+        notes.append(f"trace {seconds:.3g} s: breathing rate needs at least {MIN_BREATHING_S:g} s (two breaths at 12/min)")
+    out["note"] = "; ".join(notes) or None
     return out

@@ -87,6 +87,7 @@ def test_process_json_has_motion_and_rates(sim_file, capsys):
     assert set(r) >= {"rate_per_min", "confidence", "intervals_s"}
     assert r["rate_per_min"] == pytest.approx(70.0, abs=3.0)  # scenario default 70/min, 2 % sinus variability
     assert r["rhythm"] == "regular"
+    assert "breathing rate needs" in r["note"]  # 4 s: a heart rate, but too short to breathe twice
 
 
 def test_process_short_recording_still_gets_a_trace(tmp_path, capsys):
@@ -97,3 +98,6 @@ def test_process_short_recording_still_gets_a_trace(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert len(out["motion"]["displacement_m"]) == sim.lines.shape[0]
     assert out["rates"]["rate_per_min"] is None
+    # the report says why there is no rate rather than a silent null
+    assert "heart rate needs at least 3 s" in out["rates"]["note"]
+    assert "breathing rate needs at least 10 s" in out["rates"]["note"]

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mmode.dsp import rates
+from mmode.dsp import features, rates
 from mmode.errors import DataError
 from mmode.ingest.simulator import simulate
 
@@ -95,3 +95,24 @@ def test_rates_reject_bad_traces():
         rates.dominant_rate(np.array([0.0, np.nan, 1.0, 2.0]), 100.0)
     with pytest.raises(DataError, match="at least"):
         rates.dominant_rate(np.zeros(50), 100.0)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_breathing_under_a_faster_ripple_over_the_whole_range(seed):
+    # a slow rhythm correlates highly at short lags, where a faster small component puts
+    # ripples on the decaying correlation: those are no period (the per-block feature
+    # period_s once reported 170/min for 20/min breathing from such a ripple)
+    rng = np.random.default_rng(seed)
+    fs, rate = 100.0, rng.uniform(12.0, 24.0)
+    t = np.arange(int(20 * fs)) / fs
+    x = np.sin(2 * np.pi * rate / 60 * t + rng.uniform(0, 6)) + 0.3 * rng.normal(size=t.size)
+    x += 0.2 * np.sin(2 * np.pi * rng.uniform(60.0, 120.0) / 60 * t)
+    est = rates.dominant_rate(x, fs, 6.0, 200.0)
+    assert est.rate_per_min == pytest.approx(rate, abs=1.0)
+    period_s, strength = features.periodicity(x, fs)  # the display feature uses the same estimator
+    assert period_s == pytest.approx(60.0 / rate, rel=0.05) and strength == pytest.approx(est.confidence)
+
+
+def test_flat_trace_has_no_rate():
+    est = rates.dominant_rate(np.full(2000, 3.0), 100.0)
+    assert np.isnan(est.rate_per_min) and est.confidence == 0.0

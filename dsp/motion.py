@@ -804,8 +804,10 @@ class MotionTracker:
         return self._run(lines[:take], t_s[:take])
 
     def _choose_echo(self) -> None:
-        """Choose the echo to track from the lines held back so far."""
-        lines = np.concatenate([p[0] for p in self._pending])
+        """Choose the echo to track from the first ``select_lines`` lines held back (all of
+        them at the end of a shorter stream), so that the choice does not depend on how the
+        lines were cut into blocks."""
+        lines = np.concatenate([p[0] for p in self._pending])[: self.select_lines]
         guard = self._window // 2 + 1
         if self._mode == MODE_ENVELOPE:  # no phase: the bright echo whose amplitude changes most
             env = lines.astype(np.float64)

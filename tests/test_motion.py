@@ -262,3 +262,26 @@ def test_tracker_gives_no_trace_for_lines_too_short():
     out = tracker.process(LineBlock(0, 0.0, np.zeros((10, 64), np.int16)))
     assert out.t_s.shape == out.displacement_m.shape == (0,)
     assert tracker.flush().t_s.shape == (0,)
+
+
+def test_tracker_trace_does_not_depend_on_block_size():
+    """The echo is chosen on the same lines however the stream is cut, so the trace and its
+    depth are the same for any block size (here an effusion, whose choice once varied)."""
+    sim = simulate("sinusoid", seconds=2.0, prf_hz=400.0, fs_hz=16e6, depth_m=0.04, seed=1)
+
+    def trace(block_lines):
+        tracker = motion.MotionTracker()
+        tracker.prepare(sim.meta, sim.lines.shape[1])
+        parts = [
+            tracker.process(LineBlock(i, i / 400.0, sim.lines[i : i + block_lines]))
+            for i in range(0, sim.lines.shape[0], block_lines)
+        ]
+        parts.append(tracker.flush())
+        return np.concatenate([p.displacement_m for p in parts]), tracker.depth_m
+
+    whole, depth = trace(sim.lines.shape[0])
+    assert whole.shape == (sim.lines.shape[0],)
+    for block_lines in (37, 256):
+        part, part_depth = trace(block_lines)
+        np.testing.assert_allclose(part, whole, atol=1e-9)
+        assert part_depth == depth

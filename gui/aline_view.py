@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6.QtWidgets import QGraphicsItem
 
+from mmode.gui.mmode_view import quiet_axes
 from mmode.gui.status import TimedPaint
 
 
@@ -30,9 +30,7 @@ class ALineView(TimedPaint, pg.PlotWidget):
         self.setMinimumWidth(140)
         self.setMaximumWidth(220)
         self._dr_db = None
-        for name in ("left", "bottom"):
-            self.plot.getAxis(name).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
-            self.plot.getAxis(name).enableAutoSIPrefix(False)
+        quiet_axes(self.plot)
 
     def render(self, grey_column: np.ndarray, row_depths_m: np.ndarray, dynamic_range_db: float) -> None:
         """Draw one display column (n_rows,) uint8 at depths (n_rows,) m, mapped to dB."""

@@ -40,6 +40,7 @@ from mmode.ingest.meta import CLASSES
 FRAME_INTERVAL_MS = 16
 STATUS_INTERVAL_S = 0.25
 RATE_INTERVAL_S = 0.5
+SLOW_VIEWS_INTERVAL_S = 0.1
 RATE_TRACE_S = 10.0
 COLUMN_RATE_HZ = 500.0
 LIVE_CINE_S = 60.0
@@ -79,6 +80,7 @@ class MainWindow(QMainWindow):
         self._dirty = False
         self._last_status_s = 0.0
         self._last_rate_s = 0.0
+        self._last_slow_s = 0.0
         self.rate: OverlayRate | None = None
         self._report_job: tuple[threading.Thread, dict, Path] | None = None
 
@@ -375,12 +377,21 @@ class MainWindow(QMainWindow):
         x_end = float(w.t_s[-1]) + self.col_dt_s
         if not self.frozen and math.isfinite(self.sweep.t_s):
             x_end = max(x_end, self.sweep.t_s + self.col_dt_s)
-        self.mview.render(w, self.col_dt_s, self.window_s(), x_end, float(w.t_s[cursor]) if self.frozen else None)
-        self.aline.render(w.image[cursor], self.row_depths_m, self.s.dynamic_range_db)
         classes = self.reader.classes or CLASSES
-        self.mview.classes = classes
         label = int(w.label[cursor]) if self.frozen else self.reader.label
+        # probe in air: the tracker follows noise, a trace there would suggest tissue motion
+        in_air = 0 <= label < len(classes) and classes[label] == "no_contact"
+        self.mview.classes = classes
+        self.mview.render(w, self.col_dt_s, self.window_s(), x_end, float(w.t_s[cursor]) if self.frozen else None,
+                          motion=not in_air)
         now = time.perf_counter()
+        # the A-line and the review bar change little between frames: a few times a second
+        # while live (their repaint would double the frame time), every frame in review
+        slow_due = self.frozen or now - self._last_slow_s >= SLOW_VIEWS_INTERVAL_S
+        if slow_due:
+            self._last_slow_s = now
+            self.aline.render(w.image[cursor], self.row_depths_m, self.s.dynamic_range_db)
+            self._update_review(float(w.t_s[cursor]))
         if self.frozen or now - self._last_rate_s >= RATE_INTERVAL_S:
             self._last_rate_s = now
             trace = ring.window(w.start + cursor + 1, int(RATE_TRACE_S / self.col_dt_s)).track_depth_m
@@ -389,7 +400,6 @@ class MainWindow(QMainWindow):
             self.mview.set_header(label, float(w.confidence[cursor]), self.rate)
         else:
             self.mview.set_header(label, self.reader.confidence, self.rate)
-        self._update_review(float(w.t_s[cursor]))
         self._dirty = False
 
     def _update_review(self, cursor_t: float) -> None:

@@ -332,6 +332,13 @@ def overlay_rate(track_depth_m: np.ndarray, col_dt_s: float, class_name: str | N
         x = np.interp(idx, idx[ok], x[ok])
     fs_hz = 1.0 / col_dt_s
     seconds = x.shape[0] * col_dt_s
+    # block means down to about the rate analysis's own sampling rate first: the motion is far
+    # slower than that, and rates.dominant_rate's polyphase resampling of a 10 s trace at the
+    # column rate takes more than a display frame
+    k = int(fs_hz // rates.ANALYSIS_RATE_HZ)
+    if k > 1:
+        x = x[x.shape[0] % k:].reshape(-1, k).mean(axis=1)
+        fs_hz /= k
     if seconds < MIN_RATE_TRACE_S:
         return None
     candidates = []

@@ -1,9 +1,10 @@
 """The scrolling M-mode image with its overlays (class strip, motion trace, rate, label).
 
 Plot coordinates are seconds (x, acquisition time) and centimetres (y, depth, increasing
-downward). The image is a pyqtgraph ImageItem fed with a row-major, C-contiguous uint8
-array (depth x time) with explicit levels and a 256-entry grey lookup table, so drawing
-takes pyqtgraph's fast path. Only the GUI thread calls :meth:`MModeView.render`.
+downward). The image is a pyqtgraph ImageItem fed with a row-major, C-contiguous
+(depth, time, 4) uint8 RGBX array (the grey lookup is done here, :data:`GREY_RGBX`) without
+levels, so pyqtgraph hands it to Qt as it is and Qt draws it on its fast path. Only the GUI
+thread calls :meth:`MModeView.render`.
 """
 
 from __future__ import annotations
@@ -18,8 +19,27 @@ from mmode.gui.mmode_data import OverlayRate, Window
 from mmode.gui.status import TimedPaint
 from mmode.ingest.meta import CLASSES
 
-GREY_LUT = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
+
+def _grey_rgbx() -> np.ndarray:
+    """(256,) uint32 whose bytes in memory are (g, g, g, 255): grey level g as an RGBX pixel."""
+    rgbx = np.full((256, 4), 255, np.uint8)
+    rgbx[:, :3] = np.arange(256, dtype=np.uint8)[:, None]
+    return rgbx.view(np.uint32).reshape(256)
+
+
+#: Grey lookup table applied here rather than in pyqtgraph: an RGBX image is drawn by Qt about
+#: four times faster than the 8-bit indexed image pyqtgraph would make from a lookup table.
+GREY_RGBX = _grey_rgbx()
 MOTION_PEN = (255, 200, 0, 190)  # yellow, the echo under it stays visible
+
+
+def quiet_axes(plot: pg.PlotItem) -> None:
+    """Axes that cost nothing when the view scrolls: no SI prefix on any of the four axes
+    (pyqtgraph re-lays out the label text at every range change otherwise, hidden axes too)
+    and the left (depth) axis drawn once into a cached pixmap."""
+    for name in ("left", "bottom", "top", "right"):
+        plot.getAxis(name).enableAutoSIPrefix(False)
+    plot.getAxis("left").setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
 
 
 class MModeView(TimedPaint, pg.GraphicsLayoutWidget):
@@ -43,9 +63,7 @@ class MModeView(TimedPaint, pg.GraphicsLayoutWidget):
         self.plot.hideButtons()
         self.plot.setMenuEnabled(False)
         self.plot.showGrid(x=False, y=True, alpha=0.15)
-        self.image = pg.ImageItem(axisOrder="row-major")
-        self.image.setLookupTable(GREY_LUT)
-        self.image.setLevels((0, 255))
+        self.image = pg.ImageItem(axisOrder="row-major")  # RGBX pixels, no levels, no lookup table
         self.plot.addItem(self.image)
         self.motion_curve = pg.PlotCurveItem(pen=pg.mkPen(MOTION_PEN, width=2), connect="finite")
         self.plot.addItem(self.motion_curve)
@@ -60,15 +78,13 @@ class MModeView(TimedPaint, pg.GraphicsLayoutWidget):
         self.show_motion = True
         self.show_rate = True
         self.no_class_text = "Class: waiting for a full window"
-        self._buf = np.zeros((0, 0), np.uint8)
+        self._buf = np.zeros((0, 0), np.uint32)  # (n_rows, columns drawn) RGBX pixels
         self._depth_cm = (0.0, 4.0)
         self.plot.setRange(xRange=(-5.0, 0.0), yRange=self._depth_cm, padding=0)
         self._header_html = ""
         self.set_header(None, None, None)
-        # axes are drawn into cached pixmaps: text is costly, the depth axis never changes
-        for name in ("left", "bottom"):
-            self.plot.getAxis(name).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
-            self.plot.getAxis(name).enableAutoSIPrefix(False)
+        quiet_axes(self.plot)
+        quiet_axes(self.strip)
 
     # -- geometry ----------------------------------------------------------------------------
     def set_depths(self, row_depths_m: np.ndarray) -> None:
@@ -84,29 +100,33 @@ class MModeView(TimedPaint, pg.GraphicsLayoutWidget):
 
     # -- drawing -----------------------------------------------------------------------------
     def render(self, window: Window, col_dt_s: float, window_s: float, x_end_s: float,
-               cursor_t_s: float | None = None) -> None:
+               cursor_t_s: float | None = None, motion: bool = True) -> None:
         """Draw ``window`` in a plot showing ``[x_end_s - window_s, x_end_s]`` seconds.
 
         col_dt_s : time between display columns, s.  cursor_t_s : review cursor (None = hidden).
+        motion : False hides the motion trace whatever its toggle (no tissue to track).
         """
         n = window.n_cols
         if n == 0:
             return
-        t_end = float(window.t_s[-1]) + col_dt_s
-        t0 = t_end - n * col_dt_s
-        step = max(1, -(-n // self.plot_width_px()))  # at most one column per screen pixel
-        img = window.image[::-1][::step][::-1] if step > 1 else window.image
+        t0 = float(window.t_s[0]) - col_dt_s  # column k covers (t_s[k] - col_dt_s, t_s[k]]
+        # at most one column per screen pixel: every step-th column, chosen by its absolute
+        # index so that the same columns stay on screen as the image scrolls (no shimmer)
+        step = max(1, -(-n // self.plot_width_px()))
+        first = (-window.start) % step
+        img = window.image[first::step]  # not empty: step <= n
         if self._buf.shape != (img.shape[1], img.shape[0]):
-            self._buf = np.empty((img.shape[1], img.shape[0]), np.uint8)
-        np.copyto(self._buf, img.T)
-        self.image.setImage(self._buf, autoLevels=False, levels=(0, 255))
+            self._buf = np.empty((img.shape[1], img.shape[0]), np.uint32)
+        np.take(GREY_RGBX, img.T, out=self._buf)
+        self.image.setImage(self._buf.view(np.uint8).reshape(*self._buf.shape, 4), autoLevels=False, levels=None)
         z0, z1 = self._depth_cm
-        self.image.setRect(QRectF(t0, z0, n * col_dt_s, z1 - z0))
+        x0 = t0 + first * col_dt_s
+        self.image.setRect(QRectF(x0, z0, img.shape[0] * step * col_dt_s, z1 - z0))
         self.plot.setXRange(x_end_s - window_s, x_end_s, padding=0)
 
-        if self.show_motion and np.isfinite(window.track_depth_m).any():
-            # same decimation as the image: stroking more points than pixels costs paint time
-            self.motion_curve.setData(window.t_s[::-1][::step][::-1], window.track_depth_m[::-1][::step][::-1] * 100.0)
+        if motion and self.show_motion and np.isfinite(window.track_depth_m).any():
+            # same columns as the image: stroking more points than pixels costs paint time
+            self.motion_curve.setData(window.t_s[first::step], window.track_depth_m[first::step] * 100.0)
             self.motion_curve.setVisible(True)
         else:
             self.motion_curve.setVisible(False)

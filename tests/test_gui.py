@@ -189,8 +189,10 @@ def test_overlays_update_as_results_arrive(window):
 def test_image_geometry_and_aline(window):
     window.open_source(SourceSpec("sim", "lung_sliding"))
     run_ticks(window, 10)
-    img = window.mview.image.image  # (depth rows, time columns), row-major uint8
-    assert img.dtype == np.uint8 and img.flags.c_contiguous and img.shape[0] == N_ROWS
+    rgbx = window.mview.image.image  # (depth rows, time columns, RGBX), row-major uint8
+    assert rgbx.dtype == np.uint8 and rgbx.flags.c_contiguous and rgbx.shape[0] == N_ROWS and rgbx.shape[2] == 4
+    assert (rgbx[..., 1] == rgbx[..., 0]).all() and (rgbx[..., 2] == rgbx[..., 0]).all() and (rgbx[..., 3] == 255).all()
+    img = rgbx[..., 0]  # grey level
     bright_row = int(np.argmax(img[:, -1]))
     assert abs(ROW_DEPTHS_M[bright_row] - 0.02) < 0.0006
     rect = window.mview.image.boundingRect()
@@ -348,5 +350,55 @@ def test_backlog_is_drawn_in_one_frame(window):
     run_ticks(window, 3)
     assert window.ring.n_written == 300 * BLOCK // 2
     x, _y = window.mview.motion_curve.getData()
-    assert x[-1] == pytest.approx((300 * BLOCK - 1) / PRF_HZ)
+    # the newest line is drawn, or one within a screen pixel of it (one column per pixel is drawn)
+    newest_s = (300 * BLOCK - 1) / PRF_HZ
+    assert 0 <= newest_s - x[-1] < window.window_s() / window.mview.plot_width_px() + window.col_dt_s
     assert window.frames.n_frames <= 3
+
+
+def test_no_motion_trace_with_the_probe_in_air(window):
+    """Class no_contact: the tracker follows noise in air, so no trace is drawn over the image,
+    although the motion overlay is on; it comes back with tissue."""
+
+    class InAir(FakeEngine):
+        in_air = True
+
+        def poll_results(self):
+            out = FakeEngine.poll_results(self)
+            for r in out:
+                probs = np.zeros((1, len(CLASSES)))
+                probs[0, CLASSES.index("no_contact" if self.in_air else "lung_sliding")] = 0.95
+                r.classification = FakeClassification(r.classification.t_s, probs, CLASSES)
+            return out
+
+    window.engine_factory = InAir
+    window.open_source(SourceSpec("sim", "no_contact"))
+    run_ticks(window, 10)
+    assert "No contact" in window.mview.header.text and window.panel.show_motion.isChecked()
+    assert not window.mview.motion_curve.isVisible()
+    window.engine.in_air = False
+    run_ticks(window, 10)
+    assert "Lung sliding" in window.mview.header.text and window.mview.motion_curve.isVisible()
+
+
+def test_scrolling_keeps_the_drawn_columns(window):
+    """With more columns than pixels, every step-th column is drawn, picked by its absolute
+    index: scrolling by one column neither changes which columns are drawn nor where."""
+    from mmode.gui.mmode_data import DisplayRing
+
+    n_rows, n_cols, dt_s = 8, 4000, 0.002
+    ring = DisplayRing(n_rows, 2 * n_cols)
+    rng = np.random.default_rng(0)
+    ring.push(rng.uniform(-45.0, 0.0, (n_cols + 1, n_rows)), np.arange(1, n_cols + 2) * dt_s, 45.0)
+    every_col = ring.window(n_cols + 1, n_cols + 1).image.copy()  # absolute column c at t = (c + 1) dt
+    view = window.mview
+    step = -(-n_cols // view.plot_width_px())
+    assert step > 1
+    for stop in (n_cols, n_cols + 1):  # the second window is scrolled by one column
+        w = ring.window(stop, n_cols)
+        view.render(w, dt_s, n_cols * dt_s, float(w.t_s[-1]))
+        grey = view.image.image[..., 0].T  # (drawn columns, rows)
+        left_s = view.image.mapRectToParent(view.image.boundingRect()).left()
+        k = round(left_s / dt_s)  # column k spans ((k) dt, (k + 1) dt]: its left edge is k dt
+        assert left_s == pytest.approx(k * dt_s, abs=1e-9) and k % step == 0 and w.start <= k < w.start + step
+        np.testing.assert_array_equal(grey, every_col[k:w.stop:step])

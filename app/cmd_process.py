@@ -211,24 +211,29 @@ def analyse(rec, settings, *, block_lines: int = DEFAULT_BLOCK_LINES, window_s: 
                      "windows": log.windows(rec.meta.prf_hz, t_s, window_s)},
         "motion": motion,
         "rates": rates,
-        "classification": _classification_report(pipeline.classifier, class_windows),
+        "classification": _classification_report(pipeline.classifier, class_windows, rec.duration_s),
     }
 
 
-def _classification_report(classifier, windows: list) -> dict | None:
+def _classification_report(classifier, windows: list, duration_s: float) -> dict | None:
     """``classification`` of the report: model, classes, windows (t_start_s, t_end_s, probs,
-    label) and summary (majority label, fraction of windows per class); None without a model."""
+    label) and summary (majority label, fraction of windows per class; with a ``note`` when
+    the recording is shorter than one window); None without a model."""
     if classifier is None:
         return None
     from mmode.models.inference import summarize
 
+    window_s = classifier.spec["window_s"]
+    summary = summarize(windows, classifier.classes)
+    if not windows:
+        summary["note"] = f"recording of {duration_s:.1f} s is shorter than the classifier's {window_s:g} s window"
     return {
         "model": classifier.name,
         "classes": list(classifier.classes),
-        "window_s": classifier.spec["window_s"],
+        "window_s": window_s,
         "hop_s": classifier.hop_s,
         "windows": [w.to_dict() for w in windows],
-        "summary": summarize(windows, classifier.classes),
+        "summary": summary,
     }
 
 
@@ -258,6 +263,18 @@ def _text(report: dict) -> str:
         rows.append(("motion", f"echo at {m['depth_m'] * 1e3:.1f} mm, {(max(d) - min(d)) * 1e3:.2f} mm peak to peak ({m['estimator']})"))
     if r["rate_per_min"] is not None:
         rows.append(("rate", f"{r['rate_per_min']:.1f}/min (confidence {r['confidence']:.2f}), rhythm {r['rhythm']}"))
+    if r.get("breathing_rate_per_min") is not None:
+        rows.append(("breathing", f"{r['breathing_rate_per_min']:.1f}/min (confidence {r['breathing_confidence']:.2f})"))
+    if r["rate_per_min"] is None and r.get("breathing_rate_per_min") is None and r.get("note"):
+        rows.append(("rate", r["note"]))
+    c = report["classification"]
+    if c is not None:
+        summary = c["summary"]
+        if summary["label"] is None:
+            rows.append(("class", summary.get("note", "no window")))
+        else:
+            shares = ", ".join(f"{k} {v:.0%}" for k, v in summary["fraction"].items() if v > 0)
+            rows.append(("class", f"{summary['label']} ({len(c['windows'])} windows of {c['window_s']:g} s: {shares})"))
     return "\n".join(f"{k:<14} {v}" for k, v in rows)
 
 

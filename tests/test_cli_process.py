@@ -38,6 +38,16 @@ def test_json_report(recording, capsys):
     assert f["summary"]["periodicity"] > 0.5
 
 
+
+def test_a_recording_shorter_than_a_window_says_why_it_has_no_class(recording, capsys):
+    path, _ = recording  # 3 s, shorter than the shipped classifier's 6 s window
+    assert main(["process", str(path), "--json"]) == 0
+    c = json.loads(capsys.readouterr().out)["classification"]
+    assert c["window_s"] == 6.0 and c["windows"] == []
+    assert c["summary"]["label"] is None and "shorter than the classifier's 6 s window" in c["summary"]["note"]
+    assert main(["process", str(path)]) == 0
+    assert "shorter than the classifier's 6 s window" in capsys.readouterr().out
+
 def test_image_and_sidecar_match_the_processor(recording, tmp_path, capsys):
     path, sim = recording
     image = tmp_path / "img.npy"

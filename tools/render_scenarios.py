@@ -71,7 +71,7 @@ def main() -> None:
         print(f"{out / (name + '.png')}: {r.lines.shape[0]} lines, {depth[-1] * 100:.1f} cm")
     if args.only is None:
         segments = [("lung_sliding", 7.0), ("no_sliding", 7.0), ("lung_point", 8.0)]
-        r = simulate_sequence(segments, prf_hz=2 * WIDTH_PX / 22.0, fs_hz=16e6, depth_m=0.04, seed=args.seed)
+        r = simulate_sequence(segments, prf_hz=2 * WIDTH_PX / 22.0, fs_hz=14e6, depth_m=0.04, seed=args.seed)
         depth = r.meta.depth_axis_m(r.lines.shape[1])
         img = mmode_image(r.lines, depth, r.meta.f0_hz, SCENARIOS["lung_sliding"].attenuation_db_cm_mhz, rows=240)
         write_png(out / "demo.png", img)

@@ -528,7 +528,7 @@ MODE_RF, MODE_IQ, MODE_ENVELOPE = 0, 1, 2
 #: tracking; widened at low line rates to cover ``max_acceleration_m_s2``.
 TRACK_LAG_SAMPLES = 3
 #: Line pairs (at most) and averaging time used to choose the echo automatically.
-SELECTION_PAIRS = 512
+SELECTION_PAIRS = 256
 SELECTION_ENSEMBLE_S = 0.02
 #: after the echo is chosen, each call also tracks this many blocks' worth of held-back lines
 CATCH_UP_BLOCKS = 2
@@ -803,23 +803,30 @@ class MotionTracker:
         self._pending = [(lines[take:], t_s[take:])] if take < lines.shape[0] else []
         return self._run(lines[:take], t_s[:take])
 
+    def _held_lines(self, index: np.ndarray) -> np.ndarray:
+        """(len(index), n_samples) held-back lines at positions ``index`` (ascending), copied
+        from their blocks without joining every held-back line."""
+        starts = np.cumsum([0] + [p[0].shape[0] for p in self._pending])
+        block = np.searchsorted(starts, index, side="right") - 1
+        return np.stack([self._pending[b][0][i - starts[b]] for b, i in zip(block, index)])
+
     def _choose_echo(self) -> None:
         """Choose the echo to track from the first ``select_lines`` lines held back (all of
         them at the end of a shorter stream), so that the choice does not depend on how the
         lines were cut into blocks."""
-        lines = np.concatenate([p[0] for p in self._pending])[: self.select_lines]
+        n = min(sum(p[0].shape[0] for p in self._pending), self.select_lines)
         guard = self._window // 2 + 1
         if self._mode == MODE_ENVELOPE:  # no phase: the bright echo whose amplitude changes most
-            env = lines.astype(np.float64)
+            env = self._held_lines(np.arange(n)).astype(np.float64)
             power = ndimage.uniform_filter1d(np.mean(env**2, axis=0), self._window)
             change = ndimage.uniform_filter1d(np.std(env, axis=0), self._window)
             score = power * change
             centre = int(guard + np.argmax(score[guard : self._n_iq - guard]))
         else:  # at most SELECTION_PAIRS line pairs, spread over the selection time
-            stride = max(1, (lines.shape[0] - 1) // SELECTION_PAIRS)
-            first = np.arange(0, lines.shape[0] - 1, stride)
-            iq_a, _, _ = to_iq(lines[first], self.meta)
-            iq_b, _, _ = to_iq(lines[first + 1], self.meta)
+            stride = max(1, (n - 1) // SELECTION_PAIRS)
+            first = np.arange(0, n - 1, stride)
+            iq_a, _, _ = to_iq(self._held_lines(first), self.meta)
+            iq_b, _, _ = to_iq(self._held_lines(first + 1), self.meta)
             ensemble = max(1, int(round(SELECTION_ENSEMBLE_S * self.meta.prf_hz / stride)))
             centre = strongest_moving_echo(
                 iq_a, iq_b, self.meta.prf_hz, self.meta.f0_hz, self.meta.c_m_s, self._window, guard, ensemble

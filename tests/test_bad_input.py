@@ -88,7 +88,9 @@ def test_npy_wrong_dtype(tmp_path, capsys):
 
 def test_npy_object_array_is_refused_not_unpickled(tmp_path, capsys):
     path = tmp_path / "obj.npy"
-    np.save(path, np.array([[object()]], dtype=object), allow_pickle=True)
+    with path.open("wb") as f:  # an object-array header (what a pickle payload needs), no pickle
+        np.lib.format.write_array_header_1_0(f, {"descr": "|O", "fortran_order": False, "shape": (1, 1)})
+        f.write(b"\x80\x04N.")  # pickle opcodes: would be code execution if loaded
     (tmp_path / "obj.npy.json").write_text(json.dumps(RF_JSON))
     _info_fails(capsys, path, "plain numeric samples", "object")
 

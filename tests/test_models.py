@@ -6,7 +6,6 @@ in tests/test_models_train.py.
 
 from __future__ import annotations
 
-import copy
 
 import numpy as np
 import pytest

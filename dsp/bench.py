@@ -1,7 +1,7 @@
 """DSP throughput benchmark behind ``mmode bench``: numba chain against a scipy reference.
 
 Part of the package (``mmode.dsp.bench``) so that ``mmode bench`` works from an installed
-wheel; imports neither torch nor Qt. ``python -m mmode.dsp.bench`` prints the JSON.
+wheel; imports neither torch nor Qt.
 
 Data: simulated int16 RF (lung view, 5 MHz probe sampled at 40 MHz), 2048 samples per line,
 to 256 display rows, in blocks of ``BLOCK_LINES`` lines. One thread: the kernels use no
@@ -156,13 +156,3 @@ def run_benchmark(n_lines: int = 8192, repeats: int = 5, reference_lines: int = 
         "timer": "thread CPU time (two-thread and *_wall figures: wall clock)",
         "load_avg_1min": os.getloadavg()[0],
     }
-
-
-def main() -> None:
-    import json
-
-    print(json.dumps(run_benchmark(), indent=2))
-
-
-if __name__ == "__main__":
-    main()

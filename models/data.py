@@ -333,6 +333,14 @@ def _classifier_chunk(split: str, first: int, last: int, seed: int, ranges: dict
             "recording": np.concatenate(recs)}
 
 
+def _check_split(split: str, n_recordings: int) -> None:
+    """Raise DataError unless ``split`` is a known split and ``n_recordings`` in 1 .. 100000."""
+    if split not in SPLIT_OFFSETS:
+        raise DataError(describe("data split", f"one of {list(SPLIT_OFFSETS)}", repr(split)))
+    if not 0 < n_recordings <= 100_000:
+        raise DataError(describe("n_recordings", "1 .. 100000", n_recordings))
+
+
 def classifier_dataset(split: str, n_recordings: int, seed: int = 0, ranges: dict = CLASSIFIER_RANGES,
                        spec: dict = CLASSIFIER_SPEC, cache: bool = True) -> ClassifierData:
     """Windows of ``n_recordings`` simulated recordings of ``split`` ("train", "val", "test").
@@ -340,10 +348,7 @@ def classifier_dataset(split: str, n_recordings: int, seed: int = 0, ranges: dic
     Windows whose majority label covers less than ``spec["min_label_purity"]`` of their
     lines (straddling a transition) are left out. Cached under ``runs/cache``.
     """
-    if split not in SPLIT_OFFSETS:
-        raise DataError(describe("data split", f"one of {list(SPLIT_OFFSETS)}", repr(split)))
-    if not 0 < n_recordings <= 100_000:
-        raise DataError(describe("n_recordings", "1 .. 100000", n_recordings))
+    _check_split(split, n_recordings)
     recipe = {"task": "classify", "split": split, "n_recordings": n_recordings, "seed": seed,
               "seed_offset": SPLIT_OFFSETS[split], "ranges": ranges, "spec": spec, "version": 1}
     fields = ("x", "y", "snr_db", "recording")
@@ -385,10 +390,7 @@ def motion_dataset(split: str, n_recordings: int, seed: int = 0, ranges: dict = 
     from mmode.dsp.motion import phase_to_displacement_m, to_iq
     from mmode.ingest.scenarios import SCENARIOS
 
-    if split not in SPLIT_OFFSETS:
-        raise DataError(describe("data split", f"one of {list(SPLIT_OFFSETS)}", repr(split)))
-    if not 0 < n_recordings <= 100_000:
-        raise DataError(describe("n_recordings", "1 .. 100000", n_recordings))
+    _check_split(split, n_recordings)
     recipe = {"task": "motion", "split": split, "n_recordings": n_recordings, "seed": seed,
               "seed_offset": SPLIT_OFFSETS[split], "ranges": ranges, "spec": spec, "version": 1}
     path = _cache_path("motion", recipe)

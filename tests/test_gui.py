@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 from PyQt6.QtCore import QPointF, QSettings, Qt
 from PyQt6.QtGui import QImage
 
+from mmode.app.pipeline import Results
+from mmode.dsp.motion import MotionBlock
 from mmode.gui.engine_link import SourceSpec, make_source
 from mmode.gui.main_window import MainWindow
 from mmode.ingest.meta import CLASSES, AcquisitionMeta
@@ -26,27 +28,6 @@ ROW_DEPTHS_M = np.linspace(0.0, 0.05, N_ROWS)  # 0..5 cm, 0.505 mm per row
 BLOCK = 50
 TRACK_DEPTH_M = 0.04
 BREATH_HZ = 0.25  # 15 breaths per minute
-
-
-@dataclass
-class FakeResults:
-    seq_start: int
-    seq_stop: int
-    t_s: np.ndarray
-    display_db: np.ndarray
-    row_depths_m: np.ndarray
-    features: dict
-    motion: object | None = None
-    classification: object | None = None
-    timings_ms: dict = field(default_factory=dict)
-
-
-@dataclass
-class FakeMotion:
-    t_s: np.ndarray
-    displacement_m: np.ndarray
-    velocity_m_s: np.ndarray
-    depth_m: float
 
 
 @dataclass
@@ -94,9 +75,9 @@ class FakeEngine:
         probs[0, 0 if t[-1] < 1.0 else 1] = 0.9
         probs[0, 6] = 0.1
         disp = 0.002 * np.sin(2 * np.pi * BREATH_HZ * t)
-        return [FakeResults(
+        return [Results(
             s0, self.seq, t, db, ROW_DEPTHS_M, {"period_s": 4.0, "periodicity": 0.9},
-            motion=FakeMotion(t, disp, np.gradient(disp) * PRF_HZ, TRACK_DEPTH_M),
+            motion=MotionBlock(t, disp, np.gradient(disp) * PRF_HZ, TRACK_DEPTH_M),
             classification=FakeClassification(np.array([t[-1]]), probs, CLASSES),
         )]
 

@@ -83,6 +83,16 @@ class InvertedResidual(nn.Module):
         ]
 
 
+
+def _inverted_residuals(c_in: int, blocks: list[list[int]], dims: int) -> tuple[nn.Sequential, int]:
+    """Stack of :class:`InvertedResidual` from ``[c_hidden, c_out, stride, se_hidden]`` rows;
+    returns the stack and its output channels."""
+    body = []
+    for c_hidden, c_out, stride, se_hidden in blocks:
+        body.append(InvertedResidual(c_in, c_hidden, c_out, stride, se_hidden, dims=dims))
+        c_in = c_out
+    return nn.Sequential(*body), c_in
+
 class TemporalContrast(nn.Module):
     """Fixed (parameter-free) input stage of the classifiers: (N, 1, T, D) -> (N, 2, T, D).
 
@@ -152,12 +162,7 @@ class ClassifierStudent(nn.Module):
         super().__init__()
         self.contrast = TemporalContrast()
         self.stem = _conv_bn_relu(nn.Conv2d, nn.BatchNorm2d, 2, stem, 3, stride=2)
-        c_in = stem
-        body = []
-        for c_hidden, c_out, stride, se_hidden in blocks:
-            body.append(InvertedResidual(c_in, c_hidden, c_out, stride, se_hidden, dims=2))
-            c_in = c_out
-        self.blocks = nn.Sequential(*body)
+        self.blocks, c_in = _inverted_residuals(stem, blocks, dims=2)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(c_in, n_classes)
 
@@ -214,12 +219,7 @@ class MotionStudent(nn.Module):
     def __init__(self, stem: int, blocks: list[list[int]]) -> None:
         super().__init__()
         self.stem = _conv_bn_relu(nn.Conv1d, nn.BatchNorm1d, 4, stem, 7)
-        c_in = stem
-        body = []
-        for c_hidden, c_out, stride, se_hidden in blocks:
-            body.append(InvertedResidual(c_in, c_hidden, c_out, stride, se_hidden, dims=1))
-            c_in = c_out
-        self.blocks = nn.Sequential(*body)
+        self.blocks, c_in = _inverted_residuals(stem, blocks, dims=1)
         self.head = nn.Linear(c_in, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

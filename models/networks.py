@@ -83,7 +83,6 @@ class InvertedResidual(nn.Module):
         ]
 
 
-
 def _inverted_residuals(c_in: int, blocks: list[list[int]], dims: int) -> tuple[nn.Sequential, int]:
     """Stack of :class:`InvertedResidual` from ``[c_hidden, c_out, stride, se_hidden]`` rows;
     returns the stack and its output channels."""
@@ -92,6 +91,7 @@ def _inverted_residuals(c_in: int, blocks: list[list[int]], dims: int) -> tuple[
         body.append(InvertedResidual(c_in, c_hidden, c_out, stride, se_hidden, dims=dims))
         c_in = c_out
     return nn.Sequential(*body), c_in
+
 
 class TemporalContrast(nn.Module):
     """Fixed (parameter-free) input stage of the classifiers: (N, 1, T, D) -> (N, 2, T, D).

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
+from PyQt6.QtWidgets import QGraphicsItem
 
 from mmode.gui.mmode_view import quiet_axes
 from mmode.gui.status import TimedPaint
@@ -31,6 +32,8 @@ class ALineView(TimedPaint, pg.PlotWidget):
         self.setMaximumWidth(220)
         self._dr_db = None
         quiet_axes(self.plot)
+        # the level axis never scrolls either: drawn once into a cached pixmap
+        self.plot.getAxis("bottom").setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
 
     def render(self, grey_column: np.ndarray, row_depths_m: np.ndarray, dynamic_range_db: float) -> None:
         """Draw one display column (n_rows,) uint8 at depths (n_rows,) m, mapped to dB."""

@@ -1,14 +1,17 @@
 """The class timeline: a coloured strip under the M-mode image, one colour per class.
 
-The strip shares the time axis of the M-mode plot. Its colours come from a 256-entry lookup
-table indexed by ``label + 1`` (index 0 = no classification yet, drawn dark).
+The strip shares the time axis of the M-mode plot. It is drawn as one rectangle per run of
+columns with the same label (a few per screen), in the colour of :func:`class_colour`.
 """
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtCore import QRectF
+from PyQt6.QtGui import QColor
 
 from mmode.ingest.meta import CLASSES
 
@@ -32,18 +35,39 @@ def class_colour(index: int, classes: tuple[str, ...] = CLASSES) -> tuple[int, i
     return NO_CLASS_COLOUR
 
 
-def class_lut(classes: tuple[str, ...] = CLASSES) -> np.ndarray:
-    """(256, 3) uint8 lookup table: entry ``label + 1`` is the colour of ``label``."""
-    lut = np.zeros((256, 3), np.uint8)
-    lut[:] = NO_CLASS_COLOUR
-    for i in range(len(classes)):
-        lut[i + 1] = class_colour(i, classes)
-    return lut
-
-
 def pretty(name: str) -> str:
     """``"lung_sliding"`` -> ``"Lung sliding"``."""
     return name.replace("_", " ").capitalize()
+
+
+class ClassRuns(pg.GraphicsObject):
+    """Runs of equal labels as coloured rectangles, plot coordinates (x: s, y: 0..1).
+
+    ``runs`` is the list of ``(t_start_s, t_stop_s, label)`` drawn, label -1 = none.
+    """
+
+    def __init__(self, classes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.classes = tuple(classes)
+        self.runs: list[tuple[float, float, int]] = []
+        self._rect = QRectF()
+
+    def set_labels(self, labels: np.ndarray, t0_s: float, col_dt_s: float) -> None:
+        """Column ``k`` of ``labels`` (n,) int covers ``[t0_s + k dt, t0_s + (k + 1) dt]``."""
+        lab = np.asarray(labels)
+        n = lab.shape[0]
+        edges = np.concatenate(([0], np.flatnonzero(lab[1:] != lab[:-1]) + 1, [n]))
+        self.runs = [(t0_s + a * col_dt_s, t0_s + b * col_dt_s, int(lab[a])) for a, b in pairwise(edges)]
+        self.prepareGeometryChange()
+        self._rect = QRectF(t0_s, 0.0, n * col_dt_s, 1.0)
+        self.update()
+
+    def boundingRect(self) -> QRectF:
+        return QRectF(self._rect)
+
+    def paint(self, painter, *args) -> None:
+        for t_start, t_stop, label in self.runs:
+            painter.fillRect(QRectF(t_start, 0.0, t_stop - t_start, 1.0), QColor(*class_colour(label, self.classes)))
 
 
 class ClassStrip(pg.PlotItem):
@@ -59,18 +83,11 @@ class ClassStrip(pg.PlotItem):
         self.setMouseEnabled(x=False, y=False)
         self.hideButtons()
         self.setMenuEnabled(False)
-        self.image = pg.ImageItem(axisOrder="row-major")
-        self.image.setLookupTable(class_lut(self.classes))
-        self.image.setLevels((0, 255))
-        self.addItem(self.image)
+        self.runs = ClassRuns(self.classes)
+        self.addItem(self.runs)
         self.setYRange(0, 1, padding=0)
-        self._row = np.zeros((1, 0), np.uint8)
 
-    def render(self, labels: np.ndarray, t0_s: float, width_s: float) -> None:
-        """Draw ``labels`` (n_cols,) int (-1 = none) spanning ``[t0_s, t0_s + width_s]``."""
-        n = labels.shape[0]
-        if self._row.shape[1] != n:
-            self._row = np.zeros((1, n), np.uint8)
-        np.add(labels, 1, out=self._row[0], casting="unsafe")
-        self.image.setImage(self._row, autoLevels=False, levels=(0, 255))
-        self.image.setRect(QRectF(t0_s, 0.0, max(width_s, 1e-9), 1.0))
+    def render(self, labels: np.ndarray, t0_s: float, col_dt_s: float) -> None:
+        """Draw ``labels`` (n_cols,) int (-1 = none), column k spanning ``t0_s + [k, k + 1] col_dt_s``."""
+        self.runs.classes = self.classes
+        self.runs.set_labels(labels, t0_s, col_dt_s)

@@ -22,6 +22,7 @@ tracked depth) and :class:`SweepClock` (where the live sweep's right edge is at 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -30,6 +31,9 @@ import numpy as np
 
 from mmode.dsp import rates
 from mmode.errors import DataError, describe
+
+#: Source of ring epochs, unique within the process.
+_EPOCHS = itertools.count(1)
 
 #: Largest cine memory accepted, in bytes of grey levels (both copies); 512 MiB.
 MAX_RING_BYTES = 512 * 2**20
@@ -40,7 +44,9 @@ class Window:
     """A contiguous view of the ring: ``image`` (n_cols, n_rows) uint8 and per-column arrays.
 
     ``start``/``stop`` are absolute column indices (stop exclusive). Arrays are views into the
-    ring: copy them before keeping them past the next :meth:`DisplayRing.push`.
+    ring: copy them before keeping them past the next :meth:`DisplayRing.push`. ``epoch``
+    names the ring's content: a column index means the same pixels in two windows of the
+    same epoch (a new ring or a cleared one starts a new epoch).
     """
 
     start: int
@@ -50,6 +56,7 @@ class Window:
     label: np.ndarray
     confidence: np.ndarray
     track_depth_m: np.ndarray
+    epoch: int = 0
 
     @property
     def n_cols(self) -> int:
@@ -80,6 +87,7 @@ class DisplayRing:
         self.decimation = int(decimation)
         self.col_dt_s = col_dt_s
         self.n_gap_cols = 0  # blank columns inserted for missing lines
+        self.epoch = next(_EPOCHS)
         self._img = np.zeros((2 * capacity, n_rows), np.uint8)
         self._t = np.full(2 * capacity, np.nan)
         self._label = np.full(2 * capacity, -1, np.int16)
@@ -227,6 +235,7 @@ class DisplayRing:
         """Forget every column and pending line (new source, seek)."""
         self.n_written = 0
         self.n_gap_cols = 0
+        self.epoch = next(_EPOCHS)
         self._label[:] = -1
         self._t[:] = np.nan
         self._conf[:] = np.nan
@@ -254,7 +263,8 @@ class DisplayRing:
         start = int(max(self.oldest, stop - min(n_cols, self.capacity)))
         p = start % self.capacity
         q = p + (stop - start)
-        return Window(start, stop, self._img[p:q], self._t[p:q], self._label[p:q], self._conf[p:q], self._track[p:q])
+        return Window(start, stop, self._img[p:q], self._t[p:q], self._label[p:q], self._conf[p:q], self._track[p:q],
+                      self.epoch)
 
     def column_at_time(self, t_s: float) -> int | None:
         """Absolute index of the held column nearest to time ``t_s``, or None when empty."""

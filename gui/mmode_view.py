@@ -1,10 +1,9 @@
 """The scrolling M-mode image with its overlays (class strip, motion trace, rate, label).
 
 Plot coordinates are seconds (x, acquisition time) and centimetres (y, depth, increasing
-downward). The image is a pyqtgraph ImageItem fed with a row-major, C-contiguous
-(depth, time, 4) uint8 RGBX array (the grey lookup is done here, :data:`GREY_RGBX`) without
-levels, so pyqtgraph hands it to Qt as it is and Qt draws it on its fast path. Only the GUI
-thread calls :meth:`MModeView.render`.
+downward). The pixels are a :class:`~mmode.gui.scroll_image.ScrollingImage` (each display
+column converted once), the time axis a :class:`~mmode.gui.time_axis.TimeAxis` (painted
+directly while it scrolls). Only the GUI thread calls :meth:`MModeView.render`.
 """
 
 from __future__ import annotations
@@ -16,20 +15,11 @@ from PyQt6.QtWidgets import QGraphicsItem
 
 from mmode.gui.class_strip import ClassStrip, class_colour, pretty
 from mmode.gui.mmode_data import OverlayRate, Window
+from mmode.gui.scroll_image import ScrollingImage
 from mmode.gui.status import TimedPaint
+from mmode.gui.time_axis import TimeAxis
 from mmode.ingest.meta import CLASSES
 
-
-def _grey_rgbx() -> np.ndarray:
-    """(256,) uint32 whose bytes in memory are (g, g, g, 255): grey level g as an RGBX pixel."""
-    rgbx = np.full((256, 4), 255, np.uint8)
-    rgbx[:, :3] = np.arange(256, dtype=np.uint8)[:, None]
-    return rgbx.view(np.uint32).reshape(256)
-
-
-#: Grey lookup table applied here rather than in pyqtgraph: an RGBX image is drawn by Qt about
-#: four times faster than the 8-bit indexed image pyqtgraph would make from a lookup table.
-GREY_RGBX = _grey_rgbx()
 MOTION_PEN = (255, 200, 0, 190)  # yellow, the echo under it stays visible
 
 
@@ -55,7 +45,7 @@ class MModeView(TimedPaint, pg.GraphicsLayoutWidget):
         self.setBackground((12, 12, 12))
         self.header = pg.LabelItem(justify="left", size="14pt")
         self.addItem(self.header, row=0, col=0)
-        self.plot = self.addPlot(row=1, col=0)
+        self.plot = self.addPlot(row=1, col=0, axisItems={"bottom": TimeAxis()})
         self.plot.invertY(True)
         self.plot.setLabel("left", "Depth (cm)")
         self.plot.setLabel("bottom", "Time (s)")
@@ -63,7 +53,7 @@ class MModeView(TimedPaint, pg.GraphicsLayoutWidget):
         self.plot.hideButtons()
         self.plot.setMenuEnabled(False)
         self.plot.showGrid(x=False, y=True, alpha=0.15)
-        self.image = pg.ImageItem(axisOrder="row-major")  # RGBX pixels, no levels, no lookup table
+        self.image = ScrollingImage()
         self.plot.addItem(self.image)
         self.motion_curve = pg.PlotCurveItem(pen=pg.mkPen(MOTION_PEN, width=2), connect="finite")
         self.plot.addItem(self.motion_curve)
@@ -78,7 +68,6 @@ class MModeView(TimedPaint, pg.GraphicsLayoutWidget):
         self.show_motion = True
         self.show_rate = True
         self.no_class_text = "Class: waiting for a full window"
-        self._buf = np.zeros((0, 0), np.uint32)  # (n_rows, columns drawn) RGBX pixels
         self._depth_cm = (0.0, 4.0)
         self.plot.setRange(xRange=(-5.0, 0.0), yRange=self._depth_cm, padding=0)
         self._header_html = ""
@@ -114,14 +103,10 @@ class MModeView(TimedPaint, pg.GraphicsLayoutWidget):
         # index so that the same columns stay on screen as the image scrolls (no shimmer)
         step = max(1, -(-n // self.plot_width_px()))
         first = (-window.start) % step
-        img = window.image[first::step]  # not empty: step <= n
-        if self._buf.shape != (img.shape[1], img.shape[0]):
-            self._buf = np.empty((img.shape[1], img.shape[0]), np.uint32)
-        np.take(GREY_RGBX, img.T, out=self._buf)
-        self.image.setImage(self._buf.view(np.uint8).reshape(*self._buf.shape, 4), autoLevels=False, levels=None)
+        n_drawn = -(-(n - first) // step)  # not zero: step <= n
         z0, z1 = self._depth_cm
         x0 = t0 + first * col_dt_s
-        self.image.setRect(QRectF(x0, z0, img.shape[0] * step * col_dt_s, z1 - z0))
+        self.image.show_window(window, step, QRectF(x0, z0, n_drawn * step * col_dt_s, z1 - z0))
         self.plot.setXRange(x_end_s - window_s, x_end_s, padding=0)
 
         if motion and self.show_motion and np.isfinite(window.track_depth_m).any():
@@ -132,7 +117,8 @@ class MModeView(TimedPaint, pg.GraphicsLayoutWidget):
             self.motion_curve.setVisible(False)
         self.strip.setVisible(self.show_classes)
         if self.show_classes:
-            self.strip.render(window.label, t0, n * col_dt_s)
+            self.strip.classes = self.classes
+            self.strip.render(window.label, t0, col_dt_s)
         self.cursor.setVisible(cursor_t_s is not None)
         if cursor_t_s is not None:
             self.cursor.setValue(cursor_t_s)

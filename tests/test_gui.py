@@ -144,14 +144,14 @@ def test_overlays_update_as_results_arrive(window):
     run_ticks(window, 10)  # t < 0.5 s: class 0
     assert "Lung sliding" in window.mview.header.text and "90 %" in window.mview.header.text
     assert "Rate -- /min" in window.mview.header.text  # not yet two breaths long
-    strip = window.mview.strip.image.image
-    # label 0 -> LUT index 1; lines before the first window's end have no class yet (index 0)
-    assert strip.shape[0] == 1 and (strip[0, BLOCK // 2:] == 1).all()
-    assert set(np.unique(strip)) == {0, 1} and (strip[0] == 0).sum() < BLOCK // 2
+    # columns (2 lines, 2 ms each) before the first window's end at t = 0.049 s have no
+    # class yet (-1), then class 0: the column at 0.049 s covers (0.047, 0.049]
+    runs = window.mview.strip.runs.runs
+    assert [label for _, _, label in runs] == [-1, 0]
+    assert runs[0][1] == pytest.approx(0.047) and runs[1][0] == runs[0][1]
     run_ticks(window, 20)  # now t = 1.5 s: class 1
     assert "No sliding" in window.mview.header.text
-    strip = window.mview.strip.image.image[0]
-    assert set(np.unique(strip)) == {0, 1, 2}
+    assert {label for _, _, label in window.mview.strip.runs.runs} == {-1, 0, 1}
     # motion trace at the tracked depth, in cm, matches the fake displacement
     x, y = window.mview.motion_curve.getData()
     np.testing.assert_allclose(y, (TRACK_DEPTH_M + 0.002 * np.sin(2 * np.pi * BREATH_HZ * x)) * 100, atol=1e-4)
@@ -170,14 +170,18 @@ def test_overlays_update_as_results_arrive(window):
 def test_image_geometry_and_aline(window):
     window.open_source(SourceSpec("sim", "lung_sliding"))
     run_ticks(window, 10)
-    rgbx = window.mview.image.image  # (depth rows, time columns, RGBX), row-major uint8
-    assert rgbx.dtype == np.uint8 and rgbx.flags.c_contiguous and rgbx.shape[0] == N_ROWS and rgbx.shape[2] == 4
+    rgbx = window.mview.image.drawn()  # (depth rows, time columns, RGBX) uint8
+    assert rgbx.dtype == np.uint8 and rgbx.shape[0] == N_ROWS and rgbx.shape[2] == 4
     assert (rgbx[..., 1] == rgbx[..., 0]).all() and (rgbx[..., 2] == rgbx[..., 0]).all() and (rgbx[..., 3] == 255).all()
     img = rgbx[..., 0]  # grey level
     bright_row = int(np.argmax(img[:, -1]))
     assert abs(ROW_DEPTHS_M[bright_row] - 0.02) < 0.0006
+    # the image spans the columns drawn, in seconds, and the depth rows, in cm
     rect = window.mview.image.boundingRect()
-    assert rect.width() == img.shape[1]
+    assert rect.width() == pytest.approx(img.shape[1] * window.col_dt_s)
+    step = (ROW_DEPTHS_M[-1] - ROW_DEPTHS_M[0]) / (N_ROWS - 1) * 100
+    assert rect.top() == pytest.approx(ROW_DEPTHS_M[0] * 100 - step / 2)
+    assert rect.bottom() == pytest.approx(ROW_DEPTHS_M[-1] * 100 + step / 2)
     # A-line: the level peaks at the reflector depth, 0 dB there, -45 dB elsewhere
     level, depth_cm = window.aline.curve.getData()
     assert depth_cm[np.argmax(level)] == pytest.approx(2.0, abs=0.06)
@@ -370,16 +374,40 @@ def test_scrolling_keeps_the_drawn_columns(window):
     n_rows, n_cols, dt_s = 8, 4000, 0.002
     ring = DisplayRing(n_rows, 2 * n_cols)
     rng = np.random.default_rng(0)
-    ring.push(rng.uniform(-45.0, 0.0, (n_cols + 1, n_rows)), np.arange(1, n_cols + 2) * dt_s, 45.0)
-    every_col = ring.window(n_cols + 1, n_cols + 1).image.copy()  # absolute column c at t = (c + 1) dt
+    n_held = n_cols + 64
+    ring.push(rng.uniform(-45.0, 0.0, (n_held, n_rows)), np.arange(1, n_held + 1) * dt_s, 45.0)
+    every_col = ring.window(n_held, n_held).image.copy()  # absolute column c at t = (c + 1) dt
     view = window.mview
     step = -(-n_cols // view.plot_width_px())
-    assert step > 1
-    for stop in (n_cols, n_cols + 1):  # the second window is scrolled by one column
+    assert 1 < step < 64
+    converted = []
+    for stop in (n_cols, n_cols + 1, n_cols + step):  # scrolled by one column, then by one step
         w = ring.window(stop, n_cols)
         view.render(w, dt_s, n_cols * dt_s, float(w.t_s[-1]))
-        grey = view.image.image[..., 0].T  # (drawn columns, rows)
+        grey = view.image.drawn()[..., 0].T  # (drawn columns, rows)
         left_s = view.image.mapRectToParent(view.image.boundingRect()).left()
         k = round(left_s / dt_s)  # column k spans ((k) dt, (k + 1) dt]: its left edge is k dt
         assert left_s == pytest.approx(k * dt_s, abs=1e-9) and k % step == 0 and w.start <= k < w.start + step
         np.testing.assert_array_equal(grey, every_col[k:w.stop:step])
+        converted.append(view.image.n_converted)
+    # a column is converted to pixels once: scrolling by one step converts one more column
+    assert converted[1] == converted[0] and converted[2] == converted[1] + 1
+
+
+def test_image_is_converted_again_after_the_ring_is_cleared(window):
+    """Column indices restart after a clear (a seek, a new source): the pixels drawn must be
+    the new columns, not the ones converted before under the same indices."""
+    from mmode.gui.mmode_data import DisplayRing
+
+    ring = DisplayRing(6, 100)
+    t = np.arange(1, 41) * 0.002
+    ring.push(np.full((40, 6), -45.0), t, 45.0)  # black
+    view = window.mview
+    w = ring.window(40, 40)
+    view.render(w, 0.002, 0.08, float(w.t_s[-1]))
+    assert (view.image.drawn()[..., :3] == 0).all()
+    ring.clear()
+    ring.push(np.zeros((40, 6)), t, 45.0)  # white, same column indices
+    w = ring.window(40, 40)
+    view.render(w, 0.002, 0.08, float(w.t_s[-1]))
+    assert (view.image.drawn()[..., :3] == 255).all() and view.image.drawn().shape[:2] == (6, 40)

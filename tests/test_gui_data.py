@@ -227,3 +227,26 @@ def test_set_labels_relabels_held_columns():
     np.testing.assert_array_equal(w.label, [0, 0, 3, 3, 3, 0, 0, 0])
     np.testing.assert_allclose(w.confidence[2:5], 0.9)
     assert ring.next_change(4) == 6 and ring.previous_change(11) == 9
+
+
+def test_time_axis_ticks_and_labels():
+    from mmode.gui.time_axis import tick_label, tick_values
+
+    np.testing.assert_allclose(tick_values(12.3, 15.0, 1.0), [13.0, 14.0, 15.0])
+    np.testing.assert_allclose(tick_values(-0.45, 0.3, 0.2), [-0.4, -0.2, 0.0, 0.2])
+    np.testing.assert_allclose(tick_values(0.0, 1.0, 0.5, offset=0.25), [0.25, 0.75])
+    assert tick_values(0.1, 0.9, 1.0).size == 0
+    assert [tick_label(v, 1.0) for v in (12.0, -3.0)] == ["12", "-3"]
+    assert [tick_label(v, 0.5) for v in (12.5, 13.0)] == ["12.5", "13.0"]
+    assert tick_label(1.25, 0.05) == "1.25" and tick_label(-1e-12, 0.2) == "0"
+
+
+def test_ring_epoch_names_its_content():
+    ring = DisplayRing(4, 10)
+    ring.push(np.zeros((3, 4)), np.arange(3.0), 40.0)
+    first = ring.window(3, 3).epoch
+    ring.push(np.zeros((3, 4)), np.arange(3.0, 6.0), 40.0)
+    assert ring.window(6, 3).epoch == first  # same content, more of it
+    ring.clear()
+    ring.push(np.zeros((3, 4)), np.arange(3.0), 40.0)
+    assert ring.window(3, 3).epoch != first and DisplayRing(4, 10).epoch not in (first, ring.epoch)

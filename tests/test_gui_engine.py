@@ -72,7 +72,7 @@ def test_simulator_runs_live_and_records(qtbot, store, tmp_path):
     qtbot.addWidget(w)
     w.show()
     qtbot.waitUntil(lambda: w.ring is not None and w.ring.n_written > 50, timeout=WAIT_MS)
-    img = w.mview.image.image[..., 0]  # grey level of the RGBX pixels
+    img = w.mview.image.drawn()[..., 0]  # grey level of the RGBX pixels
     assert img.dtype == np.uint8 and img.std() > 5  # a real picture, not a flat field
     w._update_status()
     assert "lines/s" in w.status.labels["line_rate"].text()
@@ -103,7 +103,7 @@ def test_stream_source_live(qtbot, store, recording):
         qtbot.addWidget(w)
         w.show()
         qtbot.waitUntil(lambda: w.ring is not None and w.ring.n_written > 50, timeout=WAIT_MS)
-        assert w.last_error == "" and w.mview.image.image[..., 0].std() > 5
+        assert w.last_error == "" and w.mview.image.drawn()[..., 0].std() > 5
         w.close()
 
 

@@ -1,0 +1,70 @@
+"""The time axis under the scrolling M-mode image, drawn directly on every frame.
+
+pyqtgraph's AxisItem records its line, ticks and labels into a QPicture after every range
+change and replays it when painted. A live sweep changes the range on every frame, so that
+recording is repeated 60 times a second and took 1-2 ms of the GUI thread's frame.
+:class:`TimeAxis` keeps pyqtgraph's tick spacing, pens and font but paints straight away.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt6.QtCore import QLineF, QRectF, Qt
+
+#: Tick lengths in pixels, major and minor, pointing towards the labels.
+TICK_PX = (5, 3)
+#: Room given to one label, pixels.
+LABEL_WIDTH_PX = 80
+
+
+def tick_values(lo: float, hi: float, spacing: float, offset: float = 0.0) -> np.ndarray:
+    """Multiples of ``spacing`` (shifted by ``offset``) within ``[lo, hi]``."""
+    first = math.ceil((lo - offset) / spacing - 1e-9)
+    last = math.floor((hi - offset) / spacing + 1e-9)
+    return offset + spacing * np.arange(first, last + 1)
+
+
+def tick_label(value: float, spacing: float) -> str:
+    """``value`` with as many decimals as ``spacing`` needs (``12``, ``12.5``, ``12.25``)."""
+    decimals = max(0, -math.floor(math.log10(spacing) + 1e-9))
+    text = f"{value:.{decimals}f}"
+    return "0" if text.strip("-0.") == "" else text
+
+
+class TimeAxis(pg.AxisItem):
+    """A bottom axis (seconds) for a view whose x range changes on every frame."""
+
+    def __init__(self) -> None:
+        super().__init__("bottom")
+
+    def paint(self, painter, *args) -> None:
+        view = self.linkedView()
+        lo, hi = sorted(self.range)
+        if view is None or not hi > lo:
+            return
+        span = view.mapRectToItem(self, view.boundingRect())
+        x_of = span.width() / (hi - lo)
+        levels = self.tickSpacing(lo, hi, span.width())[:2]
+        if not levels:
+            return
+        font = self.style["tickFont"]
+        if font is not None:
+            painter.setFont(font)
+        painter.setPen(self.pen())
+        lines = [QLineF(span.left(), 0.0, span.right(), 0.0)]
+        for (spacing, offset), length in zip(levels, TICK_PX):
+            for v in tick_values(lo, hi, spacing, offset):
+                x = span.left() + (v - lo) * x_of
+                lines.append(QLineF(x, 0.0, x, float(length)))
+        painter.drawLines(lines)
+        painter.setPen(self.textPen())
+        spacing, offset = levels[0]
+        top = TICK_PX[0] + self.style["tickTextOffset"][1]
+        height = self.size().height() - top
+        for v in tick_values(lo, hi, spacing, offset):
+            x = span.left() + (v - lo) * x_of
+            painter.drawText(QRectF(x - LABEL_WIDTH_PX / 2, top, LABEL_WIDTH_PX, height),
+                             int(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop), tick_label(v, spacing))

@@ -480,17 +480,16 @@ def strain_cnr(strain_a: np.ndarray, strain_b: np.ndarray) -> float:
 
 
 # -- automatic choice of the tracked echo ---------------------------------------------------
-def strongest_moving_echo(
+def moving_echo_score(
     iq_a: np.ndarray,
     iq_b: np.ndarray,
     prf_hz: float,
     f0_hz: float,
     c_m_s: float,
     window_samples: int,
-    guard_samples: int,
     ensemble: int,
-) -> int:
-    """Index of the IQ sample at the centre of the strongest coherently moving echo.
+) -> np.ndarray:
+    """Score of the coherently moving echo in the window centred on each IQ sample.
 
     ``iq_a[i]`` and ``iq_b[i]`` (n_pairs, n_samples) complex are line pairs one line apart
     (consecutive, or a subset of them spread over the selection time). From the lag-one
@@ -498,28 +497,27 @@ def strongest_moving_echo(
     pairs, each depth is scored by
 
     - its correlated echo power ``|mean R1|`` (white noise adds nothing to it),
-    - times ``v^2``, ``v`` the RMS Kasai velocity of the averaged ``R1``: a bright static
-      echo or noise scores low;
+    - times ``v^2``, ``v`` the RMS Kasai velocity of the averaged ``R1``, each pair weighted
+      by its coherence below: a bright static echo scores low, and the random phase of the
+      pairs in which only noise fills the window (while a moving echo is elsewhere) does not
+      count as motion;
     - times the squared coherence of the motion inside the window, the mean over pairs of
       ``|sum R1| / sum |R1|`` (1 when every sample moves alike): a window straddling a
       static and a moving structure scores low, since no single trace describes it.
 
-    Depths within ``guard_samples`` of either end are never chosen.
+    Returns (n_samples,) float64, arbitrary units (power x velocity^2). Beyond the aliasing
+    velocity the Kasai ``v`` wraps, so the score is only a rough guide there.
     """
-    n = iq_a.shape[1]
-    if n - 2 * guard_samples < 1:
-        raise DataError(describe("motion tracking", f"lines longer than {2 * guard_samples} IQ samples", n))
+    tiny = np.finfo(np.float64).tiny
     r1 = np.conj(iq_a).astype(np.complex128) * iq_b
     size = (max(1, min(int(ensemble), r1.shape[0])), int(window_samples))
     re = ndimage.uniform_filter(r1.real, size=size, mode="nearest")
     im = ndimage.uniform_filter(r1.imag, size=size, mode="nearest")
     summed = np.hypot(re, im)
-    magnitude = ndimage.uniform_filter(np.abs(r1), size=size, mode="nearest")
-    coherence = np.mean(summed / np.maximum(magnitude, np.finfo(np.float64).tiny), axis=0)
+    pair_coherence = summed / np.maximum(ndimage.uniform_filter(np.abs(r1), size=size, mode="nearest"), tiny)
     v = phase_to_displacement_m(np.arctan2(im, re), f0_hz, c_m_s) * prf_hz
-    v_rms = np.sqrt(np.mean(v**2, axis=0))
-    score = np.mean(summed, axis=0) * v_rms**2 * coherence**2
-    return int(guard_samples + np.argmax(score[guard_samples : n - guard_samples]))
+    v_ms = np.sum(pair_coherence * v**2, axis=0) / np.maximum(np.sum(pair_coherence, axis=0), tiny)
+    return np.mean(summed, axis=0) * v_ms * np.mean(pair_coherence, axis=0) ** 2
 
 
 # -- streaming tracker ----------------------------------------------------------------------
@@ -530,6 +528,10 @@ TRACK_LAG_SAMPLES = 3
 #: Line pairs (at most) and averaging time used to choose the echo automatically.
 SELECTION_PAIRS = 256
 SELECTION_ENSEMBLE_S = 0.02
+#: Times the automatically chosen window is moved to the energy centroid of its echo, and
+#: the least selection score (relative to the chosen window's) a move may reach.
+CENTRING_STEPS = 3
+CENTRING_MIN_SCORE = 0.5
 #: after the echo is chosen, each call also tracks this many blocks' worth of held-back lines
 CATCH_UP_BLOCKS = 2
 
@@ -574,9 +576,8 @@ def _track_kernel(lines, mode, carrier, taps, dec, half, use_ncc, use_phase, sta
     at home + d). The next displacement is predicted at constant velocity (scaled by the
     squared quality of the last match, so noise cannot build up speed); NCC searches
     ``max_lag`` around it for the first two lines, then ``track_lag`` (what acceleration can
-    change in one line). The phase estimate is unwrapped around the prediction unless the
-    NCC shift disagrees by more than one wrap (then around the NCC shift). Per line only the
-    searched IQ samples are made (``_fill``).
+    change in one line). The phase estimate is unwrapped around the NCC shift. Per line only
+    the searched IQ samples are made (``_fill``).
     """
     n_lines = lines.shape[0]
     n = buf_env.shape[0]
@@ -604,10 +605,9 @@ def _track_kernel(lines, mode, carrier, taps, dec, half, use_ncc, use_phase, sta
                 lag = int(math.floor(coarse + 0.5))
                 phase, peak, depth_phase = _phase_at(ref_iq, buf_iq, ref_start + lag)
                 fine, wrap = _phase_shift(phase, depth_phase, lag, f0_cycles_per_sample)
-                # around the prediction once the velocity is known, else around the NCC shift
-                shift = _unwrap_to(fine, expected if state[4] >= 2.0 else coarse, wrap)
-                if abs(shift - coarse) > wrap:
-                    shift = _unwrap_to(fine, coarse, wrap)
+                # around the NCC shift: the prediction can be off by more than half a wrap
+                # when the speed changes by more than v_Nyq from one line to the next
+                shift = _unwrap_to(fine, coarse, wrap)
         else:
             _fill(lines, i, mode, carrier, taps, dec, half, ref_start, ref_start + w, buf_iq, buf_env)
             phase, _, depth_phase = _phase_at(ref_iq, buf_iq, ref_start)
@@ -657,7 +657,7 @@ class MotionTracker:
         ``meta.nyquist_velocity_m_s``) or "ncc" (envelope NCC only). Envelope input carries
         no phase and always uses "ncc".
     track_depth_m : depth of the echo to follow; None chooses the strongest moving echo
-        (:func:`strongest_moving_echo`) from the first ``select_s`` seconds of lines.
+        (:func:`moving_echo_score`, centred on its energy) from the first ``select_s`` seconds of lines.
     window_m : axial length of the tracked window, metres.
     max_velocity_m_s : largest speed searched by NCC between two lines (first lines).
     max_acceleration_m_s2 : largest change of speed searched around the constant-velocity
@@ -813,25 +813,55 @@ class MotionTracker:
     def _choose_echo(self) -> None:
         """Choose the echo to track from the first ``select_lines`` lines held back (all of
         them at the end of a shorter stream), so that the choice does not depend on how the
-        lines were cut into blocks."""
+        lines were cut into blocks; then centre the window on it (:meth:`_centre_on_energy`)."""
         n = min(sum(p[0].shape[0] for p in self._pending), self.select_lines)
-        guard = self._window // 2 + 1
         if self._mode == MODE_ENVELOPE:  # no phase: the bright echo whose amplitude changes most
             env = self._held_lines(np.arange(n)).astype(np.float64)
             power = ndimage.uniform_filter1d(np.mean(env**2, axis=0), self._window)
             change = ndimage.uniform_filter1d(np.std(env, axis=0), self._window)
             score = power * change
-            centre = int(guard + np.argmax(score[guard : self._n_iq - guard]))
         else:  # at most SELECTION_PAIRS line pairs, spread over the selection time
             stride = max(1, (n - 1) // SELECTION_PAIRS)
             first = np.arange(0, n - 1, stride)
             iq_a, _, _ = to_iq(self._held_lines(first), self.meta)
             iq_b, _, _ = to_iq(self._held_lines(first + 1), self.meta)
             ensemble = max(1, int(round(SELECTION_ENSEMBLE_S * self.meta.prf_hz / stride)))
-            centre = strongest_moving_echo(
-                iq_a, iq_b, self.meta.prf_hz, self.meta.f0_hz, self.meta.c_m_s, self._window, guard, ensemble
-            )
-        self._set_home(centre)
+            score = moving_echo_score(iq_a, iq_b, self.meta.prf_hz, self.meta.f0_hz, self.meta.c_m_s, self._window,
+                                      ensemble)
+        guard = self._window // 2 + 1  # window and its first search inside the line
+        centre = int(guard + np.argmax(score[guard : self._n_iq - guard]))
+        self._set_home(self._centre_on_energy(centre, score, guard))
+
+    def _centre_on_energy(self, centre: int, score: np.ndarray, guard: int) -> int:
+        """Centre (IQ sample) of the window moved onto the energy of its echo in the first line.
+
+        The selection scores fixed depth windows over many lines, so the best one may hold
+        only the edge of its echo at the first line, the line the trace is relative to. The
+        window is moved to the centroid of ``|IQ|^2`` (envelope^2) inside it, up to
+        ``CENTRING_STEPS`` times, so that the reported depth is the echo's; a move is taken
+        only where ``score`` (n_iq,), the selection score, stays at least
+        ``CENTRING_MIN_SCORE`` times its value at the chosen centre, so that the window is
+        not pulled off a moving echo onto a brighter neighbour that moves otherwise.
+        The centre stays ``guard`` samples inside the line.
+        """
+        line = self._held_lines(np.array([0]))
+        if self._mode == MODE_ENVELOPE:
+            energy = line[0].astype(np.float64) ** 2
+        else:
+            energy = np.abs(to_iq(line, self.meta)[0][0]).astype(np.float64) ** 2
+        w = self._window
+        floor = CENTRING_MIN_SCORE * score[centre]
+        for _ in range(CENTRING_STEPS):
+            start = centre - w // 2
+            seg = energy[start : start + w]
+            if not seg.sum() > 0:
+                break
+            moved = int(round(start + float(np.sum(seg * np.arange(w))) / seg.sum()))
+            moved = min(max(moved, guard), self._n_iq - guard - 1)
+            if moved == centre or score[moved] < floor:
+                break
+            centre = moved
+        return centre
 
     def _start(self, first_line: np.ndarray) -> None:
         """The first line becomes the reference (displacement 0); the reported depth is the

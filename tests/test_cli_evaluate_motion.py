@@ -101,3 +101,17 @@ def test_process_short_recording_still_gets_a_trace(tmp_path, capsys):
     # the report says why there is no rate rather than a silent null
     assert "heart rate needs at least 3 s" in out["rates"]["note"]
     assert "breathing rate needs at least 10 s" in out["rates"]["note"]
+
+
+def test_evaluate_effusion_view_scores_the_echo_it_tracks(tmp_path, capsys):
+    """sample_data/sinusoid.h5's view: the automatically chosen echo is the lung line, and
+    the reported depth is its own, so the file truth sampled there is the lung's motion (it
+    once reported the fluid above it: 816 um, every line a 'failure'). What is left is the 1 mm
+    grid: the truth is interpolated between a fluid point and a lung point (about 10 um)."""
+    sim = simulate("sinusoid", seconds=3.0, prf_hz=400.0, fs_hz=16e6, depth_m=0.04, seed=1)
+    path = tmp_path / "effusion.h5"
+    write_recording(path, sim.meta, sim.lines, timestamps_s=sim.timestamps_s, truth=sim.truth)
+    assert main(["evaluate", "--task", "motion", "--data", str(path), "--json"]) == 0
+    for r in json.loads(capsys.readouterr().out)["results"]:
+        assert r["failure_rate"] == 0.0
+        assert r["rmse_m"] < 20e-6

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import collections
 import math
+import os
 import queue
+import sys
 import threading
 import time
 from pathlib import Path
@@ -37,6 +39,15 @@ from mmode.app.ring import LineRing
 MAX_RING_BYTES = 256 * 1024 * 1024
 #: ``latency_recent_ms`` covers the last RECENT_S to 2 * RECENT_S seconds.
 RECENT_S = 5.0
+
+
+def lower_thread_priority(nice: int) -> None:
+    """Make the calling thread ``nice`` steps nicer (Linux, where a thread has its own nice
+    value; elsewhere, or when ``nice <= 0``, nothing). Raising it back needs privileges."""
+    if nice <= 0 or not sys.platform.startswith("linux"):
+        return
+    tid = threading.get_native_id()
+    os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
 
 
 class Histogram:
@@ -203,6 +214,9 @@ class Engine:
     max_block_lines : most lines processed in one call (default 50 ms of lines, >= 64); a
         backlog is processed in blocks this large, which costs less per line than many small ones.
     max_results : results kept for consumers; older ones are dropped and counted.
+    worker_nice : niceness added to both engine threads (Linux; elsewhere ignored). A
+        display passes a positive value so that drawing keeps the CPU under load: processing
+        then falls behind and skips to the newest lines (counted as dropped) instead.
     """
 
     def __init__(
@@ -215,6 +229,7 @@ class Engine:
         max_latency_s: float = 0.25,
         max_block_lines: int | None = None,
         max_results: int = 512,
+        worker_nice: int = 0,
     ) -> None:
         if pipeline is None:
             from mmode.app.pipeline import Pipeline, PipelineSettings
@@ -224,6 +239,7 @@ class Engine:
         self.pipeline = pipeline
         self.ring_seconds = float(ring_seconds)
         self.max_latency_s = float(max_latency_s)
+        self.worker_nice = int(worker_nice)
         self._max_block_lines = max_block_lines
         self._results: collections.deque = collections.deque(maxlen=max_results)
         self._results_appended = 0
@@ -444,6 +460,7 @@ class Engine:
         self._expected_seq = block.seq + block.n_lines
 
     def _acquire_loop(self) -> None:
+        lower_thread_priority(self.worker_nice)
         while not self._ready.is_set():
             if self._stop.wait(0.05):
                 return
@@ -480,6 +497,7 @@ class Engine:
         self.pipeline.prepare(self.meta, n_samples)
 
     def _process_loop(self) -> None:
+        lower_thread_priority(self.worker_nice)
         try:
             self._prepare_warm()
         except BaseException as exc:

@@ -24,6 +24,9 @@ from mmode.ingest.stream import DEFAULT_PORT as DEFAULT_STREAM_PORT
 
 #: Backlog (s of lines) a file may build up before the engine skips to the newest lines.
 FILE_BACKLOG_S = 2.0
+#: Niceness of the engine's threads under the window: on two cores the drawing thread would
+#: otherwise wait for the CPU behind processing (frame time p95 about 1.5 ms longer at 2 kHz).
+ENGINE_NICE = 10
 
 
 @dataclass(frozen=True)
@@ -68,8 +71,9 @@ def make_engine(spec: SourceSpec, settings):
 
     if spec.kind == "file":
         # review wants every line of a file: allow a longer backlog before skipping to the newest
-        return Engine(make_source(spec), settings, ring_seconds=FILE_BACKLOG_S * 2, max_latency_s=FILE_BACKLOG_S)
-    return Engine(make_source(spec), settings)
+        return Engine(make_source(spec), settings, ring_seconds=FILE_BACKLOG_S * 2, max_latency_s=FILE_BACKLOG_S,
+                      worker_nice=ENGINE_NICE)
+    return Engine(make_source(spec), settings, worker_nice=ENGINE_NICE)
 
 
 def classifier_name(choice: str, shipped: list[str] | None = None) -> str | None:

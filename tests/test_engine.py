@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -374,3 +377,24 @@ def test_sim_source_fast_enough_renders_live_and_refuses_an_oversize_loop():
     huge = SimSource("no_contact", prf_hz=20000.0, n_samples=2048, precompute_s=3600.0)  # 295 GB of lines
     with pytest.raises(DataError, match=f"{sources.MAX_PRECOMPUTE_BYTES >> 20} MiB"):
         huge.open()
+
+
+
+class NicenessPipeline(RecordingPipeline):
+    """Notes the nice value of the thread that processes."""
+
+    def process(self, block: LineBlock) -> Out:
+        self.nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        return super().process(block)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are a Linux feature")
+def test_worker_nice_lowers_the_engine_threads_only():
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    pipe = NicenessPipeline()
+    run_to_end(Engine(ArraySource(META, seq_lines(200), block_lines=50), pipeline=pipe, worker_nice=3))
+    assert pipe.nice == min(19, before + 3)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before  # the caller is untouched
+    pipe = NicenessPipeline()
+    run_to_end(Engine(ArraySource(META, seq_lines(200), block_lines=50), pipeline=pipe))
+    assert pipe.nice == before

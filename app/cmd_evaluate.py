@@ -55,7 +55,8 @@ def evaluate_motion(rec, estimator: str, track_depth_m: float | None = None, blo
     """Score one estimator of :class:`~mmode.dsp.motion.MotionTracker` on a recording.
 
     ``rec`` is an open :class:`~mmode.ingest.recording.Recording` with ground truth. The
-    truth is linearly interpolated along depth at the tracked depth. Returns a JSON-safe
+    truth is linearly interpolated at the tracked depth between its two neighbours in
+    ``/truth/depths_m`` (increasing, not necessarily uniform). Returns a JSON-safe
     dict: estimator, depth_m, n_lines, rmse_m, bias_m, max_abs_error_m, failure_rate,
     failure_threshold_m, lines_per_s (tracker throughput), peak_truth_speed_m_s,
     nyquist_velocity_m_s, rates (estimated trace) and truth_rates (true trace).
@@ -91,9 +92,12 @@ def evaluate_motion(rec, estimator: str, track_depth_m: float | None = None, blo
     if not depths[0] <= z <= depths[-1]:
         want = f"truth depths covering the tracked depth {z:.4f} m"
         raise DataError(describe(rec.source, want, f"{depths[0]:.4f}..{depths[-1]:.4f} m"))
-    k = int(np.clip(np.searchsorted(depths, z) - 1, 0, depths.shape[0] - 2))
-    w = (z - depths[k]) / (depths[k + 1] - depths[k])
-    true = (1 - w) * disp[:, k] + w * disp[:, k + 1]
+    k = int(np.searchsorted(depths, z))  # depths[k - 1] < z <= depths[k]
+    if depths[k] == z:
+        true = disp[:, k]
+    else:
+        w = (z - depths[k - 1]) / (depths[k] - depths[k - 1])
+        true = (1 - w) * disp[:, k - 1] + w * disp[:, k]
     err = est - true
     threshold_m = meta.c_m_s / (4 * meta.f0_hz) if meta.f0_hz > 0 else math.inf
     return {

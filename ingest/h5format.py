@@ -9,7 +9,8 @@ Layout (contract, see docs/format.md):
 - optional ``/timestamps_s`` (n_lines,) float64;
 - optional ``/annotations/{start_line,end_line,label}`` (label utf-8);
 - optional ``/truth/labels`` (n_lines,) int with attribute ``classes``,
-  ``/truth/depths_m`` (n_depths,), ``/truth/displacement_m`` (n_lines, n_depths).
+  ``/truth/depths_m`` (n_depths,) finite and strictly increasing (not necessarily uniform),
+  ``/truth/displacement_m`` (n_lines, n_depths).
 
 The append-mode writer uses HDF5 single-writer/multiple-reader (SWMR) mode, so a file whose
 writer was killed still opens with every line up to the last flush.
@@ -114,6 +115,20 @@ def _write_annotations(f: h5py.File, annotations: list[Annotation] | tuple[Annot
     g.create_dataset("label", data=[a.label for a in annotations], dtype=h5py.string_dtype("utf-8"))
 
 
+def _check_depths(depths_m: np.ndarray, path: str) -> None:
+    """Raise FormatError unless the truth depths (n_depths,) are at least one, finite and
+    strictly increasing."""
+    if depths_m.shape[0] == 0:
+        raise FormatError(describe(f"{path}:/truth/depths_m", "at least one depth", "none"))
+    if not np.all(np.isfinite(depths_m)):
+        raise FormatError(describe(f"{path}:/truth/depths_m", "finite depths", "NaN or Inf"))
+    steps = np.diff(depths_m)
+    if np.any(steps <= 0):
+        k = int(np.flatnonzero(steps <= 0)[0])
+        got = f"depths_m[{k}] = {depths_m[k]:g} m, depths_m[{k + 1}] = {depths_m[k + 1]:g} m"
+        raise FormatError(describe(f"{path}:/truth/depths_m", "strictly increasing depths", got))
+
+
 def _check_truth(truth: Truth, n_lines: int, path: str) -> None:
     labels, depths = np.asarray(truth.labels), np.asarray(truth.depths_m)
     disp_shape = np.shape(truth.displacement_m)
@@ -121,6 +136,7 @@ def _check_truth(truth: Truth, n_lines: int, path: str) -> None:
         raise FormatError(describe(f"{path}:/truth/labels", f"shape ({n_lines},)", labels.shape))
     if depths.ndim != 1:
         raise FormatError(describe(f"{path}:/truth/depths_m", "shape (n_depths,)", depths.shape))
+    _check_depths(depths.astype(np.float64), path)
     if disp_shape != (n_lines, depths.shape[0]):
         raise FormatError(describe(f"{path}:/truth/displacement_m", f"shape ({n_lines}, {depths.shape[0]})", disp_shape))
 
@@ -332,10 +348,12 @@ def _truth_loader(f: h5py.File, path: str, n_lines: int):
         labels = np.asarray(g["labels"][()], dtype=np.int64)
         if labels.size and (labels.min() < 0 or labels.max() >= len(classes)):
             raise FormatError(describe(f"{path}:/truth/labels", f"values in [0, {len(classes)})", (labels.min(), labels.max())))
+        depths = np.asarray(g["depths_m"][()], dtype=np.float64)
+        _check_depths(depths, path)
         return Truth(
             labels=labels,
             classes=classes,
-            depths_m=np.asarray(g["depths_m"][()], dtype=np.float64),
+            depths_m=depths,
             displacement_m=np.asarray(g["displacement_m"][()], dtype=np.float64),
         )
 

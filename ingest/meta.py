@@ -184,9 +184,12 @@ class Truth:
 
     labels : (n_lines,) int, index into ``classes``.
     classes : class names (normally :data:`CLASSES`).
-    depths_m : (n_depths,) depths at which displacement is given, metres.
+    depths_m : (n_depths,) depths at which displacement is given, metres, strictly
+        increasing but not necessarily uniform (the simulator adds the depths of the
+        interfaces to a 1 mm grid); read by linear interpolation between them.
     displacement_m : (n_lines, n_depths) float, axial displacement in metres relative to
-        the first line (positive = away from the probe).
+        the first line (positive = away from the probe) of the tissue found at
+        ``depths_m`` in the first line (Lagrangian).
     """
 
     labels: np.ndarray

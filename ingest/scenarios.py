@@ -140,6 +140,14 @@ class Scene:
         """Absolute axial displacement ``d(z, t)``, shape (len(t_s), len(z_m)), metres."""
         return self.motion(np.asarray(t_s, dtype=np.float64)).waves @ self.profiles(z_m).T
 
+    def breakpoints_m(self) -> np.ndarray:
+        """Node depths of every profile ``P_j``, sorted and unique, (n_nodes,) metres.
+
+        Between consecutive breakpoints every ``P_j``, hence ``d(z, t)``, is linear in ``z``;
+        beyond the first and last it is constant.
+        """
+        return np.unique(np.concatenate([nz for nz, _ in self.profile_nodes]))
+
 
 class _Points:
     """Accumulates point reflectors while a scene is built."""

@@ -57,7 +57,10 @@ RENDER_CHUNK_LINES = 1024
 MAX_RECORDING_BYTES = 2 << 30
 #: Largest line :func:`simulate` makes, samples.
 MAX_SAMPLES = 1 << 18
+#: Spacing of the uniform part of the truth grid, metres.
 TRUTH_STEP_M = 1e-3
+#: Distance below the top of a fold of the truth grid's depth there, metres.
+FOLD_STEP_M = 1e-6
 FULL_SCALE_FRACTION = 0.7
 _CAL_LINES = 16
 _CAL_SPAN_S = 4.0
@@ -174,7 +177,8 @@ class SimResult:
 
     meta : acquisition metadata (kind "rf").
     lines : (n_lines, n_samples) int16 RF.
-    truth : per-line labels and axial displacement on a 1 mm depth grid.
+    truth : per-line labels and axial displacement on a depth grid (every 1 mm plus the
+        line-0 depth of every kink of the displacement profile, see :func:`_truth_depths`).
     timestamps_s : (n_lines,) float64 acquisition times, seconds.
     annotations : labelled spans (one per segment for :func:`simulate_sequence`).
     """
@@ -303,7 +307,8 @@ class _Quantiser:
 
 @dataclass
 class _Setup:
-    """Everything fixed before the first line: metadata, scene, noise level, truth grid."""
+    """Everything fixed before the first line: metadata, scene, noise level, truth grid
+    (``depths_m``, see :func:`_truth_depths`)."""
 
     meta: AcquisitionMeta
     n_samples: int
@@ -330,23 +335,70 @@ class _Setup:
         return Truth(labels=labels, classes=CLASSES, depths_m=self.depths_m, displacement_m=disp.astype(np.float32))
 
 
-def _line0_rest_depths(scene: Scene, depths_m: np.ndarray) -> np.ndarray:
-    """Rest depths of the tissue found at ``depths_m`` at t = 0: solve ``z + d(z, 0) = depths_m``.
+def _line0_map(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
+    """Knots ``(y, z)`` (n_knots,) metres of the map from line-0 depth ``y`` to the rest depth
+    ``z`` of the tissue found there: linear between knots, ``y - z`` constant beyond the ends.
 
-    The scene moves tissue from its rest depth ``z`` to ``z + d(z, t)``; inverted on a
-    0.05 mm grid (made monotonic, as tissue does not fold), then interpolated.
+    The scene moves tissue from its rest depth ``z`` to ``z + d(z, t)``, and ``d(z, 0)`` is
+    linear in ``z`` between the profile breakpoints (:meth:`Scene.breakpoints_m`) and
+    constant beyond them, so the knots are the breakpoints at their line-0 depths. Where the
+    scene folds tissue at t = 0 (a cardiac view whose heart drifts up by more than the gap
+    between chest wall and RV wall: two rest depths at one line-0 depth), the shallower
+    tissue is the one found, down to the fold's top ``M``; the deeper tissue takes over just
+    below it. ``y`` is then ``M`` twice, with the fold top's ``z`` and then that of the first
+    deeper tissue at ``M``: ``y`` is non-decreasing and repeats exactly at each fold.
     """
-    span = np.abs(scene.displacement_m(depths_m, np.zeros(1))).max() + 1e-3
-    z = np.arange(depths_m.min() - span, depths_m.max() + span, 5e-5)
-    y = np.maximum.accumulate(z + scene.displacement_m(z, np.zeros(1))[0])
-    return np.interp(depths_m, y, z)
+    zn = scene.breakpoints_m()
+    yn = zn + scene.displacement_m(zn, np.zeros(1))[0]
+    ys, zs = [yn[0]], [zn[0]]
+    for i in range(1, zn.shape[0]):
+        top = ys[-1]
+        if yn[i] <= top:  # hidden under shallower tissue
+            continue
+        if yn[i - 1] < top:  # rising out of a fold: the tissue at line-0 depth `top` below it
+            zs.append(zn[i - 1] + (top - yn[i - 1]) / (yn[i] - yn[i - 1]) * (zn[i] - zn[i - 1]))
+            ys.append(top)
+        ys.append(yn[i])
+        zs.append(zn[i])
+    return np.asarray(ys), np.asarray(zs)
+
+
+def _line0_rest_depths(scene: Scene, depths_m: np.ndarray) -> np.ndarray:
+    """Rest depths (n,) metres of the tissue found at line-0 depths ``depths_m`` (n,): the
+    exact solution of ``z + d(z, 0) = depths_m`` (the shallower one in a fold, see
+    :func:`_line0_map`). Exact for any set of depths, a single one included."""
+    y = np.asarray(depths_m, dtype=np.float64)
+    ys, zs = _line0_map(scene)
+    if ys.shape[0] == 1:
+        return y - (ys[0] - zs[0])
+    k = np.clip(np.searchsorted(ys, y) - 1, 0, ys.shape[0] - 2)  # ys[k] < y <= ys[k + 1]
+    z = zs[k] + (y - ys[k]) * (zs[k + 1] - zs[k]) / (ys[k + 1] - ys[k])
+    z = np.where(y < ys[0], y - (ys[0] - zs[0]), z)
+    return np.where(y > ys[-1], y - (ys[-1] - zs[-1]), z)
 
 
 def _displacement_since_line0(scene: Scene, depths_m: np.ndarray, t_s: np.ndarray) -> np.ndarray:
     """(len(t_s), len(depths_m)) axial displacement since t = 0 of the tissue that sits at
-    ``depths_m`` at t = 0 (Lagrangian, indexed by line-0 depth), metres."""
+    ``depths_m`` at t = 0 (Lagrangian, indexed by line-0 depth), metres; exact for any depths."""
     z = _line0_rest_depths(scene, depths_m)
     return scene.displacement_m(z, t_s) - scene.displacement_m(z, np.zeros(1))
+
+
+def _truth_depths(scene: Scene, line_depth_m: float) -> np.ndarray:
+    """Truth grid (n_depths,) metres, strictly increasing: every ``TRUTH_STEP_M`` from 0,
+    ``line_depth_m`` (the last sample), the line-0 depth of every profile breakpoint in that
+    span and, at a fold, a depth ``FOLD_STEP_M`` below its top.
+
+    The breakpoints are where the truth has a kink (the interfaces: pericardium, lung line,
+    pleura) and a fold's top is where it jumps; in between it is linear in line-0 depth, so
+    linear interpolation on this grid gives the exact truth at any depth of the line but
+    within ``FOLD_STEP_M`` below a fold's top.
+    """
+    ys, _ = _line0_map(scene)
+    folds = ys[1:][np.diff(ys) == 0] + FOLD_STEP_M
+    uniform = np.arange(0.0, line_depth_m + 1e-12, TRUTH_STEP_M)
+    extra = np.concatenate((ys, folds, [line_depth_m]))
+    return np.union1d(uniform, extra[(extra >= 0.0) & (extra <= line_depth_m)])
 
 
 def _setup(
@@ -399,8 +451,7 @@ def _setup(
     scene = build_scene(scenario, np.random.default_rng([seed, 0x5CE7E]), line_depth_m, heart, breath, alpha)
     renderer = _Renderer(scene, meta, n_samples, bandwidth)
     quantiser = _Quantiser(renderer, snr_db, seed)
-    depths = np.arange(0.0, line_depth_m + 1e-12, TRUTH_STEP_M)
-    return _Setup(meta, n_samples, renderer, quantiser, depths)
+    return _Setup(meta, n_samples, renderer, quantiser, _truth_depths(scene, line_depth_m))
 
 
 def _rates(scenario: str, rate_per_min: float | None, breath_per_min: float | None) -> tuple[float, float]:
@@ -477,7 +528,8 @@ def simulate(
     Returns
     -------
     SimResult with int16 lines (n_lines, n_samples), truth (labels per line; axial
-    displacement relative to line 0 on a 1 mm grid, positive away from the probe) and
+    displacement relative to line 0, positive away from the probe, on a grid of every 1 mm
+    plus the profile's kinks, exact under linear interpolation) and
     timestamps ``i / prf_hz``. Raises UsageError for impossible parameters.
     """
     setup = _setup(
@@ -523,7 +575,8 @@ def simulate_sequence(
     views share chest wall, pleura and breathing phase and the change is seamless; time,
     heartbeat and breathing run on across segments. The noise level and int16 scale are
     calibrated on the first segment. Truth displacement is relative to the first line of the
-    recording; ``annotations`` holds one span per segment labelled with its class.
+    recording, on the union of every segment's truth grid; ``annotations`` holds one span
+    per segment labelled with its class.
     ``rate_per_min`` applies to every segment as that scenario's main rhythm.
     """
     if not segments:
@@ -547,23 +600,27 @@ def simulate_sequence(
     counts = [_n_lines(sec, first.meta.prf_hz, first.n_samples) for _, sec in segments]
     if sum(counts) * first.n_samples * 2 > MAX_RECORDING_BYTES:
         raise UsageError(f"{sum(counts)} lines x {first.n_samples} samples exceeds the in-memory limit")
+    setups = [first] + [_setup(scenario, rate_per_min=rate_per_min, **params) for scenario, _ in segments[1:]]
+    # every segment's kinks: the grid stays exact under linear interpolation in each segment
+    depths = first.depths_m
+    for seg in setups[1:]:
+        depths = np.union1d(depths, seg.depths_m)
     lines = np.empty((sum(counts), first.n_samples), dtype=np.int16)
     labels = np.empty(sum(counts), dtype=np.int64)
-    disp = np.empty((sum(counts), first.depths_m.shape[0]), dtype=np.float32)
+    disp = np.empty((sum(counts), depths.shape[0]), dtype=np.float32)
     annotations = []
     start = 0
-    for (scenario, _), n in zip(segments, counts):
-        seg = first if start == 0 else _setup(scenario, rate_per_min=rate_per_min, **params)
+    for (scenario, _), n, seg in zip(segments, counts, setups):
         t_s = np.arange(start, start + n, dtype=np.float64) / first.meta.prf_hz
         lines[start : start + n] = seg.lines(start, n, quantiser=first.quantiser)
         scene = seg.renderer.scene
-        disp[start : start + n] = _displacement_since_line0(scene, first.depths_m, t_s)
+        disp[start : start + n] = _displacement_since_line0(scene, depths, t_s)
         labels[start : start + n] = scene.motion(t_s).labels
         annotations.append(Annotation(start, start + n, SCENARIOS[scenario].label))
         start += n
     names = " -> ".join(f"{s} {sec:g} s" for s, sec in segments)
     meta = first.meta.replace(description=f"simulated sequence {names}, seed {seed}, SNR {snr_db:g} dB")
-    truth = Truth(labels=labels, classes=CLASSES, depths_m=first.depths_m, displacement_m=disp)
+    truth = Truth(labels=labels, classes=CLASSES, depths_m=depths, displacement_m=disp)
     t_all = np.arange(start, dtype=np.float64) / first.meta.prf_hz
     return SimResult(meta, lines, truth, t_all, tuple(annotations))
 

@@ -508,6 +508,16 @@ def moving_echo_score(
     Returns (n_samples,) float64, arbitrary units (power x velocity^2). Beyond the aliasing
     velocity the Kasai ``v`` wraps, so the score is only a rough guide there.
     """
+    summed, pair_coherence, v = _echo_terms(iq_a, iq_b, prf_hz, f0_hz, c_m_s, window_samples, ensemble)
+    tiny = np.finfo(np.float64).tiny
+    v_ms = np.sum(pair_coherence * v**2, axis=0) / np.maximum(np.sum(pair_coherence, axis=0), tiny)
+    return np.mean(summed, axis=0) * v_ms * np.mean(pair_coherence, axis=0) ** 2
+
+
+def _echo_terms(iq_a, iq_b, prf_hz, f0_hz, c_m_s, window_samples, ensemble):
+    """Per pair and depth (n_pairs, n_samples) float64 each: the correlated power ``|mean R1|``,
+    the coherence ``|sum R1| / sum |R1|`` and the Kasai velocity (m/s) of the window and
+    ensemble averaged lag-one autocorrelation; see :func:`moving_echo_score`."""
     tiny = np.finfo(np.float64).tiny
     r1 = np.conj(iq_a).astype(np.complex128) * iq_b
     size = (max(1, min(int(ensemble), r1.shape[0])), int(window_samples))
@@ -516,8 +526,7 @@ def moving_echo_score(
     summed = np.hypot(re, im)
     pair_coherence = summed / np.maximum(ndimage.uniform_filter(np.abs(r1), size=size, mode="nearest"), tiny)
     v = phase_to_displacement_m(np.arctan2(im, re), f0_hz, c_m_s) * prf_hz
-    v_ms = np.sum(pair_coherence * v**2, axis=0) / np.maximum(np.sum(pair_coherence, axis=0), tiny)
-    return np.mean(summed, axis=0) * v_ms * np.mean(pair_coherence, axis=0) ** 2
+    return summed, pair_coherence, v
 
 
 # -- streaming tracker ----------------------------------------------------------------------
@@ -657,7 +666,8 @@ class MotionTracker:
         ``meta.nyquist_velocity_m_s``) or "ncc" (envelope NCC only). Envelope input carries
         no phase and always uses "ncc".
     track_depth_m : depth of the echo to follow; None chooses the strongest moving echo
-        (:func:`moving_echo_score`, centred on its energy) from the first ``select_s`` seconds of lines.
+        (:func:`moving_echo_score`, found and centred at the first line) from the first
+        ``select_s`` seconds of lines.
     window_m : axial length of the tracked window, metres.
     max_velocity_m_s : largest speed searched by NCC between two lines (first lines).
     max_acceleration_m_s2 : largest change of speed searched around the constant-velocity
@@ -804,7 +814,7 @@ class MotionTracker:
         return self._run(lines[:take], t_s[:take])
 
     def _held_lines(self, index: np.ndarray) -> np.ndarray:
-        """(len(index), n_samples) held-back lines at positions ``index`` (ascending), copied
+        """(len(index), n_samples) held-back lines at positions ``index`` (any order), copied
         from their blocks without joining every held-back line."""
         starts = np.cumsum([0] + [p[0].shape[0] for p in self._pending])
         block = np.searchsorted(starts, index, side="right") - 1
@@ -813,44 +823,65 @@ class MotionTracker:
     def _choose_echo(self) -> None:
         """Choose the echo to track from the first ``select_lines`` lines held back (all of
         them at the end of a shorter stream), so that the choice does not depend on how the
-        lines were cut into blocks; then centre the window on it (:meth:`_centre_on_energy`)."""
+        lines were cut into blocks; then find it in the first line, the line the trace is
+        relative to.
+
+        The score rates fixed depth windows over the selection time, but the echo that fills
+        the best window most of that time may lie elsewhere at the first line (a lung line
+        that swings 2 mm further up, a pericardium caught in systole: the window then held
+        fluid or deep speckle there, and the trace was the echo's motion, offset, scored
+        against that tissue's). So the window is centred on its echo
+        (:meth:`_centre_on_energy`) at the selection line where the echo fills it best
+        (largest correlated power x coherence^2 in the window; power for envelope input), that
+        echo is tracked back to the first line (:meth:`_track_back`) and centred there again.
+        """
         n = min(sum(p[0].shape[0] for p in self._pending), self.select_lines)
+        guard = self._window // 2 + 1  # window and its first search inside the line
         if self._mode == MODE_ENVELOPE:  # no phase: the bright echo whose amplitude changes most
-            env = self._held_lines(np.arange(n)).astype(np.float64)
+            first = np.arange(n)
+            env = self._held_lines(first).astype(np.float64)
             power = ndimage.uniform_filter1d(np.mean(env**2, axis=0), self._window)
             change = ndimage.uniform_filter1d(np.std(env, axis=0), self._window)
             score = power * change
+            centre = int(guard + np.argmax(score[guard : self._n_iq - guard]))
+            fill = ndimage.uniform_filter1d(env**2, self._window, axis=1)[:, centre]
         else:  # at most SELECTION_PAIRS line pairs, spread over the selection time
             stride = max(1, (n - 1) // SELECTION_PAIRS)
             first = np.arange(0, n - 1, stride)
             iq_a, _, _ = to_iq(self._held_lines(first), self.meta)
             iq_b, _, _ = to_iq(self._held_lines(first + 1), self.meta)
             ensemble = max(1, int(round(SELECTION_ENSEMBLE_S * self.meta.prf_hz / stride)))
+            summed, coherence, _ = _echo_terms(iq_a, iq_b, self.meta.prf_hz, self.meta.f0_hz, self.meta.c_m_s,
+                                               self._window, ensemble)
             score = moving_echo_score(iq_a, iq_b, self.meta.prf_hz, self.meta.f0_hz, self.meta.c_m_s, self._window,
                                       ensemble)
-        guard = self._window // 2 + 1  # window and its first search inside the line
-        centre = int(guard + np.argmax(score[guard : self._n_iq - guard]))
-        self._set_home(self._centre_on_energy(centre, score, guard))
+            centre = int(guard + np.argmax(score[guard : self._n_iq - guard]))
+            fill = summed[:, centre] * coherence[:, centre] ** 2
+        line = int(first[np.argmax(fill)])
+        centre = self._centre_on_energy(centre, guard, line, score)
+        if line > 0:
+            centre = self._centre_on_energy(self._track_back(centre, line, guard), guard, 0)
+        self._set_home(centre)
 
-    def _centre_on_energy(self, centre: int, score: np.ndarray, guard: int) -> int:
-        """Centre (IQ sample) of the window moved onto the energy of its echo in the first line.
+    def _centre_on_energy(self, centre: int, guard: int, line: int, score: np.ndarray | None = None) -> int:
+        """Centre (IQ sample) of the window moved onto the energy of its echo in held-back ``line``.
 
         The selection scores fixed depth windows over many lines, so the best one may hold
-        only the edge of its echo at the first line, the line the trace is relative to. The
-        window is moved to the centroid of ``|IQ|^2`` (envelope^2) inside it, up to
-        ``CENTRING_STEPS`` times, so that the reported depth is the echo's; a move is taken
-        only where ``score`` (n_iq,), the selection score, stays at least
+        only the edge of its echo at a given line. The window is moved to the centroid of
+        ``|IQ|^2`` (envelope^2) inside it, up to ``CENTRING_STEPS`` times, so that the
+        reported depth is the echo's; with ``score`` (n_iq,), the selection score, a move is
+        taken only where it stays at least
         ``CENTRING_MIN_SCORE`` times its value at the chosen centre, so that the window is
         not pulled off a moving echo onto a brighter neighbour that moves otherwise.
         The centre stays ``guard`` samples inside the line.
         """
-        line = self._held_lines(np.array([0]))
+        line = self._held_lines(np.array([line]))
         if self._mode == MODE_ENVELOPE:
             energy = line[0].astype(np.float64) ** 2
         else:
             energy = np.abs(to_iq(line, self.meta)[0][0]).astype(np.float64) ** 2
         w = self._window
-        floor = CENTRING_MIN_SCORE * score[centre]
+        floor = -math.inf if score is None else CENTRING_MIN_SCORE * score[centre]
         for _ in range(CENTRING_STEPS):
             start = centre - w // 2
             seg = energy[start : start + w]
@@ -858,10 +889,32 @@ class MotionTracker:
                 break
             moved = int(round(start + float(np.sum(seg * np.arange(w))) / seg.sum()))
             moved = min(max(moved, guard), self._n_iq - guard - 1)
-            if moved == centre or score[moved] < floor:
+            if moved == centre or (score is not None and score[moved] < floor):
                 break
             centre = moved
         return centre
+
+    def _track_back(self, centre: int, line: int, guard: int) -> int:
+        """Centre (IQ sample) at the first line of the echo centred at ``centre`` in held-back
+        ``line``: the window is tracked from that line back to the first one with the
+        combined tracker (NCC on the envelope for envelope input), which does not alias.
+        The centre stays ``guard`` samples inside the line."""
+        w = self._window
+        home = min(max(centre - w // 2, 0), self._n_iq - w)
+        lines = self._held_lines(np.arange(line, -1, -1))
+        buf_iq = np.zeros(self._n_iq, np.complex64)
+        buf_env = np.zeros(self._n_iq, np.float32)
+        _fill(lines, 0, self._mode, self._carrier, self._taps, self._stride, self._half, home, home + w, buf_iq, buf_env)
+        ref_iq = buf_iq[home : home + w].copy()
+        ref_env = buf_env[home : home + w].copy()
+        state = np.array([home, 0.0, 0.0, 0.0, 0.0, 1.0])
+        out = np.empty(lines.shape[0])
+        _track_kernel(
+            lines, self._mode, self._carrier, self._taps, self._stride, self._half, True, self._mode != MODE_ENVELOPE,
+            state, ref_iq, ref_env, float(home), self._max_lag, self._track_lag, self._f0_cycles_per_sample,
+            self.keyframe_ncc, buf_iq, buf_env, out,
+        )
+        return min(max(int(round(centre + out[-1])), guard), self._n_iq - guard - 1)
 
     def _start(self, first_line: np.ndarray) -> None:
         """The first line becomes the reference (displacement 0); the reported depth is the

@@ -12,12 +12,13 @@ import math
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6.QtCore import QLineF, QRectF, Qt
+from PyQt6.QtCore import QLineF, QPointF
+from PyQt6.QtGui import QFont, QStaticText, QTransform
 
 #: Tick lengths in pixels, major and minor, pointing towards the labels.
 TICK_PX = (5, 3)
-#: Room given to one label, pixels.
-LABEL_WIDTH_PX = 80
+#: Labels kept laid out (a label scrolls past in seconds; this is minutes of them).
+MAX_CACHED_LABELS = 256
 
 
 def tick_values(lo: float, hi: float, spacing: float, offset: float = 0.0) -> np.ndarray:
@@ -39,6 +40,19 @@ class TimeAxis(pg.AxisItem):
 
     def __init__(self) -> None:
         super().__init__("bottom")
+        self._labels: dict[str, QStaticText] = {}  # laid out once: a label stays for seconds
+        self._labels_font = QFont()
+
+    def _label(self, text: str, font: QFont) -> QStaticText:
+        """``text`` laid out in ``font`` (kept: a label is drawn for seconds while it scrolls)."""
+        if font != self._labels_font or len(self._labels) >= MAX_CACHED_LABELS:
+            self._labels.clear()
+            self._labels_font = QFont(font)
+        label = self._labels.get(text)
+        if label is None:
+            label = self._labels[text] = QStaticText(text)
+            label.prepare(QTransform(), font)  # lays it out now, so that its size is known
+        return label
 
     def paint(self, painter, *args) -> None:
         view = self.linkedView()
@@ -63,8 +77,7 @@ class TimeAxis(pg.AxisItem):
         painter.setPen(self.textPen())
         spacing, offset = levels[0]
         top = TICK_PX[0] + self.style["tickTextOffset"][1]
-        height = self.size().height() - top
         for v in tick_values(lo, hi, spacing, offset):
-            x = span.left() + (v - lo) * x_of
-            painter.drawText(QRectF(x - LABEL_WIDTH_PX / 2, top, LABEL_WIDTH_PX, height),
-                             int(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop), tick_label(v, spacing))
+            label = self._label(tick_label(v, spacing), painter.font())
+            x = span.left() + (v - lo) * x_of - label.size().width() / 2
+            painter.drawStaticText(QPointF(x, top), label)

@@ -161,8 +161,13 @@ def _ncc_peak(ref, cur, start, lag_lo, lag_hi):
     """Best normalised cross-correlation of ``ref`` (W,) against ``cur[start+lag : +W]``.
 
     Lags ``lag_lo..lag_hi`` (inclusive) must keep the segment inside ``cur``. Returns
-    ``(shift, peak)``: the lag of the maximum refined by a parabola through its neighbours
-    (samples, float) and the parabola's value there (the interpolated NCC peak, <= 1).
+    ``(shift, peak)``: the lag of the chosen NCC maximum refined by a parabola through its
+    neighbours (samples, float) and the parabola's value there (the interpolated NCC peak,
+    <= 1). NCC ignores amplitude, so a faint echo shaped like the reference (any lone pulse
+    looks like a bright specular one) can match as well as the echo itself; of the local
+    NCC maxima, the one taken is the best by ``2 sum(a b) / (sum(a^2) + sum(b^2))`` (``a``,
+    ``b`` the mean-removed segments), NCC times the energy agreement
+    ``2 sqrt(Ea Eb) / (Ea + Eb)``. With a single maximum in the search it is the NCC maximum.
     """
     w = ref.shape[0]
     ref_mean = 0.0
@@ -174,6 +179,7 @@ def _ncc_peak(ref, cur, start, lag_lo, lag_hi):
         ref_ss += (ref[k] - ref_mean) ** 2
     n_lags = lag_hi - lag_lo + 1
     ncc = np.empty(n_lags)
+    similarity = np.empty(n_lags)
     for j in range(n_lags):
         s = start + lag_lo + j
         cur_mean = 0.0
@@ -188,9 +194,11 @@ def _ncc_peak(ref, cur, start, lag_lo, lag_hi):
             cur_ss += dc * dc
         den = math.sqrt(ref_ss * cur_ss)
         ncc[j] = cross / den if den > 0.0 else 0.0
-    best = 0
-    for j in range(1, n_lags):
-        if ncc[j] > ncc[best]:
+        similarity[j] = 2.0 * cross / (ref_ss + cur_ss) if den > 0.0 else 0.0
+    best = -1
+    for j in range(n_lags):
+        local_max = (j == 0 or ncc[j] >= ncc[j - 1]) and (j == n_lags - 1 or ncc[j] >= ncc[j + 1])
+        if local_max and (best < 0 or similarity[j] > similarity[best]):
             best = j
     frac = 0.0
     peak = ncc[best]

@@ -516,7 +516,11 @@ def moving_echo_score(
     Returns (n_samples,) float64, arbitrary units (power x velocity^2). Beyond the aliasing
     velocity the Kasai ``v`` wraps, so the score is only a rough guide there.
     """
-    summed, pair_coherence, v = _echo_terms(iq_a, iq_b, prf_hz, f0_hz, c_m_s, window_samples, ensemble)
+    return _score(*_echo_terms(iq_a, iq_b, prf_hz, f0_hz, c_m_s, window_samples, ensemble))
+
+
+def _score(summed, pair_coherence, v):
+    """:func:`moving_echo_score` (n_samples,) from the terms of :func:`_echo_terms`."""
     tiny = np.finfo(np.float64).tiny
     v_ms = np.sum(pair_coherence * v**2, axis=0) / np.maximum(np.sum(pair_coherence, axis=0), tiny)
     return np.mean(summed, axis=0) * v_ms * np.mean(pair_coherence, axis=0) ** 2
@@ -859,10 +863,9 @@ class MotionTracker:
             iq_a, _, _ = to_iq(self._held_lines(first), self.meta)
             iq_b, _, _ = to_iq(self._held_lines(first + 1), self.meta)
             ensemble = max(1, int(round(SELECTION_ENSEMBLE_S * self.meta.prf_hz / stride)))
-            summed, coherence, _ = _echo_terms(iq_a, iq_b, self.meta.prf_hz, self.meta.f0_hz, self.meta.c_m_s,
+            summed, coherence, v = _echo_terms(iq_a, iq_b, self.meta.prf_hz, self.meta.f0_hz, self.meta.c_m_s,
                                                self._window, ensemble)
-            score = moving_echo_score(iq_a, iq_b, self.meta.prf_hz, self.meta.f0_hz, self.meta.c_m_s, self._window,
-                                      ensemble)
+            score = _score(summed, coherence, v)
             centre = int(guard + np.argmax(score[guard : self._n_iq - guard]))
             fill = summed[:, centre] * coherence[:, centre] ** 2
         line = int(first[np.argmax(fill)])

@@ -351,15 +351,21 @@ def _line0_map(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
     zn = scene.breakpoints_m()
     yn = zn + scene.displacement_m(zn, np.zeros(1))[0]
     ys, zs = [yn[0]], [zn[0]]
+    hidden = False  # the previous breakpoint lies under shallower tissue
     for i in range(1, zn.shape[0]):
         top = ys[-1]
-        if yn[i] <= top:  # hidden under shallower tissue
+        if yn[i] <= top:
+            hidden = True
             continue
-        if yn[i - 1] < top:  # rising out of a fold: the tissue at line-0 depth `top` below it
+        if hidden:  # rising out of a fold: the tissue at line-0 depth `top` below it
             zs.append(zn[i - 1] + (top - yn[i - 1]) / (yn[i] - yn[i - 1]) * (zn[i] - zn[i - 1]))
             ys.append(top)
+            hidden = False
         ys.append(yn[i])
         zs.append(zn[i])
+    if hidden:  # beyond the last breakpoint d is constant: the tissue rises out of the fold there
+        zs.append(zn[-1] + ys[-1] - yn[-1])
+        ys.append(ys[-1])
     return np.asarray(ys), np.asarray(zs)
 
 
@@ -372,7 +378,9 @@ def _line0_rest_depths(scene: Scene, depths_m: np.ndarray) -> np.ndarray:
     if ys.shape[0] == 1:
         return y - (ys[0] - zs[0])
     k = np.clip(np.searchsorted(ys, y) - 1, 0, ys.shape[0] - 2)  # ys[k] < y <= ys[k + 1]
-    z = zs[k] + (y - ys[k]) * (zs[k + 1] - zs[k]) / (ys[k + 1] - ys[k])
+    dy = ys[k + 1] - ys[k]  # 0 only at a fold's top when it is the first knot: z = zs[k] there
+    frac = np.divide(y - ys[k], dy, out=np.zeros_like(y), where=dy > 0)
+    z = zs[k] + frac * (zs[k + 1] - zs[k])
     z = np.where(y < ys[0], y - (ys[0] - zs[0]), z)
     return np.where(y > ys[-1], y - (ys[-1] - zs[-1]), z)
 

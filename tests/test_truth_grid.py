@@ -151,3 +151,39 @@ def test_non_increasing_depths_are_refused_on_write_and_read(tmp_path, depths):
     with read_h5(path) as rec:
         with pytest.raises(FormatError, match="/truth/depths_m"):
             rec.truth()
+
+
+class _PiecewiseScene:
+    """A scene whose displacement at t = 0 is piecewise linear through (z_m, d_m) nodes and
+    constant beyond them (as the simulator's profiles are)."""
+
+    def __init__(self, z_m, d_m):
+        self.z_m, self.d_m = np.asarray(z_m, float), np.asarray(d_m, float)
+
+    def breakpoints_m(self):
+        return self.z_m
+
+    def displacement_m(self, z_m, t_s):
+        return np.interp(np.asarray(z_m, float), self.z_m, self.d_m)[None, :] * np.ones((len(t_s), 1))
+
+
+def _dense_line0_inversion(scene, y_m):
+    """Rest depth of the tissue found at line-0 depth y: the shallowest rest depth whose tissue
+    (or shallower tissue) reaches y, on a 0.1 um grid (brute force)."""
+    z = np.arange(-0.01, 0.05, 1e-7)
+    reach = np.maximum.accumulate(z + scene.displacement_m(z, np.zeros(1))[0])
+    return z[np.searchsorted(reach, y_m, side="left")]
+
+
+@pytest.mark.parametrize("z_m, d_m", [
+    ([0.010, 0.011], [0.0, -0.003]),  # the last breakpoint hidden: the tissue rises beyond it
+    ([0.010, 0.011, 0.012, 0.014], [0.0, -0.002, -0.002, 0.0]),  # a hidden node exactly at the fold's top
+    ([0.010, 0.012, 0.013, 0.020], [0.0, 0.0, -0.003, -0.001]),  # a fold in the middle
+])
+def test_line0_inversion_of_folds_matches_brute_force(z_m, d_m):
+    from mmode.ingest.simulator import _line0_rest_depths
+
+    scene = _PiecewiseScene(z_m, d_m)
+    y = np.linspace(0.008, 0.03, 441) + 1.7e-6  # not exactly at a fold's top, where both tissues are
+    np.testing.assert_allclose(_line0_rest_depths(scene, y), _dense_line0_inversion(scene, y), atol=5e-7)
+    assert np.isfinite(_line0_rest_depths(scene, np.asarray(z_m) + np.asarray(d_m))).all()  # at every knot

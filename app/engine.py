@@ -43,11 +43,16 @@ RECENT_S = 5.0
 
 def lower_thread_priority(nice: int) -> None:
     """Make the calling thread ``nice`` steps nicer (Linux, where a thread has its own nice
-    value; elsewhere, or when ``nice <= 0``, nothing). Raising it back needs privileges."""
+    value; elsewhere, or when ``nice <= 0``, nothing). Raising it back needs privileges. A
+    system that refuses the call (a sandbox) leaves the thread as it is: priority is a
+    preference, not a reason to stop."""
     if nice <= 0 or not sys.platform.startswith("linux"):
         return
     tid = threading.get_native_id()
-    os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError:
+        pass
 
 
 class Histogram:

@@ -46,18 +46,22 @@ class ClassRuns(pg.GraphicsObject):
     ``runs`` is the list of ``(t_start_s, t_stop_s, label)`` drawn, label -1 = none.
     """
 
-    def __init__(self, classes: tuple[str, ...]) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.classes = tuple(classes)
+        self.classes: tuple[str, ...] = CLASSES
         self.runs: list[tuple[float, float, int]] = []
         self._rect = QRectF()
 
-    def set_labels(self, labels: np.ndarray, t0_s: float, col_dt_s: float) -> None:
-        """Column ``k`` of ``labels`` (n,) int covers ``[t0_s + k dt, t0_s + (k + 1) dt]``."""
+    def set_labels(self, labels: np.ndarray, t0_s: float, col_dt_s: float, classes: tuple[str, ...]) -> None:
+        """Column ``k`` of ``labels`` (n,) int, an index into ``classes``, covers
+        ``[t0_s + k dt, t0_s + (k + 1) dt]``."""
         lab = np.asarray(labels)
         n = lab.shape[0]
-        edges = np.concatenate(([0], np.flatnonzero(lab[1:] != lab[:-1]) + 1, [n]))
-        self.runs = [(t0_s + a * col_dt_s, t0_s + b * col_dt_s, int(lab[a])) for a, b in pairwise(edges)]
+        self.classes = tuple(classes)
+        self.runs = []
+        if n:
+            edges = np.concatenate(([0], np.flatnonzero(lab[1:] != lab[:-1]) + 1, [n]))
+            self.runs = [(t0_s + a * col_dt_s, t0_s + b * col_dt_s, int(lab[a])) for a, b in pairwise(edges)]
         self.prepareGeometryChange()
         self._rect = QRectF(t0_s, 0.0, n * col_dt_s, 1.0)
         self.update()
@@ -73,9 +77,8 @@ class ClassRuns(pg.GraphicsObject):
 class ClassStrip(pg.PlotItem):
     """A thin plot showing the label of every display column as a colour."""
 
-    def __init__(self, classes: tuple[str, ...] = CLASSES) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.classes = tuple(classes)
         self.setMaximumHeight(22)
         self.setMinimumHeight(22)
         self.hideAxis("left")
@@ -83,11 +86,11 @@ class ClassStrip(pg.PlotItem):
         self.setMouseEnabled(x=False, y=False)
         self.hideButtons()
         self.setMenuEnabled(False)
-        self.runs = ClassRuns(self.classes)
+        self.runs = ClassRuns()
         self.addItem(self.runs)
         self.setYRange(0, 1, padding=0)
 
-    def render(self, labels: np.ndarray, t0_s: float, col_dt_s: float) -> None:
-        """Draw ``labels`` (n_cols,) int (-1 = none), column k spanning ``t0_s + [k, k + 1] col_dt_s``."""
-        self.runs.classes = self.classes
-        self.runs.set_labels(labels, t0_s, col_dt_s)
+    def render(self, labels: np.ndarray, t0_s: float, col_dt_s: float, classes: tuple[str, ...]) -> None:
+        """Draw ``labels`` (n_cols,) int (-1 = none, else an index into ``classes``), column k
+        spanning ``t0_s + [k, k + 1] col_dt_s``."""
+        self.runs.set_labels(labels, t0_s, col_dt_s, classes)

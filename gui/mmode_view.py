@@ -62,7 +62,7 @@ class MModeView(TimedPaint, pg.GraphicsLayoutWidget):
         self.cursor = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen((80, 160, 255), width=1))
         self.cursor.setVisible(False)
         self.plot.addItem(self.cursor, ignoreBounds=True)
-        self.strip = ClassStrip(self.classes)
+        self.strip = ClassStrip()
         self.addItem(self.strip, row=2, col=0)
         self.strip.setXLink(self.plot)
         self.ci.layout.setRowStretchFactor(1, 10)
@@ -119,8 +119,7 @@ class MModeView(TimedPaint, pg.GraphicsLayoutWidget):
             self.motion_curve.setVisible(False)
         self.strip.setVisible(self.show_classes)
         if self.show_classes:
-            self.strip.classes = self.classes
-            self.strip.render(window.label, t0, col_dt_s)
+            self.strip.render(window.label, t0, col_dt_s, self.classes)
         self.cursor.setVisible(cursor_t_s is not None)
         if cursor_t_s is not None:
             self.cursor.setValue(cursor_t_s)

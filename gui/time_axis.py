@@ -29,7 +29,8 @@ def tick_values(lo: float, hi: float, spacing: float, offset: float = 0.0) -> np
 
 
 def tick_label(value: float, spacing: float) -> str:
-    """``value`` with as many decimals as ``spacing`` needs (``12``, ``12.5``, ``12.25``)."""
+    """``value`` with as many decimals as ``spacing`` needs: ``12`` at 1 s, ``12.5`` at 0.5 s,
+    ``12.25`` at 0.05 s."""
     decimals = max(0, -math.floor(math.log10(spacing) + 1e-9))
     text = f"{value:.{decimals}f}"
     return "0" if text.strip("-0.") == "" else text
@@ -77,7 +78,9 @@ class TimeAxis(pg.AxisItem):
         painter.setPen(self.textPen())
         spacing, offset = levels[0]
         top = TICK_PX[0] + self.style["tickTextOffset"][1]
+        width = self.size().width()
         for v in tick_values(lo, hi, spacing, offset):
             label = self._label(tick_label(v, spacing), painter.font())
             x = span.left() + (v - lo) * x_of - label.size().width() / 2
-            painter.drawStaticText(QPointF(x, top), label)
+            if 0.0 <= x and x + label.size().width() <= width:  # a label cut by the edge is left out
+                painter.drawStaticText(QPointF(x, top), label)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from PyQt6.QtCore import QPointF, QSettings, Qt
+from PyQt6.QtCore import QPointF, QRectF, QSettings, Qt
 from PyQt6.QtGui import QImage
 
 from mmode.app.pipeline import Results
@@ -371,7 +371,7 @@ def test_scrolling_keeps_the_drawn_columns(window):
     index: scrolling by one column neither changes which columns are drawn nor where."""
     from mmode.gui.mmode_data import DisplayRing
 
-    n_rows, n_cols, dt_s = 8, 4000, 0.002
+    n_rows, n_cols, dt_s = 8, 4001, 0.002  # 4001 is prime: no step divides it
     ring = DisplayRing(n_rows, 2 * n_cols)
     rng = np.random.default_rng(0)
     n_held = n_cols + 64
@@ -391,7 +391,54 @@ def test_scrolling_keeps_the_drawn_columns(window):
         np.testing.assert_array_equal(grey, every_col[k:w.stop:step])
         converted.append(view.image.n_converted)
     # a column is converted to pixels once: scrolling by one step converts one more column
+    # (by one column, none: the next multiple of step is beyond the window's end)
     assert converted[1] == converted[0] and converted[2] == converted[1] + 1
+
+
+def test_scrolling_image_matches_the_ring_on_a_random_walk(qtbot):
+    """Forward and backward scrolls, seeks, wider and narrower windows, step changes: the
+    columns drawn (the buffer's source rectangle, and what Qt paints from it) are always
+    every step-th ring column by absolute index."""
+    from PyQt6.QtGui import QPainter
+
+    from mmode.gui.mmode_data import DisplayRing
+    from mmode.gui.scroll_image import ScrollingImage
+
+    rng = np.random.default_rng(1)
+    n_rows, n_held = 5, 2900
+    ring = DisplayRing(n_rows, 3000)
+    ring.push(rng.uniform(-45.0, 0.0, (n_held, n_rows)), np.arange(1, n_held + 1) * 0.002, 45.0)
+    every_col = ring.window(n_held, n_held).image.copy()
+    image = ScrollingImage()
+    stop, n_cols, step = 500, 300, 3
+    for i in range(800):
+        r = rng.random()
+        if r < 0.6:
+            stop += int(rng.integers(0, 20))
+        elif r < 0.8:
+            stop -= int(rng.integers(0, 200))
+        elif r < 0.9:
+            n_cols = int(rng.integers(1, 1500))
+        elif r < 0.95:
+            step = int(rng.integers(1, 8))
+        else:
+            stop = int(rng.integers(1, n_held))
+        stop = max(1, min(n_held, stop))
+        w = ring.window(stop, n_cols)
+        s = min(step, w.n_cols)
+        first = (-w.start) % s
+        expected = every_col[w.start + first:w.stop:s].T  # (rows, drawn columns)
+        n_drawn = expected.shape[1]
+        image.show_window(w, s, QRectF(0, 0, n_drawn, n_rows))
+        np.testing.assert_array_equal(image.drawn()[..., 0], expected)
+        if i % 50 == 0:  # what Qt paints from the buffer, one pixel per column and row
+            out = QImage(n_drawn, n_rows, QImage.Format.Format_RGBX8888)
+            painter = QPainter(out)
+            image.paint(painter)
+            painter.end()
+            painted = np.frombuffer(out.constBits().asstring(out.sizeInBytes()), np.uint8)
+            painted = painted.reshape(n_rows, out.bytesPerLine() // 4, 4)[:, :n_drawn, 0]
+            np.testing.assert_array_equal(painted, expected)
 
 
 def test_image_is_converted_again_after_the_ring_is_cleared(window):

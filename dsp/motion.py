@@ -156,18 +156,34 @@ def kasai_velocity(
 
 
 # -- numba kernels: matching one reference segment in one line --------------------------------
+#: Which NCC maximum is taken (:func:`_ncc_peak`): the local maxima within ``NCC_PEAK_MARGIN``
+#: of the best NCC are candidates, ranked by ``NCC x agreement ** ENERGY_WEIGHT`` (agreement:
+#: ``2 sqrt(Ea Eb) / (Ea + Eb)`` of the two segments' energies).
+NCC_PEAK_MARGIN = 0.05
+ENERGY_WEIGHT = 0.25
+
+
 @njit(nogil=True, cache=True)
 def _ncc_peak(ref, cur, start, lag_lo, lag_hi):
     """Best normalised cross-correlation of ``ref`` (W,) against ``cur[start+lag : +W]``.
 
     Lags ``lag_lo..lag_hi`` (inclusive) must keep the segment inside ``cur``. Returns
-    ``(shift, peak)``: the lag of the chosen NCC maximum refined by a parabola through its
-    neighbours (samples, float) and the parabola's value there (the interpolated NCC peak,
-    <= 1). NCC ignores amplitude, so a faint echo shaped like the reference (any lone pulse
-    looks like a bright specular one) can match as well as the echo itself; of the local
-    NCC maxima, the one taken is the best by ``2 sum(a b) / (sum(a^2) + sum(b^2))`` (``a``,
-    ``b`` the mean-removed segments), NCC times the energy agreement
-    ``2 sqrt(Ea Eb) / (Ea + Eb)``. With a single maximum in the search it is the NCC maximum.
+    ``(shift, peak, agreement)``: the lag of the chosen NCC maximum refined by a parabola
+    through its neighbours (samples, float), the parabola's value there (the interpolated NCC
+    peak, <= 1) and the energy agreement ``2 sqrt(Ea Eb) / (Ea + Eb)`` of the two segments at
+    the chosen integer lag (1 when equally bright, 0.8 at half or double the amplitude).
+
+    NCC ignores amplitude, so a faint echo shaped like the reference (any lone pulse looks
+    like a bright specular one) can match about as well as the echo itself. The candidates
+    are the local NCC maxima within ``NCC_PEAK_MARGIN`` (0.05) of the best NCC; the one taken
+    is the best by ``NCC x agreement ** ENERGY_WEIGHT`` (1/4). Energy thus decides between
+    near-equal shapes (a copy 15 % as bright, agreement 0.29, scores 0.74 x its NCC), but not
+    against a clearly better shape: the tracked echo faded to 70 % (agreement 0.94) or 50 %
+    (0.8) of the reference keeps NCC 1 and scores 0.985 or 0.946, so a reference-bright echo
+    of another shape must match with a higher NCC than that to be taken. (Ranking by NCC x
+    agreement took it from NCC 0.94 at 70 % and 0.8 at 50 %.) The tracker renews its
+    keyframe when the agreement falls below ``KEYFRAME_ENERGY`` (0.8), so a fading echo is
+    never compared with a reference more than about twice as bright.
     """
     w = ref.shape[0]
     ref_mean = 0.0
@@ -179,7 +195,7 @@ def _ncc_peak(ref, cur, start, lag_lo, lag_hi):
         ref_ss += (ref[k] - ref_mean) ** 2
     n_lags = lag_hi - lag_lo + 1
     ncc = np.empty(n_lags)
-    similarity = np.empty(n_lags)
+    agree = np.zeros(n_lags)
     for j in range(n_lags):
         s = start + lag_lo + j
         cur_mean = 0.0
@@ -194,12 +210,20 @@ def _ncc_peak(ref, cur, start, lag_lo, lag_hi):
             cur_ss += dc * dc
         den = math.sqrt(ref_ss * cur_ss)
         ncc[j] = cross / den if den > 0.0 else 0.0
-        similarity[j] = 2.0 * cross / (ref_ss + cur_ss) if den > 0.0 else 0.0
+        if den > 0.0:
+            agree[j] = 2.0 * den / (ref_ss + cur_ss)
+    best_ncc = -1.0
+    for j in range(n_lags):
+        best_ncc = max(best_ncc, ncc[j])
     best = -1
+    best_key = 0.0
     for j in range(n_lags):
         local_max = (j == 0 or ncc[j] >= ncc[j - 1]) and (j == n_lags - 1 or ncc[j] >= ncc[j + 1])
-        if local_max and (best < 0 or similarity[j] > similarity[best]):
-            best = j
+        if local_max and ncc[j] >= best_ncc - NCC_PEAK_MARGIN:
+            key = ncc[j] * agree[j] ** ENERGY_WEIGHT
+            if best < 0 or key > best_key:
+                best = j
+                best_key = key
     frac = 0.0
     peak = ncc[best]
     if 0 < best < n_lags - 1:
@@ -208,7 +232,7 @@ def _ncc_peak(ref, cur, start, lag_lo, lag_hi):
         if curv < 0.0:
             frac = 0.5 * (a - c) / curv
             peak = min(1.0, b - 0.25 * (a - c) * frac)
-    return lag_lo + best + frac, peak
+    return lag_lo + best + frac, peak, agree[best]
 
 
 @njit(nogil=True, cache=True)
@@ -278,7 +302,7 @@ def _pairs_kernel(iq, env, use_ncc, use_phase, starts, window, max_lag, f0_cycle
             hi = min(max_lag, n - window - s)
             coarse = 0.0
             if use_ncc:
-                coarse, _ = _ncc_peak(env[i, s : s + window], env[i + 1], s, lo, hi)
+                coarse, _, _ = _ncc_peak(env[i, s : s + window], env[i + 1], s, lo, hi)
             if use_phase:
                 lag = int(math.floor(coarse + 0.5))
                 phase, _, depth_phase = _phase_at(iq[i, s : s + window], iq[i + 1], s + lag)
@@ -553,6 +577,9 @@ SELECTION_ENSEMBLE_S = 0.02
 #: the least selection score (relative to the chosen window's) a move may reach.
 CENTRING_STEPS = 3
 CENTRING_MIN_SCORE = 0.5
+#: the keyframe is also renewed when the energy agreement of the match (see :func:`_ncc_peak`)
+#: falls below this: the echo faded or brightened by more than about 2 x in amplitude
+KEYFRAME_ENERGY = 0.8
 #: after the echo is chosen, each call also tracks this many blocks' worth of held-back lines
 CATCH_UP_BLOCKS = 2
 
@@ -597,8 +624,11 @@ def _track_kernel(lines, mode, carrier, taps, dec, half, use_ncc, use_phase, sta
     at home + d). The next displacement is predicted at constant velocity (scaled by the
     squared quality of the last match, so noise cannot build up speed); NCC searches
     ``max_lag`` around it for the first two lines, then ``track_lag`` (what acceleration can
-    change in one line). The phase estimate is unwrapped around the NCC shift. Per line only
-    the searched IQ samples are made (``_fill``).
+    change in one line). The phase estimate is unwrapped around the NCC shift. The keyframe is
+    renewed when the match quality falls below ``keyframe_ncc`` or the energy agreement of the
+    NCC match below ``KEYFRAME_ENERGY``. Per line only the searched IQ samples are made
+    (``_fill``). ``state`` and the buffers carry over, so a run of lines may be split into
+    several calls with the same result.
     """
     n_lines = lines.shape[0]
     n = buf_env.shape[0]
@@ -608,6 +638,7 @@ def _track_kernel(lines, mode, carrier, taps, dec, half, use_ncc, use_phase, sta
         d_ref = state[1]
         d_prev = state[2]
         peak = 1.0
+        agreement = 1.0
         if use_ncc:
             if state[4] >= 2.0:  # constant velocity, trusted as far as the last match was good
                 expected = d_prev + state[5] * state[5] * (d_prev - state[3]) - d_ref
@@ -620,7 +651,7 @@ def _track_kernel(lines, mode, carrier, taps, dec, half, use_ncc, use_phase, sta
             lo = max(pred - reach, -ref_start)
             hi = min(pred + reach, n - w - ref_start)
             _fill(lines, i, mode, carrier, taps, dec, half, ref_start + lo, ref_start + hi + w, buf_iq, buf_env)
-            coarse, peak = _ncc_peak(ref_env, buf_env, ref_start, lo, hi)
+            coarse, peak, agreement = _ncc_peak(ref_env, buf_env, ref_start, lo, hi)
             shift = coarse
             if use_phase:
                 lag = int(math.floor(coarse + 0.5))
@@ -639,7 +670,7 @@ def _track_kernel(lines, mode, carrier, taps, dec, half, use_ncc, use_phase, sta
         state[2] = d
         state[4] += 1.0
         state[5] = min(max(peak, 0.0), 1.0)
-        if not use_ncc or peak < keyframe_ncc:
+        if not use_ncc or peak < keyframe_ncc or agreement < KEYFRAME_ENERGY:
             start = int(math.floor(home + d + 0.5))
             start = min(max(start, 0), n - w)
             _fill(lines, i, mode, carrier, taps, dec, half, start, start + w, buf_iq, buf_env)
@@ -688,7 +719,8 @@ class MotionTracker:
         those lines are held back, then returned a few blocks at a time with the following
         blocks (or all at once by :meth:`flush`), so no call stalls a live stream.
     keyframe_ncc : the reference window is renewed when the match quality (complex
-        correlation coefficient, or interpolated NCC peak for "ncc") falls below this.
+        correlation coefficient, or interpolated NCC peak for "ncc") falls below this (and
+        when the echo's energy no longer agrees with the reference's, ``KEYFRAME_ENERGY``).
 
     Lines shorter than two windows give no trace (``active`` False, empty blocks).
     The trace is continuous across blocks and does not depend on how the lines are cut
@@ -856,7 +888,8 @@ class MotionTracker:
             change = ndimage.uniform_filter1d(np.std(env, axis=0), self._window)
             score = power * change
             centre = int(guard + np.argmax(score[guard : self._n_iq - guard]))
-            fill = ndimage.uniform_filter1d(env**2, self._window, axis=1)[:, centre]
+            lo = centre - self._window // 2  # the window centred on ``centre``, inside the line
+            fill = np.mean(env[:, lo : lo + self._window] ** 2, axis=1)
         else:  # at most SELECTION_PAIRS line pairs, spread over the selection time
             stride = max(1, (n - 1) // SELECTION_PAIRS)
             first = np.arange(0, n - 1, stride)
@@ -912,19 +945,26 @@ class MotionTracker:
         The centre stays ``guard`` samples inside the line."""
         w = self._window
         home = min(max(centre - w // 2, 0), self._n_iq - w)
-        lines = self._held_lines(np.arange(line, -1, -1))
         buf_iq = np.zeros(self._n_iq, np.complex64)
         buf_env = np.zeros(self._n_iq, np.float32)
-        _fill(lines, 0, self._mode, self._carrier, self._taps, self._stride, self._half, home, home + w, buf_iq, buf_env)
+        _fill(self._held_lines(np.array([line])), 0, self._mode, self._carrier, self._taps, self._stride, self._half,
+              home, home + w, buf_iq, buf_env)
         ref_iq = buf_iq[home : home + w].copy()
         ref_env = buf_env[home : home + w].copy()
         state = np.array([home, 0.0, 0.0, 0.0, 0.0, 1.0])
-        out = np.empty(lines.shape[0])
-        _track_kernel(
-            lines, self._mode, self._carrier, self._taps, self._stride, self._half, True, self._mode != MODE_ENVELOPE,
-            state, ref_iq, ref_env, float(home), self._max_lag, self._track_lag, self._f0_cycles_per_sample,
-            self.keyframe_ncc, buf_iq, buf_env, out,
-        )
+        out = np.zeros(1)
+        # lines ``line`` down to 0, one held-back block (reversed) at a time: the kernel's state
+        # carries over, and no more than one block is copied at once
+        starts = np.cumsum([0] + [p[0].shape[0] for p in self._pending])
+        for b in range(int(np.searchsorted(starts, line, side="right")) - 1, -1, -1):
+            stop = min(line + 1, starts[b + 1]) - starts[b]
+            lines = np.ascontiguousarray(self._pending[b][0][stop - 1 :: -1])
+            out = np.empty(lines.shape[0])
+            _track_kernel(
+                lines, self._mode, self._carrier, self._taps, self._stride, self._half, True,
+                self._mode != MODE_ENVELOPE, state, ref_iq, ref_env, float(home), self._max_lag, self._track_lag,
+                self._f0_cycles_per_sample, self.keyframe_ncc, buf_iq, buf_env, out,
+            )
         return min(max(int(round(centre + out[-1])), guard), self._n_iq - guard - 1)
 
     def _start(self, first_line: np.ndarray) -> None:

@@ -28,6 +28,7 @@ one at a true speed of at most 5 x the aliasing velocity, and the share of lines
 from __future__ import annotations
 
 import argparse
+import inspect
 import itertools
 
 import numpy as np
@@ -57,10 +58,8 @@ def run_case(scenario: str, prf_hz: float, snr_db: float, seconds: float, seed: 
     and, with ``within``, ``within_failure_rate`` (exact truth, lines up to ``within`` x the
     aliasing velocity).
     """
-    sim_kw = dict(prf_hz=prf_hz, fs_hz=fs_hz, depth_m=depth_m, snr_db=snr_db, seed=seed)
-    sim = simulate(scenario, seconds=seconds, **sim_kw)
-    scene = _setup(scenario, f0_hz=None, rate_per_min=None, breath_per_min=None, bandwidth=0.6,
-                   attenuation_db_cm_mhz=None, n_samples=None, c_m_s=1540.0, **sim_kw).renderer.scene
+    sim, scene = simulate_with_scene(scenario, seconds=seconds, prf_hz=prf_hz, fs_hz=fs_hz, depth_m=depth_m,
+                                     snr_db=snr_db, seed=seed)
     rec = Recording(f"{scenario}@{prf_hz:g}", sim.meta, sim.lines.shape, sim.lines.dtype,
                     lambda a, b: sim.lines[a:b], truth_fn=lambda: sim.truth)
     out = {}
@@ -79,6 +78,21 @@ def run_case(scenario: str, prf_hz: float, snr_db: float, seconds: float, seed: 
             r["within_failure_rate"] = float(np.mean(fail[keep])) if keep.any() else float("nan")
         out[est] = r
     return out
+
+
+def simulate_with_scene(scenario: str, **kw):
+    """``simulate(scenario, **kw)`` and the scene it rendered.
+
+    The scene is rebuilt by ``_setup`` from exactly the arguments ``simulate`` received, its
+    own defaults included (read from its signature, not copied here), less ``seconds``: if
+    ``simulate`` changes a default, the exact truth follows; if it gains an argument that
+    ``_setup`` lacks, this fails instead of scoring against another scene.
+    """
+    bound = inspect.signature(simulate).bind(scenario, **kw)
+    bound.apply_defaults()
+    setup_kw = dict(bound.arguments)
+    del setup_kw["seconds"]
+    return simulate(scenario, **kw), _setup(**setup_kw).renderer.scene
 
 
 def _trace(rec: Recording, estimator: str, track_depth_m) -> np.ndarray:
@@ -110,7 +124,7 @@ def main() -> None:
     if args.within is not None:
         head += f" | failure % within {args.within:g} x v_Nyq, share of lines kept"
     print(head + " |")
-    print("|---|---:|---:|---:|---:|" + "---|" * len(args.estimators) + "---:|" + ("---|" if args.within else ""))
+    print("|---|---:|---:|---:|---:|" + "---|" * len(args.estimators) + "---:|" + ("---|" if args.within is not None else ""))
     for scenario, prf, snr in itertools.product(args.scenarios, args.prf, args.snr):
         res = run_case(scenario, prf, snr, args.seconds, args.seed, args.estimators, args.fs, args.depth,
                        args.track_depth, args.within)

@@ -565,6 +565,65 @@ def _echo_terms(iq_a, iq_b, prf_hz, f0_hz, c_m_s, window_samples, ensemble):
     return summed, pair_coherence, v
 
 
+def _local_maxima(values: np.ndarray, separation: int, count: int) -> list[int]:
+    """Indices of at most ``count`` local maxima of ``values`` (n,), largest first, each at
+    least ``separation`` samples from every larger one taken (the ends count as maxima when
+    they are not below their one neighbour)."""
+    x = np.asarray(values, dtype=np.float64)
+    left = np.concatenate(([-np.inf], x[:-1]))
+    right = np.concatenate((x[1:], [-np.inf]))
+    peaks = np.flatnonzero((x >= left) & (x >= right))
+    taken: list[int] = []
+    for p in peaks[np.argsort(-x[peaks], kind="stable")]:
+        if all(abs(int(p) - q) >= separation for q in taken):
+            taken.append(int(p))
+            if len(taken) == count:
+                break
+    return taken
+
+
+def tracked_echo_score(
+    seg_a: np.ndarray,
+    seg_b: np.ndarray,
+    displacement_m: np.ndarray,
+    prf_hz: float,
+    lag_lines: int,
+    fb_error_m: float,
+    wrap_m: float,
+) -> float:
+    """Score of one echo candidate along its own track (Lagrangian; cf. :func:`moving_echo_score`).
+
+    ``seg_a[i]``, ``seg_b[i]`` (n_pairs, W) complex are the IQ windows of line pairs one line
+    apart, each taken where the track puts the echo in that line; ``displacement_m``
+    (n_lines,) is the track over consecutive lines, metres; ``fb_error_m`` the RMS
+    difference, metres, between that track and the same echo tracked back from the last line
+    to the first; ``wrap_m`` the phase-wrap period of the combined tracker, metres (c / 2 f0).
+
+    The score is the product of
+
+    - the correlated echo power ``mean |sum conj(a) b| / W`` (noise adds nothing to it),
+    - ``mean v^2``, ``v`` the velocity over ``lag_lines`` lines (m/s): a static echo scores
+      low; since the window moves with the echo, fast motion does not decorrelate it, and
+      the track does not alias,
+    - the squared mean coherence ``|sum conj(a) b| / sqrt(Ea Eb)`` of the pairs,
+    - ``exp(-(fb_error / (CONSISTENCY_WRAPS wrap))^2)``: a track that slips between echoes
+      (a window holding a static and a moving structure) or walks on noise does not come
+      back to where it started when run backwards; a tracked echo does, to well under a
+      micrometre.
+
+    Returns a float >= 0, arbitrary units (power x velocity^2).
+    """
+    tiny = np.finfo(np.float64).tiny
+    r1 = np.sum(np.conj(seg_a).astype(np.complex128) * seg_b, axis=1)
+    energy = np.sqrt(np.sum(np.abs(seg_a) ** 2, axis=1) * np.sum(np.abs(seg_b) ** 2, axis=1))
+    power = float(np.mean(np.abs(r1))) / seg_a.shape[1]
+    coherence = float(np.mean(np.abs(r1) / np.maximum(energy, tiny)))
+    lag = max(1, min(int(lag_lines), displacement_m.shape[0] - 1))
+    v = (displacement_m[lag:] - displacement_m[:-lag]) * prf_hz / lag
+    consistency = math.exp(-((fb_error_m / (CONSISTENCY_WRAPS * wrap_m)) ** 2))
+    return power * float(np.mean(v**2)) * coherence**2 * consistency
+
+
 # -- streaming tracker ----------------------------------------------------------------------
 MODE_RF, MODE_IQ, MODE_ENVELOPE = 0, 1, 2
 #: Smallest NCC search half-range (IQ samples) around the constant-velocity prediction once
@@ -573,6 +632,13 @@ TRACK_LAG_SAMPLES = 3
 #: Line pairs (at most) and averaging time used to choose the echo automatically.
 SELECTION_PAIRS = 256
 SELECTION_ENSEMBLE_S = 0.02
+#: Candidates for the automatic choice: this many local maxima of the selection score
+#: (:func:`moving_echo_score`) and as many of the correlated echo power, each then scored
+#: along its own track (:func:`tracked_echo_score`).
+SELECTION_CANDIDATES = 6
+#: RMS forward-backward track difference, in phase-wrap periods, at which a candidate's
+#: score falls to 1/e (:func:`tracked_echo_score`).
+CONSISTENCY_WRAPS = 0.25
 #: Times the automatically chosen window is moved to the energy centroid of its echo, and
 #: the least selection score (relative to the chosen window's) a move may reach.
 CENTRING_STEPS = 3
@@ -773,9 +839,7 @@ class MotionTracker:
         self.effective_estimator = "ncc" if meta.kind == "envelope" else self.estimator
         self.spacing_m = meta.c_m_s / (2.0 * iq_fs)
         self._window = max(4, int(round(self.window_m / self.spacing_m)))
-        self._max_lag = int(math.ceil(self.max_velocity_m_s / meta.prf_hz / self.spacing_m)) + 1
-        accel_lag = int(math.ceil(self.max_acceleration_m_s2 / meta.prf_hz**2 / self.spacing_m))
-        self._track_lag = min(self._max_lag, max(TRACK_LAG_SAMPLES, accel_lag + 1))
+        self._max_lag, self._track_lag = self._search_lags(meta.prf_hz)
         # lines too short for a window and its search: no trace (empty blocks), not an error,
         # so that the display of such lines still works
         self.active = self._n_iq >= 2 * self._window + 2
@@ -798,6 +862,14 @@ class MotionTracker:
                 raise DataError(describe("--track-depth", f"a depth within {lo:.4f}..{hi:.4f} m", f"{self.track_depth_m} m"))
             if self.active:
                 self._set_home(centre)
+
+    def _search_lags(self, rate_hz: float) -> tuple[int, int]:
+        """NCC search half-ranges (IQ samples) for lines ``1 / rate_hz`` apart: around the
+        previous displacement for the first lines (``max_velocity_m_s``), then around the
+        constant-velocity prediction (``max_acceleration_m_s2``, at least ``TRACK_LAG_SAMPLES``)."""
+        max_lag = int(math.ceil(self.max_velocity_m_s / rate_hz / self.spacing_m)) + 1
+        accel_lag = int(math.ceil(self.max_acceleration_m_s2 / rate_hz**2 / self.spacing_m))
+        return max_lag, min(max_lag, max(TRACK_LAG_SAMPLES, accel_lag + 1))
 
     def _set_home(self, centre: int) -> None:
         self._home = min(max(centre - self._window // 2, 0), self._n_iq - self._window)
@@ -867,48 +939,118 @@ class MotionTracker:
     def _choose_echo(self) -> None:
         """Choose the echo to track from the first ``select_lines`` lines held back (all of
         them at the end of a shorter stream), so that the choice does not depend on how the
-        lines were cut into blocks; then find it in the first line, the line the trace is
+        lines were cut into blocks, and find it in the first line, the line the trace is
         relative to.
 
-        The score rates fixed depth windows over the selection time, but the echo that fills
-        the best window most of that time may lie elsewhere at the first line (a lung line
-        that swings 2 mm further up, a pericardium caught in systole: the window then held
-        fluid or deep speckle there, and the trace was the echo's motion, offset, scored
-        against that tissue's). So the window is centred on its echo
-        (:meth:`_centre_on_energy`) at the selection line where the echo fills it best
-        (largest correlated power x coherence^2 in the window; power for envelope input), that
-        echo is tracked back to the first line (:meth:`_track_back`) and centred there again.
+        The candidates are the ``SELECTION_CANDIDATES`` best local maxima of the selection
+        score (:func:`moving_echo_score`) and as many of the correlated echo power, over fixed
+        depth windows. Each is placed at the first line (:meth:`_place_at_line0`), tracked
+        through the selection lines and back, and the best by :func:`tracked_echo_score` is
+        taken. The fixed-window score alone fails where an echo moves more than its pulse
+        length between lines (at 100 lines/s a pericardium moves up to 0.6 mm per line): there
+        it decorrelates and aliases, and a slow echo beside a static one wins, which no single
+        trace describes. Candidates are tracked through every ``stride``-th line, the lines
+        whose pairs the score uses (at most ``SELECTION_PAIRS + 1`` lines, at least about 256
+        lines/s), so the choice costs about the same at any line rate. Envelope input (no
+        phase) takes the bright echo whose amplitude changes most.
         """
         n = min(sum(p[0].shape[0] for p in self._pending), self.select_lines)
         guard = self._window // 2 + 1  # window and its first search inside the line
-        if self._mode == MODE_ENVELOPE:  # no phase: the bright echo whose amplitude changes most
-            first = np.arange(n)
-            env = self._held_lines(first).astype(np.float64)
+        stride = max(1, (n - 1) // SELECTION_PAIRS)
+        first = np.arange(0, n - 1, stride)  # the first line of each line pair scored
+        tracked = np.arange(0, n, stride)
+        rate_hz = self.meta.prf_hz / stride
+        lags = self._search_lags(rate_hz)
+        if self._mode == MODE_ENVELOPE:
+            env = self._held_lines(np.arange(n)).astype(np.float64)
             power = ndimage.uniform_filter1d(np.mean(env**2, axis=0), self._window)
             change = ndimage.uniform_filter1d(np.std(env, axis=0), self._window)
             score = power * change
             centre = int(guard + np.argmax(score[guard : self._n_iq - guard]))
             lo = centre - self._window // 2  # the window centred on ``centre``, inside the line
-            fill = np.mean(env[:, lo : lo + self._window] ** 2, axis=1)
-        else:  # at most SELECTION_PAIRS line pairs, spread over the selection time
-            stride = max(1, (n - 1) // SELECTION_PAIRS)
-            first = np.arange(0, n - 1, stride)
-            iq_a, _, _ = to_iq(self._held_lines(first), self.meta)
-            iq_b, _, _ = to_iq(self._held_lines(first + 1), self.meta)
-            ensemble = max(1, int(round(SELECTION_ENSEMBLE_S * self.meta.prf_hz / stride)))
-            summed, coherence, v = _echo_terms(iq_a, iq_b, self.meta.prf_hz, self.meta.f0_hz, self.meta.c_m_s,
-                                               self._window, ensemble)
-            score = _score(summed, coherence, v)
-            centre = int(guard + np.argmax(score[guard : self._n_iq - guard]))
-            fill = summed[:, centre] * coherence[:, centre] ** 2
-        line = int(first[np.argmax(fill)])
-        centre = self._centre_on_energy(centre, guard, line, score)
-        if line > 0:
-            centre = self._centre_on_energy(self._track_back(centre, line, guard), guard, 0)
-        self._set_home(centre)
+            line = int(tracked[np.argmax(np.mean(env[tracked, lo : lo + self._window] ** 2, axis=1))])
+            energy = {0: env[0] ** 2, line: env[line] ** 2}
+            self._set_home(self._place_at_line0(centre, line, guard, stride, lags, score, energy))
+            return
+        iq_a, _, _ = to_iq(self._held_lines(first), self.meta)
+        iq_b, _, _ = to_iq(self._held_lines(first + 1), self.meta)
+        ensemble = max(1, int(round(SELECTION_ENSEMBLE_S * self.meta.prf_hz / stride)))
+        summed, coherence, v = _echo_terms(iq_a, iq_b, self.meta.prf_hz, self.meta.f0_hz, self.meta.c_m_s,
+                                           self._window, ensemble)
+        score = _score(summed, coherence, v)
+        inside = slice(guard, self._n_iq - guard)
+        candidates = []
+        for values in (score, np.mean(summed, axis=0)):
+            peaks = _local_maxima(values[inside], self._window // 2, SELECTION_CANDIDATES)
+            candidates += [guard + i for i in peaks]
+        w = self._window
+        pairs = np.arange(first.shape[0])[:, None]
 
-    def _centre_on_energy(self, centre: int, guard: int, line: int, score: np.ndarray | None = None) -> int:
-        """Centre (IQ sample) of the window moved onto the energy of its echo in held-back ``line``.
+        def windows(start):  # (n_pairs, W) sample indices of windows starting at ``start`` (float)
+            return np.clip(np.floor(start + 0.5).astype(np.int64), 0, self._n_iq - w)[:, None] + np.arange(w)
+
+        lag_lines = max(1, int(round(SELECTION_ENSEMBLE_S * rate_hz)))
+        wrap_m = self.meta.c_m_s / (2.0 * self.meta.f0_hz)
+        # each candidate is centred in the line its echo fills best and in line 0
+        fill_line = {c: int(first[np.argmax(summed[:, c] * coherence[:, c] ** 2)]) for c in candidates}
+        energy = self._line_energy(np.array(sorted({0, *fill_line.values()})))
+        # per candidate: centre at line 0, track (samples), its score without the
+        # forward-backward check (an upper bound), and its line pairs' windows along the track
+        placed = []
+        for centre, line in fill_line.items():
+            centre0 = self._place_at_line0(centre, line, guard, stride, lags, score, energy)
+            if any(centre0 == p[0] for p in placed):
+                continue
+            home, track = self._track_held(centre0, tracked, lags)
+            seg_a = iq_a[pairs, windows(home + track[: first.shape[0]])]
+            seg_b = iq_b[pairs, windows(home + np.interp(first + 1, tracked, track))]
+            bound = tracked_echo_score(seg_a, seg_b, track * self.spacing_m, rate_hz, lag_lines, 0.0, wrap_m)
+            placed.append((centre0, track, bound, seg_a, seg_b))
+        # the forward-backward check costs a second track: candidates in order of the score
+        # they would have if their tracks agreed, until none can beat the best found
+        best_centre, best_score = placed[0][0], -1.0
+        for centre0, track, bound, seg_a, seg_b in sorted(placed, key=lambda p: -p[2]):
+            if bound <= best_score:
+                break
+            _, back = self._track_held(int(round(centre0 + track[-1])), tracked[::-1], lags)
+            fb_m = float(np.sqrt(np.mean(((track - track[-1]) - back[::-1]) ** 2))) * self.spacing_m
+            value = tracked_echo_score(seg_a, seg_b, track * self.spacing_m, rate_hz, lag_lines, fb_m, wrap_m)
+            if value > best_score:
+                best_centre, best_score = centre0, value
+        self._set_home(best_centre)
+
+    def _place_at_line0(self, centre: int, line: int, guard: int, stride: int, lags: tuple[int, int],
+                        score: np.ndarray, energy: dict[int, np.ndarray]) -> int:
+        """Centre (IQ sample) at the first line of the echo in the window centred at ``centre``.
+
+        The echo that fills a fixed window best over the selection time may lie elsewhere at
+        the first line (a lung line that swings 2 mm further up, a pericardium caught in
+        systole: the window then held fluid or deep speckle there). So the window is centred on
+        its echo (:meth:`_centre_on_energy`, with the selection ``score`` as floor) in
+        held-back ``line`` (a multiple of ``stride``), where the echo fills it best, tracked
+        back to the first line through every ``stride``-th line (search half-ranges ``lags``)
+        and centred there again; ``energy`` holds both lines' ``|IQ|^2`` by line.
+        """
+        centre = self._centre_on_energy(centre, guard, energy[line], score)
+        if line == 0:
+            return centre
+        _, back = self._track_held(centre, np.arange(line, -1, -stride), lags)
+        centre = min(max(int(round(centre + back[-1])), guard), self._n_iq - guard - 1)
+        return self._centre_on_energy(centre, guard, energy[0])
+
+    def _line_energy(self, index: np.ndarray) -> dict[int, np.ndarray]:
+        """``|IQ|^2`` (envelope^2 for envelope input), (n_iq,) float64, of each held-back line
+        in ``index``, by line."""
+        lines = self._held_lines(index)
+        if self._mode == MODE_ENVELOPE:
+            energy = lines.astype(np.float64) ** 2
+        else:
+            energy = np.abs(to_iq(lines, self.meta)[0]).astype(np.float64) ** 2
+        return {int(i): e for i, e in zip(index, energy)}
+
+    def _centre_on_energy(self, centre: int, guard: int, energy: np.ndarray, score: np.ndarray | None = None) -> int:
+        """Centre (IQ sample) of the window moved onto the energy of its echo in a line whose
+        ``|IQ|^2`` is ``energy`` (n_iq,).
 
         The selection scores fixed depth windows over many lines, so the best one may hold
         only the edge of its echo at a given line. The window is moved to the centroid of
@@ -919,11 +1061,6 @@ class MotionTracker:
         not pulled off a moving echo onto a brighter neighbour that moves otherwise.
         The centre stays ``guard`` samples inside the line.
         """
-        line = self._held_lines(np.array([line]))
-        if self._mode == MODE_ENVELOPE:
-            energy = line[0].astype(np.float64) ** 2
-        else:
-            energy = np.abs(to_iq(line, self.meta)[0][0]).astype(np.float64) ** 2
         w = self._window
         floor = -math.inf if score is None else CENTRING_MIN_SCORE * score[centre]
         for _ in range(CENTRING_STEPS):
@@ -938,34 +1075,31 @@ class MotionTracker:
             centre = moved
         return centre
 
-    def _track_back(self, centre: int, line: int, guard: int) -> int:
-        """Centre (IQ sample) at the first line of the echo centred at ``centre`` in held-back
-        ``line``: the window is tracked from that line back to the first one with the
-        combined tracker (NCC on the envelope for envelope input), which does not alias.
-        The centre stays ``guard`` samples inside the line."""
+    def _track_held(self, centre: int, index: np.ndarray, lags: tuple[int, int]) -> tuple[int, np.ndarray]:
+        """The window centred at ``centre`` (IQ sample) in held-back line ``index[0]``, tracked
+        through the held-back lines ``index`` (in that order, evenly spaced) with the combined
+        tracker (NCC on the envelope for envelope input), which does not alias; ``lags`` are
+        the NCC search half-ranges for that spacing (:meth:`_search_lags`).
+
+        Returns ``(start, track)``: the window's first sample in line ``index[0]`` and its
+        displacement (len(index),) in IQ samples at each of those lines.
+        """
         w = self._window
         home = min(max(centre - w // 2, 0), self._n_iq - w)
+        lines = self._held_lines(index)
         buf_iq = np.zeros(self._n_iq, np.complex64)
         buf_env = np.zeros(self._n_iq, np.float32)
-        _fill(self._held_lines(np.array([line])), 0, self._mode, self._carrier, self._taps, self._stride, self._half,
-              home, home + w, buf_iq, buf_env)
+        _fill(lines, 0, self._mode, self._carrier, self._taps, self._stride, self._half, home, home + w, buf_iq, buf_env)
         ref_iq = buf_iq[home : home + w].copy()
         ref_env = buf_env[home : home + w].copy()
         state = np.array([home, 0.0, 0.0, 0.0, 0.0, 1.0])
-        out = np.zeros(1)
-        # lines ``line`` down to 0, one held-back block (reversed) at a time: the kernel's state
-        # carries over, and no more than one block is copied at once
-        starts = np.cumsum([0] + [p[0].shape[0] for p in self._pending])
-        for b in range(int(np.searchsorted(starts, line, side="right")) - 1, -1, -1):
-            stop = min(line + 1, starts[b + 1]) - starts[b]
-            lines = np.ascontiguousarray(self._pending[b][0][stop - 1 :: -1])
-            out = np.empty(lines.shape[0])
-            _track_kernel(
-                lines, self._mode, self._carrier, self._taps, self._stride, self._half, True,
-                self._mode != MODE_ENVELOPE, state, ref_iq, ref_env, float(home), self._max_lag, self._track_lag,
-                self._f0_cycles_per_sample, self.keyframe_ncc, buf_iq, buf_env, out,
-            )
-        return min(max(int(round(centre + out[-1])), guard), self._n_iq - guard - 1)
+        out = np.empty(lines.shape[0])
+        _track_kernel(
+            lines, self._mode, self._carrier, self._taps, self._stride, self._half, True,
+            self._mode != MODE_ENVELOPE, state, ref_iq, ref_env, float(home), lags[0], lags[1],
+            self._f0_cycles_per_sample, self.keyframe_ncc, buf_iq, buf_env, out,
+        )
+        return home, out
 
     def _start(self, first_line: np.ndarray) -> None:
         """The first line becomes the reference (displacement 0); the reported depth is the

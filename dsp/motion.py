@@ -586,7 +586,7 @@ def tracked_echo_score(
     seg_a: np.ndarray,
     seg_b: np.ndarray,
     displacement_m: np.ndarray,
-    prf_hz: float,
+    rate_hz: float,
     lag_lines: int,
     fb_error_m: float,
     wrap_m: float,
@@ -595,7 +595,8 @@ def tracked_echo_score(
 
     ``seg_a[i]``, ``seg_b[i]`` (n_pairs, W) complex are the IQ windows of line pairs one line
     apart, each taken where the track puts the echo in that line; ``displacement_m``
-    (n_lines,) is the track over consecutive lines, metres; ``fb_error_m`` the RMS
+    (n_lines,) is the track, metres, at lines ``1 / rate_hz`` seconds apart (every line, or
+    every k-th line at ``prf / k``); ``fb_error_m`` the RMS
     difference, metres, between that track and the same echo tracked back from the last line
     to the first; ``wrap_m`` the phase-wrap period of the combined tracker, metres (c / 2 f0).
 
@@ -619,7 +620,7 @@ def tracked_echo_score(
     power = float(np.mean(np.abs(r1))) / seg_a.shape[1]
     coherence = float(np.mean(np.abs(r1) / np.maximum(energy, tiny)))
     lag = max(1, min(int(lag_lines), displacement_m.shape[0] - 1))
-    v = (displacement_m[lag:] - displacement_m[:-lag]) * prf_hz / lag
+    v = (displacement_m[lag:] - displacement_m[:-lag]) * rate_hz / lag
     consistency = math.exp(-((fb_error_m / (CONSISTENCY_WRAPS * wrap_m)) ** 2))
     return power * float(np.mean(v**2)) * coherence**2 * consistency
 
@@ -950,11 +951,16 @@ class MotionTracker:
         length between lines (at 100 lines/s a pericardium moves up to 0.6 mm per line): there
         it decorrelates and aliases, and a slow echo beside a static one wins, which no single
         trace describes. Candidates are tracked through every ``stride``-th line, the lines
-        whose pairs the score uses (at most ``SELECTION_PAIRS + 1`` lines, at least about 256
-        lines/s), so the choice costs about the same at any line rate. Envelope input (no
+        whose pairs the score uses (at most ``2 x SELECTION_PAIRS`` lines, at 256 lines/s or
+        more, or at the line rate where that is lower), so the choice costs about the same at
+        any line rate. Envelope input (no
         phase) takes the bright echo whose amplitude changes most.
         """
         n = min(sum(p[0].shape[0] for p in self._pending), self.select_lines)
+        starts = np.cumsum([0] + [p[0].shape[0] for p in self._pending])
+        for (block, _), start in zip(self._pending, starts):
+            if start < n and not np.all(np.isfinite(block[: n - start])):
+                raise DataError(describe("MotionTracker", "finite line samples", "NaN or infinite values"))
         guard = self._window // 2 + 1  # window and its first search inside the line
         stride = max(1, (n - 1) // SELECTION_PAIRS)
         first = np.arange(0, n - 1, stride)  # the first line of each line pair scored
@@ -1003,7 +1009,10 @@ class MotionTracker:
                 continue
             home, track = self._track_held(centre0, tracked, lags)
             seg_a = iq_a[pairs, windows(home + track[: first.shape[0]])]
-            seg_b = iq_b[pairs, windows(home + np.interp(first + 1, tracked, track))]
+            # the second line of the last pair may lie one line past the last tracked line
+            slope = (track[-1] - track[-2]) / stride
+            at_b = np.interp(first + 1, tracked, track) + np.maximum(first + 1 - tracked[-1], 0) * slope
+            seg_b = iq_b[pairs, windows(home + at_b)]
             bound = tracked_echo_score(seg_a, seg_b, track * self.spacing_m, rate_hz, lag_lines, 0.0, wrap_m)
             placed.append((centre0, track, bound, seg_a, seg_b))
         # the forward-backward check costs a second track: candidates in order of the score

@@ -503,3 +503,17 @@ def test_low_line_rate_auto_echo_is_the_pericardium_not_a_wall_beside_a_static_e
     assert tracker.depth_m > 0.05
     assert np.ptp(exact) > 4e-3
     assert np.sqrt(np.mean((est - exact) ** 2)) < 5e-6
+
+
+def test_tracker_rejects_non_finite_lines_while_choosing_the_echo():
+    """A NaN in the selection second is a typed error naming what was expected, not a crash
+    inside the candidate tracks (readers reject such lines before they reach the tracker)."""
+    sim = simulate("cardiac_regular", seconds=1.2, prf_hz=300.0, snr_db=30.0, seed=1)
+    lines = sim.lines.astype(np.float32)
+    lines[100, 7] = np.nan
+    tracker = motion.MotionTracker()
+    tracker.prepare(sim.meta, lines.shape[1])
+    with pytest.raises(DataError, match="finite line samples"):
+        for start in range(0, lines.shape[0], 128):
+            tracker.process(LineBlock(start, start / 300.0, lines[start : start + 128]))
+        tracker.flush()

@@ -596,9 +596,9 @@ def tracked_echo_score(
     ``seg_a[i]``, ``seg_b[i]`` (n_pairs, W) complex are the IQ windows of line pairs one line
     apart, each taken where the track puts the echo in that line; ``displacement_m``
     (n_lines,) is the track, metres, at lines ``1 / rate_hz`` seconds apart (every line, or
-    every k-th line at ``prf / k``); ``fb_error_m`` the RMS
-    difference, metres, between that track and the same echo tracked back from the last line
-    to the first; ``wrap_m`` the phase-wrap period of the combined tracker, metres (c / 2 f0).
+    every k-th line at ``prf / k``); ``fb_error_m`` the RMS difference, metres, between that
+    track and the same echo tracked back from the last line to the first; ``wrap_m`` the
+    phase-wrap period of the combined tracker, metres (c / 2 f0).
 
     The score is the product of
 
@@ -953,14 +953,12 @@ class MotionTracker:
         trace describes. Candidates are tracked through every ``stride``-th line, the lines
         whose pairs the score uses (at most ``2 x SELECTION_PAIRS`` lines, at 256 lines/s or
         more, or at the line rate where that is lower), so the choice costs about the same at
-        any line rate. Envelope input (no
-        phase) takes the bright echo whose amplitude changes most.
+        any line rate. Envelope input (no phase) takes the bright echo whose amplitude changes
+        most.
         """
         n = min(sum(p[0].shape[0] for p in self._pending), self.select_lines)
-        starts = np.cumsum([0] + [p[0].shape[0] for p in self._pending])
-        for (block, _), start in zip(self._pending, starts):
-            if start < n and not np.all(np.isfinite(block[: n - start])):
-                raise DataError(describe("MotionTracker", "finite line samples", "NaN or infinite values"))
+        if not all(np.all(np.isfinite(lines)) for lines, _ in self._pending):
+            raise DataError(describe("MotionTracker", "finite line samples", "NaN or infinite values"))
         guard = self._window // 2 + 1  # window and its first search inside the line
         stride = max(1, (n - 1) // SELECTION_PAIRS)
         first = np.arange(0, n - 1, stride)  # the first line of each line pair scored

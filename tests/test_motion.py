@@ -493,7 +493,7 @@ def test_low_line_rate_auto_echo_is_the_pericardium_not_a_wall_beside_a_static_e
     """Seed 3 at 100 lines/s (10 ms per line): the pericardium moves up to 0.6 mm per line,
     more than its pulse length, so over fixed windows it decorrelates and aliases, and the
     fixed-window score chose the RV wall beside the static chest wall (10.2-10.6 mm), which
-    the tracker loses between the two (0.6-2.0 mm RMSE over 10 s). Scored along each
+    the tracker loses between the two (1.9 and 2.0 mm RMSE over 10 s). Scored along each
     candidate's own track, with the forward-backward check, the pericardium is taken."""
     kw = dict(prf_hz=100.0, fs_hz=None, depth_m=None, snr_db=30.0, seed=3)
     sim = simulate(scenario, seconds=3.0, **kw)

@@ -972,9 +972,9 @@ class MotionTracker:
             score = power * change
             centre = int(guard + np.argmax(score[guard : self._n_iq - guard]))
             lo = centre - self._window // 2  # the window centred on ``centre``, inside the line
-            line = int(tracked[np.argmax(np.mean(env[tracked, lo : lo + self._window] ** 2, axis=1))])
-            energy = {0: env[0] ** 2, line: env[line] ** 2}
-            self._set_home(self._place_at_line0(centre, line, guard, stride, lags, score, energy))
+            k = int(np.argmax(np.mean(env[tracked, lo : lo + self._window] ** 2, axis=1)))
+            energy = {0: env[0] ** 2, k: env[tracked[k]] ** 2}
+            self._set_home(self._place_at_line0(centre, k, guard, self._held_lines(tracked), lags, score, energy))
             return
         iq_a, _, _ = to_iq(self._held_lines(first), self.meta)
         iq_b, _, _ = to_iq(self._held_lines(first + 1), self.meta)
@@ -995,17 +995,19 @@ class MotionTracker:
 
         lag_lines = max(1, int(round(SELECTION_ENSEMBLE_S * rate_hz)))
         wrap_m = self.meta.c_m_s / (2.0 * self.meta.f0_hz)
-        # each candidate is centred in the line its echo fills best and in line 0
-        fill_line = {c: int(first[np.argmax(summed[:, c] * coherence[:, c] ** 2)]) for c in candidates}
-        energy = self._line_energy(np.array(sorted({0, *fill_line.values()})))
+        # each candidate is centred in the line its echo fills best (index k into ``first``,
+        # which is also ``tracked[k]``) and in line 0, on |IQ|^2 of those lines
+        fill = {c: int(np.argmax(summed[:, c] * coherence[:, c] ** 2)) for c in candidates}
+        energy = {k: np.abs(iq_a[k]).astype(np.float64) ** 2 for k in {0, *fill.values()}}
+        tracked_lines = self._held_lines(tracked)
         # per candidate: centre at line 0, track (samples), its score without the
         # forward-backward check (an upper bound), and its line pairs' windows along the track
         placed = []
-        for centre, line in fill_line.items():
-            centre0 = self._place_at_line0(centre, line, guard, stride, lags, score, energy)
+        for centre, k in fill.items():
+            centre0 = self._place_at_line0(centre, k, guard, tracked_lines, lags, score, energy)
             if any(centre0 == p[0] for p in placed):
                 continue
-            home, track = self._track_held(centre0, tracked, lags)
+            home, track = self._track_lines(centre0, tracked_lines, lags)
             seg_a = iq_a[pairs, windows(home + track[: first.shape[0]])]
             # the second line of the last pair may lie one line past the last tracked line
             slope = (track[-1] - track[-2]) / stride
@@ -1019,14 +1021,14 @@ class MotionTracker:
         for centre0, track, bound, seg_a, seg_b in sorted(placed, key=lambda p: -p[2]):
             if bound <= best_score:
                 break
-            _, back = self._track_held(int(round(centre0 + track[-1])), tracked[::-1], lags)
+            _, back = self._track_lines(int(round(centre0 + track[-1])), tracked_lines[::-1], lags)
             fb_m = float(np.sqrt(np.mean(((track - track[-1]) - back[::-1]) ** 2))) * self.spacing_m
             value = tracked_echo_score(seg_a, seg_b, track * self.spacing_m, rate_hz, lag_lines, fb_m, wrap_m)
             if value > best_score:
                 best_centre, best_score = centre0, value
         self._set_home(best_centre)
 
-    def _place_at_line0(self, centre: int, line: int, guard: int, stride: int, lags: tuple[int, int],
+    def _place_at_line0(self, centre: int, k: int, guard: int, tracked_lines: np.ndarray, lags: tuple[int, int],
                         score: np.ndarray, energy: dict[int, np.ndarray]) -> int:
         """Centre (IQ sample) at the first line of the echo in the window centred at ``centre``.
 
@@ -1034,26 +1036,17 @@ class MotionTracker:
         the first line (a lung line that swings 2 mm further up, a pericardium caught in
         systole: the window then held fluid or deep speckle there). So the window is centred on
         its echo (:meth:`_centre_on_energy`, with the selection ``score`` as floor) in
-        held-back ``line`` (a multiple of ``stride``), where the echo fills it best, tracked
-        back to the first line through every ``stride``-th line (search half-ranges ``lags``)
-        and centred there again; ``energy`` holds both lines' ``|IQ|^2`` by line.
+        ``tracked_lines[k]`` (evenly spaced held-back lines from the first one; search
+        half-ranges ``lags`` for that spacing), where the echo fills it best, tracked back to
+        ``tracked_lines[0]`` and centred there again; ``energy`` holds the ``|IQ|^2``
+        (envelope^2) of lines ``k`` and 0, by index.
         """
-        centre = self._centre_on_energy(centre, guard, energy[line], score)
-        if line == 0:
+        centre = self._centre_on_energy(centre, guard, energy[k], score)
+        if k == 0:
             return centre
-        _, back = self._track_held(centre, np.arange(line, -1, -stride), lags)
+        _, back = self._track_lines(centre, tracked_lines[k::-1], lags)
         centre = min(max(int(round(centre + back[-1])), guard), self._n_iq - guard - 1)
         return self._centre_on_energy(centre, guard, energy[0])
-
-    def _line_energy(self, index: np.ndarray) -> dict[int, np.ndarray]:
-        """``|IQ|^2`` (envelope^2 for envelope input), (n_iq,) float64, of each held-back line
-        in ``index``, by line."""
-        lines = self._held_lines(index)
-        if self._mode == MODE_ENVELOPE:
-            energy = lines.astype(np.float64) ** 2
-        else:
-            energy = np.abs(to_iq(lines, self.meta)[0]).astype(np.float64) ** 2
-        return {int(i): e for i, e in zip(index, energy)}
 
     def _centre_on_energy(self, centre: int, guard: int, energy: np.ndarray, score: np.ndarray | None = None) -> int:
         """Centre (IQ sample) of the window moved onto the energy of its echo in a line whose
@@ -1082,21 +1075,22 @@ class MotionTracker:
             centre = moved
         return centre
 
-    def _track_held(self, centre: int, index: np.ndarray, lags: tuple[int, int]) -> tuple[int, np.ndarray]:
-        """The window centred at ``centre`` (IQ sample) in held-back line ``index[0]``, tracked
-        through the held-back lines ``index`` (in that order, evenly spaced) with the combined
+    def _track_lines(self, centre: int, lines: np.ndarray, lags: tuple[int, int]) -> tuple[int, np.ndarray]:
+        """The window centred at ``centre`` (IQ sample) in ``lines[0]``, tracked through
+        ``lines`` (m, n_samples), evenly spaced lines in tracking order, with the combined
         tracker (NCC on the envelope for envelope input), which does not alias; ``lags`` are
         the NCC search half-ranges for that spacing (:meth:`_search_lags`).
 
-        Returns ``(start, track)``: the window's first sample in line ``index[0]`` and its
-        displacement (len(index),) in IQ samples at each of those lines.
+        Returns ``(start, track)``: the window's first sample in ``lines[0]`` and its
+        displacement (m,) in IQ samples at each line.
         """
         w = self._window
         home = min(max(centre - w // 2, 0), self._n_iq - w)
-        lines = self._held_lines(index)
+        lines = np.ascontiguousarray(lines)
         buf_iq = np.zeros(self._n_iq, np.complex64)
         buf_env = np.zeros(self._n_iq, np.float32)
-        _fill(lines, 0, self._mode, self._carrier, self._taps, self._stride, self._half, home, home + w, buf_iq, buf_env)
+        _fill(lines, 0, self._mode, self._carrier, self._taps, self._stride, self._half, home, home + w,
+              buf_iq, buf_env)
         ref_iq = buf_iq[home : home + w].copy()
         ref_env = buf_env[home : home + w].copy()
         state = np.array([home, 0.0, 0.0, 0.0, 0.0, 1.0])

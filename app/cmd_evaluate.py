@@ -64,7 +64,7 @@ def evaluate_motion(rec, estimator: str, track_depth_m: float | None = None, blo
     import numpy as np
 
     from mmode.dsp import rates
-    from mmode.dsp.motion import MotionTracker
+    from mmode.dsp.tracker import MotionTracker
     from mmode.errors import DataError, describe
 
     truth = rec.truth()
@@ -82,6 +82,8 @@ def evaluate_motion(rec, estimator: str, track_depth_m: float | None = None, blo
         parts.append(tracker.process(block))
         elapsed_s += time.perf_counter() - t0
     parts.append(tracker.flush())
+    if tracker.status == "no_motion":
+        raise DataError(describe(rec.source, "a moving echo to track", tracker.note))
     est = np.concatenate([p.displacement_m for p in parts])
     n = est.shape[0]
     if n != rec.n_lines:

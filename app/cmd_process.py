@@ -35,7 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", metavar="OUT", help="write the report to OUT.json, or the feature windows to OUT.csv")
     p.add_argument("--image", metavar="OUT.npy", help="write the display image (float32 dB) and OUT.npy.json (row depths)")
     p.add_argument("--n-rows", type=int, default=256, help="display rows (default 256)")
-    p.add_argument("--gain-db", type=float, default=0.0, help="gain in dB (default 0)")
+    p.add_argument("--gain-db", type=float, default=0.0, help="gain in dB around the level shown as 0 dB (default 0)")
+    p.add_argument("--reference-db", type=float, metavar="DB",
+                   help="envelope level shown as 0 dB, dB re one stored unit (default: integer full scale, "
+                        "else the 99th percentile of the first second + 6 dB)")
     p.add_argument("--dynamic-range-db", type=float, default=60.0, help="displayed range in dB (default 60)")
     p.add_argument("--denoise", default="none", choices=("none", "median_persist", "wavelet", "srad"),
                    help="speckle reduction (default none)")
@@ -129,23 +132,29 @@ class _FeatureLog:
         }
 
 
-def _motion_report(parts: list, tracker) -> tuple[dict, dict]:
-    """The ``motion`` and ``rates`` objects of the report from the pipeline's MotionBlocks."""
+def _motion_report(parts: list, tracker) -> tuple[dict | None, str | None, dict]:
+    """The ``motion`` object (None when nothing is tracked), ``motion_note`` (why not, else
+    None) and ``rates`` of the report from the pipeline's MotionBlocks."""
     import numpy as np
 
     from mmode.dsp import rates
 
     t_s = np.concatenate([m.t_s for m in parts])
     disp = np.concatenate([m.displacement_m for m in parts])
-    vel = np.concatenate([m.velocity_m_s for m in parts])
+    if tracker.status != "tracking" or disp.shape[0] == 0:
+        note = tracker.note or "no trace"
+        return None, note, {**rates.summary(np.zeros(0), tracker.meta.prf_hz), "note": f"no motion trace: {note}"}
     motion = {
         "estimator": tracker.effective_estimator,
+        "representation": tracker.representation,
+        "track_depth_m": tracker.track_depth_m,
         "depth_m": _finite(tracker.depth_m),
         "t_s": t_s.tolist(),
         "displacement_m": disp.tolist(),
-        "velocity_m_s": vel.tolist(),
+        "velocity_m_s": np.concatenate([m.velocity_m_s for m in parts]).tolist(),
+        "quality": np.round(np.concatenate([m.quality for m in parts]), 4).tolist(),
     }
-    return motion, rates.summary(disp, tracker.meta.prf_hz)
+    return motion, None, rates.summary(disp, tracker.meta.prf_hz)
 
 
 def analyse(rec, settings, *, block_lines: int = DEFAULT_BLOCK_LINES, window_s: float = DEFAULT_WINDOW_S,
@@ -158,12 +167,14 @@ def analyse(rec, settings, *, block_lines: int = DEFAULT_BLOCK_LINES, window_s: 
     import numpy as np
 
     from mmode.app.pipeline import Pipeline
+    from mmode.dsp.levels import LEVEL_S
     from mmode.errors import DataError, describe
 
     if rec.n_lines == 0:
         raise DataError(describe(rec.source, "at least one line", "0 lines"))
     pipeline = Pipeline(settings)
     pipeline.prepare(rec.meta, rec.n_samples)
+    pipeline.settle_level(rec.read(0, min(rec.n_lines, max(1, round(LEVEL_S * rec.meta.prf_hz)))))
     n_rows = pipeline.row_depths_m.shape[0]
     image = None
     if image_path is not None:
@@ -194,7 +205,7 @@ def analyse(rec, settings, *, block_lines: int = DEFAULT_BLOCK_LINES, window_s: 
         Path(str(image_path) + ".json").write_text(json.dumps(sidecar, indent=2) + "\n")
     lines_per_s = rec.n_lines / max(dsp_s, 1e-9)
     motion_parts.append(pipeline.motion.flush())  # a recording shorter than the echo selection
-    motion, rates = _motion_report(motion_parts, pipeline.motion)
+    motion, motion_note, rates = _motion_report(motion_parts, pipeline.motion)
     p = settings.processor
     return {
         "file": str(rec.source),
@@ -202,6 +213,7 @@ def analyse(rec, settings, *, block_lines: int = DEFAULT_BLOCK_LINES, window_s: 
         "n_lines": rec.n_lines,
         "n_samples": rec.n_samples,
         "duration_s": rec.duration_s,
+        "level": pipeline.processor.level.to_dict(),
         "settings": {"n_rows": p.n_rows, "gain_db": p.gain_db, "dynamic_range_db": p.dynamic_range_db,
                      "tgc": [list(x) for x in p.tgc], "denoise": p.denoise, "denoise_strength": p.denoise_strength,
                      "block_lines": block_lines},
@@ -210,6 +222,7 @@ def analyse(rec, settings, *, block_lines: int = DEFAULT_BLOCK_LINES, window_s: 
         "features": {"summary": log.summary(rec.meta.prf_hz), "window_s": window_s,
                      "windows": log.windows(rec.meta.prf_hz, t_s, window_s)},
         "motion": motion,
+        "motion_note": motion_note,
         "rates": rates,
         "classification": _classification_report(pipeline.classifier, class_windows, rec.duration_s),
     }
@@ -252,15 +265,21 @@ def _text(report: dict) -> str:
         ("file", report["file"]),
         ("lines", f"{report['n_lines']} x {report['n_samples']} ({report['meta']['kind']}), {report['duration_s']:.3f} s"),
         ("speed", f"{t['lines_per_s']:.0f} lines/s, {t['realtime_factor']:.1f}x real time"),
+        ("level", f"0 dB = {report['level']['reference_db']:.1f} dB re 1 ({report['level']['detail']})"),
         ("mean_db", f"{s['mean_db']:.1f}"),
         ("decorrelation", f"{s['decorrelation']:.3f} per line, {s['decorrelation_rate_per_s']:.2f}/s speckle renewal"),
         ("entropy", f"{s['wavelet_entropy']:.3f} nats"),
         ("period", period),
     ]
     m, r = report["motion"], report["rates"]
-    if m["displacement_m"]:
+    if m is None:
+        rows.append(("motion", report["motion_note"]))
+    else:
         d = m["displacement_m"]
-        rows.append(("motion", f"echo at {m['depth_m'] * 1e3:.1f} mm, {(max(d) - min(d)) * 1e3:.2f} mm peak to peak ({m['estimator']})"))
+        how = m["estimator"] + (", clutter-filtered" if m["representation"] == "clutter" else "")
+        gate = "" if m["track_depth_m"] is None else f", gate at {m['track_depth_m'] * 1e3:.1f} mm"
+        rows.append(("motion", f"echo at {m['depth_m'] * 1e3:.1f} mm{gate}, {(max(d) - min(d)) * 1e3:.2f} mm "
+                               f"peak to peak ({how})"))
     if r["rate_per_min"] is not None:
         rows.append(("rate", f"{r['rate_per_min']:.1f}/min (confidence {r['confidence']:.2f}), rhythm {r['rhythm']}"))
     if r.get("breathing_rate_per_min") is not None:
@@ -295,7 +314,7 @@ def run(args: argparse.Namespace) -> int:
     if args.image and not args.image.endswith(".npy"):
         raise UsageError(describe("--image", "a path ending in .npy", args.image))
     settings = PipelineSettings(processor=ProcessorSettings(
-        n_rows=args.n_rows, gain_db=args.gain_db, dynamic_range_db=args.dynamic_range_db,
+        n_rows=args.n_rows, gain_db=args.gain_db, reference_db=args.reference_db, dynamic_range_db=args.dynamic_range_db,
         denoise=args.denoise, denoise_strength=args.denoise_strength), track_depth_m=args.track_depth,
         model=args.model)
     with open_recording(args.file) as rec:

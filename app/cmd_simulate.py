@@ -38,6 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--breath-per-min", type=float, default=None, help="breathing rate of the cardiac views")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
+    p.add_argument("--iq-fs", type=float, default=None, metavar="HZ",
+                   help="store IQ as a scanner does, at this complex rate along depth (must divide --fs), instead of RF")
     p.set_defaults(func=run)
 
 
@@ -59,13 +61,14 @@ def _segments(spec: str) -> list[tuple[str, float]] | None:
 
 def run(args: argparse.Namespace) -> int:
     from mmode.app.cli import print_json
-    from mmode.ingest.scenarios import SCENARIOS
+    from mmode.ingest.scenarios import PHANTOMS, SCENARIOS
 
     if args.list:
         if args.json:
-            print_json([info.to_dict() for info in SCENARIOS.values()])
+            print_json([{**info.to_dict(), "phantom": info.name in PHANTOMS}
+                        for info in (*SCENARIOS.values(), *PHANTOMS.values())])
         else:
-            for info in SCENARIOS.values():
+            for info in (*SCENARIOS.values(), *PHANTOMS.values()):
                 print(f"{info.name:18s} {info.description}")
         return 0
     if not args.scenario:
@@ -95,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
     )
     segments = _segments(args.scenario)
     if segments is None:
-        result = simulate(args.scenario, seconds=args.seconds, **params)
+        result = simulate(args.scenario, seconds=args.seconds, iq_fs_hz=args.iq_fs, **params)
+    elif args.iq_fs is not None:
+        raise UsageError("--iq-fs applies to one scenario, not to a NAME:SECONDS sequence")
     else:
         result = simulate_sequence(segments, **params)
     try:

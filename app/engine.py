@@ -20,6 +20,7 @@ and the tests.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 import os
 import queue
@@ -34,6 +35,7 @@ import numpy as np
 from mmode.errors import DataError, MmodeError, describe
 from mmode.ingest.meta import AcquisitionMeta, LineBlock
 from mmode.app.ring import LineRing
+from mmode.dsp.levels import LEVEL_S
 
 #: Largest memory the ring may take, bytes.
 MAX_RING_BYTES = 256 * 1024 * 1024
@@ -239,7 +241,8 @@ class Engine:
         if pipeline is None:
             from mmode.app.pipeline import Pipeline, PipelineSettings
 
-            pipeline = Pipeline(pipeline_settings if pipeline_settings is not None else PipelineSettings())
+            settings = pipeline_settings if pipeline_settings is not None else PipelineSettings()
+            pipeline = Pipeline(dataclasses.replace(settings, realtime=True))
         self.source = source
         self.pipeline = pipeline
         self.ring_seconds = float(ring_seconds)
@@ -253,6 +256,7 @@ class Engine:
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._pending_settings: Any = None
+        self._pending_relevel: tuple[float | None, float | None] | None = None
         self._recorder: Recorder | None = None
         self._recordings: list[dict[str, Any]] = []
         self._threads: list[threading.Thread] = []
@@ -351,9 +355,18 @@ class Engine:
         return out
 
     def update_settings(self, pipeline_settings: Any) -> None:
-        """New pipeline settings, applied by the processing thread before its next block."""
+        """New pipeline settings, applied by the processing thread before its next block
+        (a live engine keeps ``realtime`` on)."""
+        if dataclasses.is_dataclass(pipeline_settings) and hasattr(pipeline_settings, "realtime"):
+            pipeline_settings = dataclasses.replace(pipeline_settings, realtime=True)
         with self._lock:
             self._pending_settings = pipeline_settings
+
+    def relevel(self, t_from_s: float | None = None, t_to_s: float | None = None) -> None:
+        """Set the display level from the data of times ``t_from_s..t_to_s`` (what a display
+        shows), in the processing thread before its next block (the GUI's *Auto*)."""
+        with self._lock:
+            self._pending_relevel = (t_from_s, t_to_s)
 
     @property
     def state(self) -> str:
@@ -499,7 +512,16 @@ class Engine:
         motion = getattr(self.pipeline, "motion", None)
         if motion is not None:
             motion.flush()
-        self.pipeline.prepare(self.meta, n_samples)
+        self._prepare_pipeline()
+
+    def _prepare_pipeline(self) -> None:
+        """Prepare the pipeline for the stream; a recording played back (a source with
+        ``head_lines``) has its display level set from its first second at once, so that
+        playback and seeks show it as ``mmode process`` does."""
+        self.pipeline.prepare(self.meta, self.source.n_samples)
+        head = getattr(self.source, "head_lines", None)
+        if head is not None and hasattr(self.pipeline, "settle_level"):
+            self.pipeline.settle_level(head(max(1, int(round(LEVEL_S * self.meta.prf_hz)))))
 
     def _process_loop(self) -> None:
         lower_thread_priority(self.worker_nice)
@@ -518,8 +540,11 @@ class Engine:
             while True:
                 with self._lock:
                     settings, self._pending_settings = self._pending_settings, None
+                    relevel, self._pending_relevel = self._pending_relevel, None
                 if settings is not None:
                     self.pipeline.update_settings(settings)
+                if relevel is not None:
+                    self.pipeline.relevel(*relevel)
                 chunk = self.ring.pop(self.max_block_lines, timeout_s=0.1)
                 if chunk is None:
                     if self._acquisition_done or self._stop.is_set():
@@ -528,7 +553,7 @@ class Engine:
                     continue
                 if next_seq is not None and chunk.seq < next_seq:
                     # the source restarted or seeked backwards: start the stages afresh
-                    self.pipeline.prepare(self.meta, self.source.n_samples)
+                    self._prepare_pipeline()
                 next_seq = chunk.seq + chunk.n_lines
                 t0 = time.perf_counter()
                 results = self.pipeline.process(chunk.block())

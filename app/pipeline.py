@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mmode.dsp.motion import MotionTracker
+from mmode.dsp.tracker import MotionTracker
 from mmode.dsp.processor import Processor, ProcessorSettings
 from mmode.errors import DataError, describe
 from mmode.ingest.meta import AcquisitionMeta, LineBlock
@@ -23,15 +23,24 @@ from mmode.ingest.meta import AcquisitionMeta, LineBlock
 class PipelineSettings:
     """Settings of every stage. processor : the display chain (gain, range, TGC, denoise).
 
-    track_depth_m : depth of the echo the motion tracker follows; None chooses the strongest
-    moving echo (see :class:`~mmode.dsp.motion.MotionTracker`).
+    track_depth_m : depth of the echo the motion tracker follows (a gate the user places);
+    None chooses the moving echo automatically (see :class:`~mmode.dsp.tracker.MotionTracker`).
     model : shipped classifier name (``mmode models``) run on sliding windows of the display
     image; None or "none": classic processing only, no classification.
+    realtime : a live stream: one-off work (the motion tracker's choice of the echo) is
+    spread over several blocks, ``REALTIME_STEP_BUDGET_S`` per block, instead of finishing
+    in the block that completes it (offline runs, where nobody waits for the next block).
     """
 
     processor: ProcessorSettings = ProcessorSettings()
     track_depth_m: float | None = None
     model: str | None = None
+    realtime: bool = False
+
+
+#: Wall time the one-off choice of the tracked echo may take per block in a live stream, s:
+#: well inside the 30 ms latency target with the rest of a block's work.
+REALTIME_STEP_BUDGET_S = 0.005
 
 
 @dataclass
@@ -45,7 +54,12 @@ class Results:
     (while it chooses the echo, during its first ``select_s`` seconds, it holds lines back
     and returns them later, with their own ``t_s``). classification : list of
     :class:`~mmode.models.inference.WindowResult` for the classifier windows this block
-    completed (often empty), or None without a classifier. timings_ms : wall time per stage.
+    completed (often empty), or None without a classifier. level : how 0 dB of
+    ``display_db`` was set (:class:`~mmode.dsp.levels.LevelReference`). motion_state : the
+    tracker's ``status`` ("choosing", "tracking", "no_motion", "inactive"), ``note`` (why
+    there is no trace, or None), ``representation`` ("raw" or "clutter"), ``depth_m`` and
+    ``track_depth_m`` (the gate the user set, or None for automatic). timings_ms : wall
+    time per stage.
     """
 
     seq_start: int
@@ -56,6 +70,8 @@ class Results:
     features: dict
     motion: object | None = None
     classification: object | None = None
+    level: object | None = None
+    motion_state: dict = field(default_factory=dict)
     timings_ms: dict = field(default_factory=dict)
 
 
@@ -65,7 +81,7 @@ class Pipeline:
     def __init__(self, settings: PipelineSettings = PipelineSettings()) -> None:
         self.settings = settings
         self.processor = Processor(settings.processor)
-        self.motion = MotionTracker(track_depth_m=settings.track_depth_m)
+        self.motion = _tracker(settings)
         self.classifier = _load_classifier(settings.model)
         self.meta: AcquisitionMeta | None = None
         self.n_samples = 0
@@ -84,10 +100,27 @@ class Pipeline:
         if self.classifier is not None:
             self.classifier.reset()
 
+    def settle_level(self, lines: np.ndarray) -> None:
+        """Fix the automatic display level from a recording's first lines before processing
+        it (:meth:`mmode.dsp.processor.Processor.settle_level`)."""
+        self.processor.settle_level(lines)
+
+    def motion_state(self) -> dict:
+        """The motion tracker's state (see :class:`Results`)."""
+        m = self.motion
+        return {"status": getattr(m, "status", "inactive"), "note": getattr(m, "note", None),
+                "representation": getattr(m, "representation", "raw"), "depth_m": getattr(m, "depth_m", float("nan")),
+                "track_depth_m": m.track_depth_m}
+
+    def relevel(self, t_from_s: float | None = None, t_to_s: float | None = None) -> None:
+        """Set the display level from the data of times ``t_from_s..t_to_s`` (the GUI's
+        *Auto*; :meth:`mmode.dsp.processor.Processor.relevel`)."""
+        self.processor.relevel(t_from_s, t_to_s)
+
     def update_settings(self, settings: PipelineSettings) -> None:
         """Apply new settings before the next block."""
-        if settings.track_depth_m != self.settings.track_depth_m:  # a new echo: the trace restarts
-            self.motion = MotionTracker(track_depth_m=settings.track_depth_m)
+        if (settings.track_depth_m, settings.realtime) != (self.settings.track_depth_m, self.settings.realtime):
+            self.motion = _tracker(settings)  # a new echo: the trace restarts
             if self.meta is not None:
                 self.motion.prepare(self.meta, self.n_samples)
         if settings.model != self.settings.model:
@@ -118,8 +151,15 @@ class Pipeline:
             features=out.features,
             motion=motion,
             classification=classification,
+            level=self.processor.level,
+            motion_state=self.motion_state(),
             timings_ms=timings_ms,
         )
+
+
+def _tracker(settings: PipelineSettings) -> MotionTracker:
+    return MotionTracker(track_depth_m=settings.track_depth_m,
+                         step_budget_s=REALTIME_STEP_BUDGET_S if settings.realtime else None)
 
 
 def _load_classifier(model: str | None):

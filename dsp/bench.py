@@ -35,7 +35,7 @@ import time
 import numba
 import numpy as np
 
-from mmode.dsp import envelope
+from mmode.dsp import envelope, levels
 from mmode.dsp.processor import DENOISE_METHODS, Processor, ProcessorSettings
 from mmode.ingest.meta import LineBlock
 
@@ -82,7 +82,7 @@ def run_benchmark(n_lines: int = 8192, repeats: int = 5, reference_lines: int = 
     meta, rf = make_rf(n_lines)
     tables = envelope.envelope_tables(meta, N_SAMPLES, N_ROWS)
     env = np.empty((BLOCK_LINES, N_ROWS), np.float32)
-    offset = np.full(N_ROWS, -20 * np.log10(envelope.full_scale(rf.dtype)), np.float32)
+    offset = np.full(N_ROWS, -levels.full_scale_db(rf.dtype), np.float32)
     blocks = [rf[i:i + BLOCK_LINES] for i in range(0, n_lines, BLOCK_LINES)]
 
     def envelope_log(parts=blocks, out=env):

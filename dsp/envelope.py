@@ -34,14 +34,6 @@ MIN_TAPS = 33
 RF_CUTOFF_FRACTION_OF_F0 = 1.0
 
 
-def full_scale(dtype: np.dtype) -> float:
-    """Amplitude shown as 0 dB before gain: 32768 for int16 (integer full scale), 1 for float."""
-    dtype = np.dtype(dtype)
-    if dtype.kind in "iu":
-        return float(np.iinfo(dtype).max) + 1.0
-    return 1.0
-
-
 def row_sample_indices(n_samples: int, n_rows: int) -> np.ndarray:
     """Stored-sample index of each display row, ``round(r * n_samples / n_rows)``, (n_rows,) int64."""
     if n_samples <= 0 or n_rows <= 0:
@@ -160,15 +152,18 @@ def check_block_lines(
 
 
 def envelope_rows(
-    lines: np.ndarray, tables: EnvelopeTables, out: np.ndarray | None = None, first_line: int = 0
+    lines: np.ndarray, tables: EnvelopeTables, out: np.ndarray | None = None, first_line: int = 0,
+    *, check: bool = True,
 ) -> np.ndarray:
     """Envelope amplitude at the display rows, (n_lines, n_rows) float32, input units.
 
     lines : (n_lines, n_samples) int16/float32 (rf, envelope) or complex64 (iq), checked
-    by :func:`check_block_lines` (``first_line`` numbers the lines in its messages).
-    ``out`` may be a preallocated (n_lines, n_rows) float32.
+    by :func:`check_block_lines` (``first_line`` numbers the lines in its messages) unless
+    ``check`` is False (the caller already did). ``out`` may be a preallocated
+    (n_lines, n_rows) float32.
     """
-    lines = check_block_lines(lines, tables.kind, tables.n_samples, first_line=first_line)
+    if check:
+        lines = check_block_lines(lines, tables.kind, tables.n_samples, first_line=first_line)
     if out is None:
         out = np.empty((lines.shape[0], tables.n_rows), np.float32)
     if tables.kind == "rf":
@@ -184,15 +179,17 @@ def envelope_rows(
 
 def display_rows_db(
     lines: np.ndarray, tables: EnvelopeTables, offset_db: np.ndarray, dynamic_range_db: float,
-    out: np.ndarray | None = None, first_line: int = 0,
+    out: np.ndarray | None = None, first_line: int = 0, *, check: bool = True,
 ) -> np.ndarray:
     """Envelope at the display rows, log-compressed: ``clip(20 log10(env) + offset_db, -DR, 0)``.
 
-    lines : as :func:`envelope_rows`. offset_db : (n_rows,) gain + TGC minus
-    ``20 log10(full_scale)``. Returns (n_lines, n_rows) float32 dB (``out`` if given). For RF
+    lines : as :func:`envelope_rows` (``check`` likewise). offset_db : (n_rows,) gain + TGC
+    minus the level shown as 0 dB (``20 log10(full_scale)`` for integer samples, see
+    :mod:`mmode.dsp.levels`). Returns (n_lines, n_rows) float32 dB (``out`` if given). For RF
     and IQ the log is fused into the envelope kernel (one pass, the real-time path).
     """
-    lines = check_block_lines(lines, tables.kind, tables.n_samples, first_line=first_line)
+    if check:
+        lines = check_block_lines(lines, tables.kind, tables.n_samples, first_line=first_line)
     if out is None:
         out = np.empty((lines.shape[0], tables.n_rows), np.float32)
     offset = np.ascontiguousarray(np.broadcast_to(np.asarray(offset_db, dtype=np.float32), (tables.n_rows,)))
@@ -203,7 +200,7 @@ def display_rows_db(
     if tables.kind == "iq":
         kernels.iq_rows(lines, tables.tab_i, tables.start, True, offset, np.float32(-dynamic_range_db), out)
         return out
-    envelope_rows(lines, tables, out=out)
+    envelope_rows(lines, tables, out=out, check=False)
     return log_compress_db(out, offset, dynamic_range_db, out=out)
 
 
@@ -236,7 +233,7 @@ def log_compress_db(
 ) -> np.ndarray:
     """``clip(20 log10(env) + offset_db, -dynamic_range_db, 0)`` as float32 (n, R).
 
-    offset_db : gain + TGC (per row, (R,)) minus ``20 log10(full_scale)``.
+    offset_db : gain + TGC (per row, (R,)) minus the level shown as 0 dB.
     """
     env = np.ascontiguousarray(env, dtype=np.float32)
     offset = np.broadcast_to(np.asarray(offset_db, dtype=np.float32), (env.shape[1],))

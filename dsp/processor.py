@@ -4,7 +4,8 @@
 ``process(block)`` runs the chain on a :class:`~mmode.ingest.meta.LineBlock`:
 
     envelope at the display rows (RF: DC removal, demodulation, FIR, decimation;
-    IQ: |FIR(IQ)|; envelope: FIR) -> TGC + gain + log compression, clipped to
+    IQ: |FIR(IQ)|; envelope: FIR) -> TGC + gain + log compression against the level shown
+    as 0 dB (integer full scale, or set from the data: :mod:`mmode.dsp.levels`), clipped to
     [-dynamic_range_db, 0] -> features -> denoise
 
 Features are computed before denoising, so they do not change with the display's denoise
@@ -12,7 +13,9 @@ setting (persistence, in particular, would hide the speckle decorrelation they m
 
 Block invariance: every stage but SRAD is per line or causal with carried state, so a
 file processed in blocks of any size gives the same image and per-line features as when
-processed whole. SRAD is a window method for review: each block is diffused together with
+processed whole, once the display level is settled (a reference taken from the data follows
+the lines seen during the first second of a stream; :meth:`Processor.settle_level` fixes it
+from a recording's first second before processing). SRAD is a window method for review: each block is diffused together with
 the last ``SRAD_CONTEXT_LINES`` lines before it (their output is discarded), so only lines
 near a block start depend (slightly) on the split.
 """
@@ -24,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mmode.dsp import denoise, envelope, wavelets
+from mmode.dsp import denoise, envelope, levels, wavelets
 from mmode.dsp.features import FeatureExtractor
 from mmode.errors import DataError, UsageError, describe
 from mmode.ingest.meta import AcquisitionMeta, LineBlock
@@ -42,7 +45,10 @@ MAX_SAMPLES = 1 << 20
 class ProcessorSettings:
     """What the user can change about the display chain (immutable; swap to change).
 
-    n_rows : display rows. gain_db : overall gain. dynamic_range_db : the displayed range,
+    n_rows : display rows. gain_db : overall gain, around the level shown as 0 dB.
+    reference_db : that level, dB re one stored unit (the envelope amplitude shown at the top
+    of the grey scale before gain and TGC); None sets it automatically (integer full scale,
+    or from the data: :mod:`mmode.dsp.levels`). dynamic_range_db : the displayed range,
     output in [-dynamic_range_db, 0]. tgc : ((depth_m, gain_db), ...) piecewise-linear
     time-gain compensation. denoise : one of :data:`DENOISE_METHODS`. denoise_strength :
     0..1 (median over 3 rows and persistence time constant 0..40 ms; wavelet threshold
@@ -53,6 +59,7 @@ class ProcessorSettings:
 
     n_rows: int = 256
     gain_db: float = 0.0
+    reference_db: float | None = None
     dynamic_range_db: float = 60.0
     tgc: tuple[tuple[float, float], ...] = ()
     denoise: str = "none"
@@ -67,6 +74,8 @@ class ProcessorSettings:
             raise UsageError(describe("n_rows", "an integer in [8, 8192]", self.n_rows))
         if not math.isfinite(self.gain_db):
             raise UsageError(describe("gain_db", "a finite number", self.gain_db))
+        if self.reference_db is not None and not math.isfinite(self.reference_db):
+            raise UsageError(describe("reference_db", "None or a finite level in dB", self.reference_db))
         if not (math.isfinite(self.dynamic_range_db) and self.dynamic_range_db > 0):
             raise UsageError(describe("dynamic_range_db", "> 0", self.dynamic_range_db))
         if self.denoise not in DENOISE_METHODS:
@@ -122,6 +131,8 @@ class Processor:
         self.meta: AcquisitionMeta | None = None
         self.n_samples = 0
         self.row_depths_m = np.zeros(0)
+        self._levels = levels.LevelMeter()
+        self._levels_dtype: np.dtype | None = None
 
     def prepare(self, meta: AcquisitionMeta, n_samples: int) -> None:
         """Settle tables and state for lines of ``n_samples`` from ``meta``; resets the stream."""
@@ -162,11 +173,36 @@ class Processor:
             self._tables, self.row_depths_m, self._features = tables, depths, features
             self._persist_state: np.ndarray | None = None
             self._srad_context = np.zeros((0, s.n_rows), np.float32)
+            self._levels_dtype = None
+        elif s.reference_db != self.settings.reference_db and self._levels_dtype is not None:
+            self._prepare_levels(self._levels_dtype, s.reference_db)
         self._tgc_gain_db = (envelope.tgc_db(self.row_depths_m, s.tgc) + s.gain_db).astype(np.float32)
         self.settings = s
 
-    def _offset_db(self, dtype: np.dtype) -> np.ndarray:
-        return self._tgc_gain_db - np.float32(20 * math.log10(envelope.full_scale(dtype)))
+    def _prepare_levels(self, dtype: np.dtype, reference_db: float | None) -> None:
+        self._levels.prepare(self.meta.prf_hz, dtype, reference_db)
+        self._levels_dtype = np.dtype(dtype)
+
+    @property
+    def level(self) -> levels.LevelReference | None:
+        """How 0 dB is set now (None before the first line)."""
+        return self._levels.reference
+
+    def settle_level(self, lines: np.ndarray) -> None:
+        """Fix the automatic level from the first lines of a recording (its first
+        ``levels.LEVEL_S`` or all of a shorter one), (n, n_samples), before processing it, so
+        that the whole image is levelled alike and does not depend on the block size."""
+        lines = envelope.check_block_lines(lines, self.meta.kind, self.n_samples)
+        self._prepare_levels(lines.dtype, self.settings.reference_db)
+        pick = np.unique(np.linspace(0, lines.shape[0] - 1, levels.SETTLE_LINES).round().astype(np.int64))
+        env_db = levels.envelope_db(envelope.envelope_rows(lines[pick], self._tables, check=False))
+        self._levels.settle(lines.shape[0], env_db)
+
+    def relevel(self, t_from_s: float | None = None, t_to_s: float | None = None) -> levels.LevelReference | None:
+        """Set the level from the data again, on the lines of times ``t_from_s..t_to_s``
+        (what a display shows; see :meth:`mmode.dsp.levels.LevelMeter.relevel`). An explicit
+        ``reference_db`` in the settings is replaced until the settings change it again."""
+        return self._levels.relevel(t_from_s, t_to_s)
 
     def process(self, block: LineBlock) -> ProcessedBlock:
         """Run the chain on one block; returns the display rows and features of its lines."""
@@ -176,14 +212,24 @@ class Processor:
         lines = block.lines
         if not isinstance(lines, np.ndarray):
             raise DataError(describe("block", "lines as a numpy array", type(lines).__name__))
-        db = envelope.display_rows_db(lines, self._tables, self._offset_db(lines.dtype), s.dynamic_range_db,
-                                      first_line=block.seq)
-        n = db.shape[0]
+        lines = envelope.check_block_lines(lines, self.meta.kind, self.n_samples, first_line=block.seq)
+        n = lines.shape[0]
+        t_s = block.t_s + np.arange(n, dtype=np.float64) / self.meta.prf_hz
+        if lines.dtype != self._levels_dtype:
+            self._prepare_levels(lines.dtype, s.reference_db)
+        pick = self._levels.sampled(block.seq, n)
+        if self._levels.reference is None and n and not pick.size:  # the stream's first line sets a level
+            pick = np.zeros(1, np.int64)
+        if pick.size:
+            env_db = levels.envelope_db(envelope.envelope_rows(lines[pick], self._tables, check=False))
+            self._levels.add(n, t_s[pick], env_db)
+        reference_db = self._levels.reference.reference_db if self._levels.reference is not None else 0.0
+        db = envelope.display_rows_db(lines, self._tables, self._tgc_gain_db - np.float32(reference_db),
+                                      s.dynamic_range_db, check=False)
         features = self._features.process(db)
         db = self._denoise(db)
         if s.denoise != "none":
             np.clip(db, -s.dynamic_range_db, 0.0, out=db)
-        t_s = block.t_s + np.arange(n, dtype=np.float64) / self.meta.prf_hz
         return ProcessedBlock(seq=block.seq, t_s=t_s, display_db=db, features=features)
 
     def _denoise(self, db: np.ndarray) -> np.ndarray:

@@ -53,7 +53,7 @@ class ScenarioInfo:
     """Public description of a scenario (``mmode simulate --list``).
 
     name : scenario name (the key of :data:`SCENARIOS`).
-    label : class name, one of :data:`mmode.ingest.meta.CLASSES`.
+    label : class name, one of :data:`mmode.ingest.meta.CLASSES` (a test phantom: its own name).
     description : what a sonographer sees on screen.
     depth_m, f0_hz, fs_hz : suggested imaging depth and probe for this view.
     rate_per_min : default of the scenario's main rhythm, per minute: heart rate for the
@@ -543,6 +543,62 @@ def point_reflectors(
     return pts.scene([((0.0, 1.0), (1.0, 1.0))], motion, attenuation_db_cm_mhz)
 
 
+#: Peak-to-peak excursion of the moving phantom, metres.
+PHANTOM_EXCURSION_M = 10e-3
+#: Clutter power over the phantom block's speckle power, dB.
+PHANTOM_CLUTTER_DB = 6.0
+#: Reference depth of the phantom's clutter points in its displacement profiles (outside
+#: the line, so that no tissue depth shares their motion).
+PHANTOM_CLUTTER_REF_M = -1.0
+
+
+def _moving_phantom(rng: np.random.Generator, depth_m: float, rate_per_min: float, alpha: float,
+                    clutter_db: float | None = PHANTOM_CLUTTER_DB) -> Scene:
+    """A block of tissue-mimicking material in water, driven sinusoidally along the beam
+    (``PHANTOM_EXCURSION_M`` peak to peak at ``rate_per_min`` cycles per minute), seen
+    through strong clutter: the probe's ring-down and stationary echoes at every depth (the
+    set-up, reverberations), drifting by a fraction of a millimetre, as in a scanner's
+    phantom recording (docs/scenarios.md, "Test phantoms"); with ``clutter_db`` None, the
+    block alone in water. No attenuation by default: a
+    scanner's stored IQ is after its time-gain compensation.
+
+    The block (bright top surface, speckle inside) starts 30-38 mm deep. The clutter's
+    power is ``PHANTOM_CLUTTER_DB`` above the block's speckle, so the moving echo shows only
+    once the stationary part is removed along slow time (a clutter filter). Clutter
+    points are displaced through the second motion component (their reference depth is
+    ``PHANTOM_CLUTTER_REF_M``, where only that component is non-zero).
+    """
+    pts = _Points()
+    z_obj = rng.uniform(30e-3, 38e-3)
+    bottom = depth_m + PHANTOM_EXCURSION_M + 2e-3  # material moving up into view exists below
+    pts.add(z_obj, rng.uniform(3.0, 5.0))
+    pts.speckle(rng, z_obj + 0.3e-3, bottom, 0.5, 15)
+    clutter = dict(ref=PHANTOM_CLUTTER_REF_M)
+    lens_m = rng.uniform(0.5e-3, 0.9e-3)  # ring-down: lens reverberations decaying with depth
+    k = np.arange(1, 12)
+    pts.add(k * lens_m, 25.0 * rng.uniform(0.55, 0.7) ** (k - 1) * np.where(k % 2 == 0, -1.0, 1.0), **clutter)
+    if clutter_db is not None:
+        pts.speckle(rng, 0.0, bottom, 0.5 * 10 ** (clutter_db / 20), 15, **clutter)
+    phase0 = rng.uniform(0, 2 * np.pi)
+    drift_hz = rng.uniform(0.1, 0.3)
+    drift_m = rng.uniform(0.05e-3, 0.2e-3)
+
+    def motion(t_s: np.ndarray) -> Motion:
+        t = np.asarray(t_s, dtype=np.float64)
+        n = t.shape[0]
+        waves = np.stack([0.5 * PHANTOM_EXCURSION_M * np.sin(2 * np.pi * rate_per_min / 60.0 * t + phase0),
+                          drift_m * np.sin(2 * np.pi * drift_hz * t)], axis=1)
+        vis = np.zeros((n, N_GROUPS))
+        vis[:, ALWAYS] = 1.0
+        return Motion(waves, np.zeros(n), vis, np.zeros(n, dtype=np.int64))
+
+    # the water above the block follows it smoothly over 10 mm (it holds no scatterers; a
+    # continuous field keeps the line-0 truth map free of folds)
+    block = [(PHANTOM_CLUTTER_REF_M, 0.0), (z_obj - 10e-3, 0.0), (z_obj, 1.0), (bottom + 1.0, 1.0)]
+    drift = [(PHANTOM_CLUTTER_REF_M, 1.0), (PHANTOM_CLUTTER_REF_M / 2, 0.0), (bottom + 1.0, 0.0)]
+    return pts.scene([tuple(zip(*block)), tuple(zip(*drift))], motion, alpha)
+
+
 # -- registry -------------------------------------------------------------------------------
 
 _LUNG = dict(depth_m=0.045, f0_hz=5e6, fs_hz=20e6, rate_per_min=20.0, attenuation_db_cm_mhz=0.5)
@@ -603,7 +659,37 @@ SCENARIOS: dict[str, ScenarioInfo] = {
     )
 }
 
+#: Test phantoms: scenes for measuring the product on scanner-like data; no clinical class
+#: (their truth labels name the phantom). ``mmode simulate --list`` shows them after the scenarios.
+PHANTOMS: dict[str, ScenarioInfo] = {
+    "moving_phantom": ScenarioInfo(
+        "moving_phantom",
+        "moving_phantom",
+        "Test phantom: a tissue-mimicking block in water moving 1 cm peak to peak along the beam "
+        "(1.6 Hz by default), under stationary clutter 6 dB stronger than the block's speckle and "
+        "a bright ring-down; a scanner's motion-phantom recording (2.5 MHz). Try --iq-fs 1e6.",
+        depth_m=0.115,
+        f0_hz=2.5e6,
+        fs_hz=10e6,
+        rate_per_min=96.0,
+        attenuation_db_cm_mhz=0.0,
+    ),
+    "moving_phantom_clean": ScenarioInfo(
+        "moving_phantom_clean",
+        "moving_phantom_clean",
+        "Test phantom: the moving_phantom block without the stationary clutter (the ring-down "
+        "stays): the moving echo is the brightest thing in view. Try --iq-fs 1e6.",
+        depth_m=0.115,
+        f0_hz=2.5e6,
+        fs_hz=10e6,
+        rate_per_min=96.0,
+        attenuation_db_cm_mhz=0.0,
+    ),
+}
+
 _BUILDERS: dict[str, Callable[..., Scene]] = {
+    "moving_phantom": lambda rng, d, hr, br, a: _moving_phantom(rng, d, hr, a),
+    "moving_phantom_clean": lambda rng, d, hr, br, a: _moving_phantom(rng, d, hr, a, clutter_db=None),
     "lung_sliding": lambda rng, d, hr, br, a: _lung("lung_sliding", rng, d, hr, br, a),
     "no_sliding": lambda rng, d, hr, br, a: _lung("no_sliding", rng, d, hr, br, a),
     "lung_point": lambda rng, d, hr, br, a: _lung("lung_point", rng, d, hr, br, a),
@@ -622,9 +708,10 @@ def build_scene(
     breath_per_min: float,
     attenuation_db_cm_mhz: float,
 ) -> Scene:
-    """Build the scene of scenario ``name`` (a key of :data:`SCENARIOS`).
+    """Build the scene of scenario ``name`` (a key of :data:`SCENARIOS` or :data:`PHANTOMS`).
 
-    ``heart_per_min`` is the mean heart rate (cardiac views only), ``breath_per_min`` the
+    ``heart_per_min`` is the mean heart rate (cardiac views; a phantom's oscillation rate),
+    ``breath_per_min`` the
     breathing rate. Lung views draw the chest wall first, so lung scenarios built with
     generators in the same state share the same chest wall.
     """

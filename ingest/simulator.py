@@ -41,11 +41,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from numba import njit
+from scipy import signal
 
 from mmode.errors import UsageError
 from mmode.ingest.meta import CLASSES, AcquisitionMeta, LineBlock, Truth
 from mmode.ingest.recording import Annotation
-from mmode.ingest.scenarios import BEAM_HALF_SIGMAS, BEAM_SIGMA_X_M, SCENARIOS, Scene, build_scene
+from mmode.ingest.scenarios import BEAM_HALF_SIGMAS, BEAM_SIGMA_X_M, PHANTOMS, SCENARIOS, Scene, build_scene
 
 NOISE_CHUNK_LINES = 256
 #: Pulse support either side of its centre, in standard deviations of the Gaussian envelope
@@ -315,6 +316,7 @@ class _Setup:
     renderer: _Renderer
     quantiser: _Quantiser
     depths_m: np.ndarray
+    classes: tuple[str, ...] = CLASSES
 
     def lines(self, first_line: int, n_lines: int, quantiser: _Quantiser | None = None) -> np.ndarray:
         """int16 lines ``first_line .. first_line + n_lines`` (line i at time i / prf_hz),
@@ -332,7 +334,7 @@ class _Setup:
         scene = self.renderer.scene
         disp = _displacement_since_line0(scene, self.depths_m, t_s)
         labels = scene.motion(t_s).labels
-        return Truth(labels=labels, classes=CLASSES, depths_m=self.depths_m, displacement_m=disp.astype(np.float32))
+        return Truth(labels=labels, classes=self.classes, depths_m=self.depths_m, displacement_m=disp.astype(np.float32))
 
 
 def _line0_map(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
@@ -425,9 +427,9 @@ def _setup(
     n_samples: int | None,
     c_m_s: float,
 ) -> _Setup:
-    if scenario not in SCENARIOS:
-        raise UsageError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
-    info = SCENARIOS[scenario]
+    if scenario not in SCENARIOS and scenario not in PHANTOMS:
+        raise UsageError(f"unknown scenario {scenario!r}; choose one of {', '.join([*SCENARIOS, *PHANTOMS])}")
+    info = SCENARIOS.get(scenario) or PHANTOMS[scenario]
     f0_hz = info.f0_hz if f0_hz is None else float(f0_hz)
     fs_hz = info.fs_hz if fs_hz is None else float(fs_hz)
     if depth_m is None:
@@ -459,13 +461,15 @@ def _setup(
     scene = build_scene(scenario, np.random.default_rng([seed, 0x5CE7E]), line_depth_m, heart, breath, alpha)
     renderer = _Renderer(scene, meta, n_samples, bandwidth)
     quantiser = _Quantiser(renderer, snr_db, seed)
-    return _Setup(meta, n_samples, renderer, quantiser, _truth_depths(scene, line_depth_m))
+    classes = CLASSES if scenario in SCENARIOS else (scenario,)
+    return _Setup(meta, n_samples, renderer, quantiser, _truth_depths(scene, line_depth_m), classes)
 
 
 def _rates(scenario: str, rate_per_min: float | None, breath_per_min: float | None) -> tuple[float, float]:
-    """(heart rate, breathing rate) per minute; ``rate_per_min`` is the scenario's main rhythm."""
-    info = SCENARIOS[scenario]
-    cardiac = scenario.startswith("cardiac")
+    """(heart rate, breathing rate) per minute; ``rate_per_min`` is the scenario's main rhythm
+    (a phantom's oscillation rate, passed as the heart rate)."""
+    info = SCENARIOS.get(scenario) or PHANTOMS[scenario]
+    cardiac = scenario.startswith("cardiac") or scenario in PHANTOMS
     if cardiac:
         heart = info.rate_per_min if rate_per_min is None else float(rate_per_min)
         breath = _DEFAULT_BREATH_PER_MIN if breath_per_min is None else float(breath_per_min)
@@ -511,8 +515,10 @@ def simulate(
     attenuation_db_cm_mhz: float | None = None,
     n_samples: int | None = None,
     c_m_s: float = 1540.0,
+    iq_fs_hz: float | None = None,
 ) -> SimResult:
-    """Simulate ``seconds`` of M-mode RF for one scenario (a key of ``SCENARIOS``).
+    """Simulate ``seconds`` of M-mode RF (or a scanner's IQ) for one scenario (a key of
+    ``SCENARIOS``) or test phantom (``PHANTOMS``).
 
     Parameters
     ----------
@@ -532,10 +538,15 @@ def simulate(
     attenuation_db_cm_mhz : tissue attenuation (None: the scenario's, 0.5 lung, 0.3 heart).
     n_samples : samples per line; overrides ``depth_m`` when given.
     c_m_s : speed of sound.
+    iq_fs_hz : when given, the lines are what a scanner stores instead of RF: complex IQ at
+        this complex sample rate along depth, demodulated at ``f0_hz`` from the int16 RF
+        (:func:`scanner_iq`; ``fs_hz`` must be an integer multiple of it). 1e6 at 2.5 MHz is
+        one sample every 0.77 mm, coarser than half a wavelength (0.31 mm), as scanners export.
 
     Returns
     -------
-    SimResult with int16 lines (n_lines, n_samples), truth (labels per line; axial
+    SimResult with int16 lines (n_lines, n_samples) (complex64 (n_lines, n_iq) IQ with
+    ``iq_fs_hz``, in the same units), truth (labels per line; axial
     displacement relative to line 0, positive away from the probe, on a grid of every 1 mm
     plus the profile's kinks, exact under linear interpolation) and
     timestamps ``i / prf_hz``. Raises UsageError for impossible parameters.
@@ -557,7 +568,43 @@ def simulate(
     )
     n = _n_lines(seconds, setup.meta.prf_hz, setup.n_samples)
     t_s = np.arange(n, dtype=np.float64) / setup.meta.prf_hz
-    return SimResult(setup.meta, setup.lines(0, n), setup.truth(t_s), t_s)
+    lines, meta = setup.lines(0, n), setup.meta
+    if iq_fs_hz is not None:
+        lines = scanner_iq(lines, meta.fs_hz, meta.f0_hz, iq_fs_hz)
+        meta = meta.replace(kind="iq", fs_hz=float(iq_fs_hz),
+                            description=f"{meta.description}, IQ at {iq_fs_hz / 1e6:g} MHz")
+    return SimResult(meta, lines, setup.truth(t_s), t_s)
+
+
+#: Taps of the scanner IQ low-pass per unit of decimation either side of its centre.
+SCANNER_IQ_HALF_TAPS_PER_DECIMATION = 4
+#: Cut-off of the scanner IQ low-pass as a fraction of the IQ sample rate (the rest of the
+#: band up to half the rate is its transition).
+SCANNER_IQ_CUTOFF_FRACTION = 0.4
+
+
+def scanner_iq(rf: np.ndarray, fs_hz: float, f0_hz: float, iq_fs_hz: float) -> np.ndarray:
+    """The IQ a scanner stores of RF lines: mixed down by ``f0_hz``, low-passed below
+    ``SCANNER_IQ_CUTOFF_FRACTION * iq_fs_hz`` (Hamming windowed sinc, unit gain for the
+    echo's amplitude) and kept every ``fs_hz / iq_fs_hz`` samples.
+
+    rf : (n_lines, n_samples) real. Returns complex64 (n_lines, ceil(n_samples / D)); IQ
+    sample ``m`` lies at RF sample ``m * D`` (the filter delay is compensated), so the depth
+    of IQ sample ``m`` is ``c (t0 + m / iq_fs_hz) / 2``. A model of a scanner's own
+    demodulator, kept apart from the product's (``mmode.dsp``) so that tests of the product
+    on simulated IQ do not measure it against itself.
+    """
+    ratio = fs_hz / iq_fs_hz if iq_fs_hz > 0 else math.nan
+    dec = int(round(ratio)) if math.isfinite(ratio) else 0
+    if dec < 1 or abs(ratio - dec) > 1e-9 * ratio:
+        raise UsageError(f"iq_fs_hz must divide fs_hz = {fs_hz:g} Hz a whole number of times, got {iq_fs_hz:g}")
+    half = SCANNER_IQ_HALF_TAPS_PER_DECIMATION * dec
+    taps = 2.0 * signal.firwin(2 * half + 1, SCANNER_IQ_CUTOFF_FRACTION * iq_fs_hz, fs=fs_hz, window="hamming")
+    n = rf.shape[1]
+    mixed = rf.astype(np.float64) * np.exp(-2j * np.pi * f0_hz / fs_hz * np.arange(n))
+    full = signal.upfirdn(taps, mixed, up=1, down=dec, axis=1)
+    n_out = -(-n // dec)
+    return np.ascontiguousarray(full[:, half // dec : half // dec + n_out], dtype=np.complex64)
 
 
 def simulate_sequence(
@@ -589,6 +636,9 @@ def simulate_sequence(
     """
     if not segments:
         raise UsageError("simulate_sequence needs at least one (scenario, seconds) segment")
+    phantoms = [name for name, _ in segments if name in PHANTOMS]
+    if phantoms:
+        raise UsageError(f"a sequence chains clinical scenarios; {phantoms[0]} is a test phantom (simulate it alone)")
     params = dict(
         prf_hz=prf_hz,
         f0_hz=f0_hz,

@@ -199,6 +199,14 @@ class FileSource(Source):
         self.status = "running"
         return self.meta
 
+    def head_lines(self, n_lines: int) -> np.ndarray:
+        """The recording's first ``n_lines`` lines (fewer when it is shorter), (n, n_samples),
+        e.g. to set the display level from the start of the file before playing it."""
+        with self._lock:
+            if self._recording is None:
+                raise DataError(describe(self.path, "an open recording", "closed"))
+            return self._recording.read(0, min(int(n_lines), self.n_lines))
+
     def seek(self, line: int) -> None:
         """Continue playback from ``line`` (0 <= line < n_lines); thread-safe. Once a
         non-looping playback has reached the end it stays ended (open a new source)."""

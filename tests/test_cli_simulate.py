@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from mmode.ingest.meta import CLASSES
+from mmode.ingest.scenarios import PHANTOMS
 
 MMODE = [sys.executable, "-m", "mmode"]
 
@@ -20,18 +21,19 @@ def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([*MMODE, "simulate", *args], capture_output=True, text=True, timeout=120, cwd=cwd, env=env)
 
 
-def test_list_json_names_all_seven_classes():
+def test_list_json_names_all_seven_classes_and_the_phantoms():
     p = _run("--list", "--json")
     assert p.returncode == 0, p.stderr
     items = json.loads(p.stdout)
-    assert {i["label"] for i in items} == set(CLASSES)
+    assert {i["label"] for i in items if not i["phantom"]} == set(CLASSES)
+    assert {i["name"] for i in items if i["phantom"]} == set(PHANTOMS)
     assert all({"name", "label", "description"} <= i.keys() for i in items)
 
 
 def test_list_text_has_one_line_per_scenario():
     p = _run("--list")
     assert p.returncode == 0
-    assert len(p.stdout.strip().splitlines()) == len(CLASSES)
+    assert len(p.stdout.strip().splitlines()) == len(CLASSES) + len(PHANTOMS)
 
 
 def test_writes_a_readable_recording_with_truth(tmp_path):

@@ -17,7 +17,7 @@ from PyQt6.QtCore import QPointF, QRectF, QSettings, Qt
 from PyQt6.QtGui import QImage
 
 from mmode.app.pipeline import Results
-from mmode.dsp.motion import MotionBlock
+from mmode.dsp.tracker import MotionBlock
 from mmode.gui.engine_link import SourceSpec, make_source
 from mmode.gui.main_window import MainWindow
 from mmode.ingest.meta import CLASSES, AcquisitionMeta
@@ -77,7 +77,7 @@ class FakeEngine:
         disp = 0.002 * np.sin(2 * np.pi * BREATH_HZ * t)
         return [Results(
             s0, self.seq, t, db, ROW_DEPTHS_M, {"period_s": 4.0, "periodicity": 0.9},
-            motion=MotionBlock(t, disp, np.gradient(disp) * PRF_HZ, TRACK_DEPTH_M),
+            motion=MotionBlock(t, disp, np.gradient(disp) * PRF_HZ, np.ones_like(t), TRACK_DEPTH_M),
             classification=FakeClassification(np.array([t[-1]]), probs, CLASSES),
         )]
 

@@ -84,17 +84,78 @@ def test_display_range_gain_and_row_depths(sim):
 def test_tgc_and_full_scale_on_envelope_input():
     meta = AcquisitionMeta("envelope", 10e6, 0.0, 1000.0)
     n = 512
-    lines = np.full((4, n), 32768 * 10 ** (-40 / 20), np.float32)  # -40 dB re int16 full scale
+    expected_tgc = None
+    # int16 lines within 30 dB of full scale: 0 dB is full scale (here -20 dBFS)
+    ints = np.full((4, n), round(32768 * 10 ** (-20 / 20)), np.int16)
     p = Processor(ProcessorSettings(n_rows=n, tgc=((0.0, 0.0), (0.03, 30.0))))
     p.prepare(meta, n)
-    db_float = p.process(LineBlock(0, 0.0, lines)).display_db
+    db_int = p.process(LineBlock(0, 0.0, ints)).display_db
     expected_tgc = np.interp(p.row_depths_m, [0.0, 0.03], [0.0, 30.0])
-    # float lines: full scale is 1.0, so this amplitude is far above 0 dB and clips
-    assert np.all(db_float == 0.0)
-    ints = lines.astype(np.int16)
-    db_int = p.process(LineBlock(4, 0.0, ints)).display_db
     level_db = 20 * np.log10(ints[0, 0] / 32768.0)
     np.testing.assert_allclose(db_int[0], np.minimum(level_db + expected_tgc, 0.0), atol=0.01)
+    assert p.level.mode == "full_scale" and p.level.reference_db == pytest.approx(20 * np.log10(32768))
+    # float lines have no full scale: the same amplitude in any unit sits 6 dB under the top
+    for scale in (1e-3, 1.0, 2e4):
+        p = Processor(ProcessorSettings(n_rows=n, tgc=((0.0, 0.0), (0.03, 30.0))))
+        p.prepare(meta, n)
+        db_float = p.process(LineBlock(0, 0.0, np.full((4, n), scale, np.float32))).display_db
+        np.testing.assert_allclose(db_float[0], np.minimum(-6.0 + expected_tgc, 0.0), atol=0.01)
+        assert p.level.mode == "data" and p.level.reference_db == pytest.approx(20 * np.log10(scale) + 6.0, abs=1e-3)
+
+
+def test_integers_far_below_full_scale_are_levelled_from_the_data():
+    meta = AcquisitionMeta("envelope", 10e6, 0.0, 1000.0)
+    p = Processor(ProcessorSettings(n_rows=64))
+    p.prepare(meta, 256)
+    faint = np.full((8, 256), 40, np.int16)  # -58 dBFS
+    db = p.process(LineBlock(0, 0.0, faint)).display_db
+    assert p.level.mode == "data"
+    np.testing.assert_allclose(db, -6.0, atol=0.01)
+
+
+def test_level_settles_after_a_second_and_moves_only_when_asked():
+    from mmode.ingest.simulator import simulate
+
+    sim = simulate("cardiac_regular", seconds=1.5, prf_hz=500.0, seed=4, n_samples=512)
+    lines = sim.lines.astype(np.float32) * 3.0  # float: no full scale
+    one_s = int(sim.meta.prf_hz)
+    p = Processor(ProcessorSettings(n_rows=64))
+    p.prepare(sim.meta, lines.shape[1])
+    for i in range(0, lines.shape[0], 25):
+        p.process(LineBlock(i, i / sim.meta.prf_hz, lines[i:i + 25]))
+        assert p.level.settled == (i + 25 >= one_s)
+    settled = p.level.reference_db
+    # the streamed level is the 99th percentile of the sampled envelope of the first second
+    q = Processor(ProcessorSettings(n_rows=64))
+    q.prepare(sim.meta, lines.shape[1])
+    q.settle_level(lines[:one_s])
+    assert settled == pytest.approx(q.level.reference_db, abs=0.5)
+    # louder lines later do not move it; Auto on them does, by what they gained
+    louder = lines * 10.0
+    p.process(LineBlock(750, 750 / sim.meta.prf_hz, louder[:100]))
+    assert p.level.reference_db == settled
+    p.relevel(750 / sim.meta.prf_hz, 850 / sim.meta.prf_hz)
+    assert p.level.reference_db == pytest.approx(settled + 20.0, abs=1.0)
+    # an explicit level wins; gain moves the image around it by exactly the gain
+    p.update_settings(ProcessorSettings(n_rows=64, reference_db=settled))
+    a = p.process(LineBlock(900, 900 / sim.meta.prf_hz, lines[:20])).display_db
+    p.update_settings(ProcessorSettings(n_rows=64, reference_db=settled, gain_db=-40.0))
+    b = p.process(LineBlock(920, 920 / sim.meta.prf_hz, lines[:20])).display_db
+    inside = a > -19.0
+    np.testing.assert_allclose(b[inside], a[inside] - 40.0, atol=1e-3)
+    assert p.level.mode == "manual"
+
+
+def test_settled_level_makes_the_image_independent_of_the_block_size(sim):
+    lines = sim.lines.astype(np.float32)
+    outs = []
+    for block in (7, 300):
+        p = Processor(ProcessorSettings(n_rows=64))
+        p.prepare(sim.meta, lines.shape[1])
+        p.settle_level(lines[: int(sim.meta.prf_hz)])
+        outs.append(np.concatenate([p.process(LineBlock(i, i / 500.0, lines[i:i + block])).display_db
+                                    for i in range(0, lines.shape[0], block)]))
+    np.testing.assert_allclose(outs[0], outs[1], atol=1e-4)
 
 
 def test_bad_blocks_raise_data_error(sim):

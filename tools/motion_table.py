@@ -51,7 +51,7 @@ def _signed_um(x_m: float) -> str:
 
 
 def run_case(scenario: str, prf_hz: float, snr_db: float, seconds: float, seed: int, estimators, fs_hz=None,
-             depth_m=None, track_depth_m=None, within=None) -> dict:
+             depth_m=None, track_depth_m=None, within=None, iq_fs_hz=None, rate_per_min=None) -> dict:
     """Score ``estimators`` on one simulated recording; returns a dict of per-estimator results.
 
     Each result is ``evaluate_motion``'s dict plus ``exact_rmse_m``, ``exact_failure_rate``
@@ -59,7 +59,7 @@ def run_case(scenario: str, prf_hz: float, snr_db: float, seconds: float, seed: 
     aliasing velocity).
     """
     sim, scene = simulate_with_scene(scenario, seconds=seconds, prf_hz=prf_hz, fs_hz=fs_hz, depth_m=depth_m,
-                                     snr_db=snr_db, seed=seed)
+                                     snr_db=snr_db, seed=seed, iq_fs_hz=iq_fs_hz, rate_per_min=rate_per_min)
     rec = Recording(f"{scenario}@{prf_hz:g}", sim.meta, sim.lines.shape, sim.lines.dtype,
                     lambda a, b: sim.lines[a:b], truth_fn=lambda: sim.truth)
     out = {}
@@ -91,13 +91,13 @@ def simulate_with_scene(scenario: str, **kw):
     bound = inspect.signature(simulate).bind(scenario, **kw)
     bound.apply_defaults()
     setup_kw = dict(bound.arguments)
-    del setup_kw["seconds"]
+    del setup_kw["seconds"], setup_kw["iq_fs_hz"]  # IQ is demodulated from the scene's RF
     return simulate(scenario, **kw), _setup(**setup_kw).renderer.scene
 
 
 def _trace(rec: Recording, estimator: str, track_depth_m) -> np.ndarray:
     """The tracked displacement (n_lines,) metres, as ``evaluate_motion`` computes it."""
-    from mmode.dsp.motion import MotionTracker
+    from mmode.dsp.tracker import MotionTracker
 
     tracker = MotionTracker(estimator=estimator, track_depth_m=track_depth_m)
     tracker.prepare(rec.meta, rec.n_samples)
@@ -118,6 +118,9 @@ def main() -> None:
     p.add_argument("--depth", type=float, default=None, help="view depth, m (default: the scenario's)")
     p.add_argument("--track-depth", type=float, default=None)
     p.add_argument("--within", type=float, default=None, help="also the failure rate up to this x v_Nyq")
+    p.add_argument("--iq-fs", type=float, default=None, help="store IQ at this complex rate, as a scanner does")
+    p.add_argument("--rates", nargs="+", type=float, default=[None],
+                   help="the scenario's main rhythm, per minute (default: the scenario's)")
     args = p.parse_args()
     head = "| scenario | lines/s | SNR dB | echo depth mm | peak v / v_Nyq | " + " | ".join(args.estimators)
     head += " | exact truth: RMSE um (failure %), " + " / ".join(args.estimators)
@@ -125,15 +128,16 @@ def main() -> None:
         head += f" | failure % within {args.within:g} x v_Nyq, share of lines kept"
     print(head + " |")
     print("|---|---:|---:|---:|---:|" + "---|" * len(args.estimators) + "---:|" + ("---|" if args.within is not None else ""))
-    for scenario, prf, snr in itertools.product(args.scenarios, args.prf, args.snr):
+    for scenario, rate, prf, snr in itertools.product(args.scenarios, args.rates, args.prf, args.snr):
         res = run_case(scenario, prf, snr, args.seconds, args.seed, args.estimators, args.fs, args.depth,
-                       args.track_depth, args.within)
+                       args.track_depth, args.within, args.iq_fs, rate)
         first = res[args.estimators[0]]
         cells = [
             f"{_um(r['rmse_m'])} / {_signed_um(r['bias_m'])} / {100 * r['failure_rate']:.1f}" for r in res.values()
         ]
         exact = " / ".join(f"{_um(r['exact_rmse_m'])} ({100 * r['exact_failure_rate']:.1f} %)" for r in res.values())
-        row = (f"| {scenario} | {prf:g} | {snr:g} | {first['depth_m'] * 1e3:.1f} | "
+        name = scenario if rate is None else f"{scenario} {rate:g}/min"
+        row = (f"| {name} | {prf:g} | {snr:g} | {first['depth_m'] * 1e3:.1f} | "
                f"{first['peak_truth_speed_m_s'] / first['nyquist_velocity_m_s']:.2f} | " + " | ".join(cells)
                + f" | {exact}")
         if args.within is not None:

@@ -1,0 +1,539 @@
+"""Automatic choice of the echo to track (docs/motion.md, "Which echo").
+
+The tracker (:class:`mmode.dsp.tracker.MotionTracker`) holds back its first ``select_s``
+of lines and runs :func:`choose_echo` on them, a few bounded steps per call so that a live
+stream is never stalled. In short:
+
+1. Candidates: the best windows of a fixed-window score (:func:`moving_echo_score`: power
+   x velocity^2 x coherence^2 of the lag-one autocorrelation) and of the correlated power,
+   on the lines as stored ("raw"), and the best windows of the same score on
+   clutter-filtered IQ ("clutter", :mod:`mmode.dsp.clutter`), where stationary echoes
+   score nothing. None starts in the probe's ring-down (``RING_DOWN_M``).
+2. Each candidate is centred on its echo at the first line, tracked through the selection
+   lines in its representation and back, and scored along its own track
+   (:func:`tracked_echo_score`). The best raw candidate is kept unless the best clutter
+   candidate scores ``CLUTTER_PREFERENCE`` times more (the moving echo is hidden under
+   clutter in the stored lines: their track follows the clutter).
+3. If the winner does not move measurably (its track's spread within ``MOTION_SNR`` times
+   its own line-to-line noise) or does not track back to where it started, nothing is
+   tracked and the tracker says so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from mmode.dsp import clutter
+from mmode.dsp.motion import phase_to_displacement_m
+from mmode.dsp.tracker import MODE_ENVELOPE, MODE_IQ
+
+#: Line pairs (at most) and averaging time used to choose the echo automatically.
+SELECTION_PAIRS = 256
+SELECTION_ENSEMBLE_S = 0.02
+#: Candidates for the automatic choice: this many local maxima of the selection score
+#: (:func:`moving_echo_score`) and as many of the correlated echo power, each then scored
+#: along its own track (:func:`tracked_echo_score`); as many again on clutter-filtered IQ.
+SELECTION_CANDIDATES = 6
+#: RMS forward-backward track difference, in phase-wrap periods, at which a candidate's
+#: score falls to 1/e (:func:`tracked_echo_score`).
+CONSISTENCY_WRAPS = 0.25
+#: A winner whose forward-backward error exceeds this many phase-wrap periods is not
+#: tracked reliably (it walks on noise or slips between echoes by whole wraps); below it,
+#: a noisy track still counts (its score is already lowered by ``CONSISTENCY_WRAPS``).
+RELIABLE_WRAPS = 0.5
+#: A winner whose windows along its track correlate less than this from line to line
+#: (:func:`track_coherence`) holds noise or decorrelating speckle, not an echo to follow.
+ECHO_MIN_COHERENCE = 0.5
+#: Times the automatically chosen window is moved to the energy centroid of its echo, and
+#: the least selection score (relative to the chosen window's) a move may reach.
+CENTRING_STEPS = 3
+CENTRING_MIN_SCORE = 0.5
+#: No candidate window reaches shallower than this, metres: a probe's lens rings down over
+#: its first millimetres (a few reverberations of a 0.5-1 mm lens), a flicker that no
+#: tissue makes.
+RING_DOWN_M = 3e-3
+#: The clutter-filtered representation is taken only when its best candidate scores this
+#: many times the best candidate on the stored lines (scored on the same line pairs): it
+#: costs a full demodulation per line for RF and loses an echo for as long as it stands
+#: still, so it must clearly see motion the stored lines hide.
+CLUTTER_PREFERENCE = 4.0
+#: A winner moves when its track's standard deviation over the selection exceeds this many
+#: times its line-to-line noise (RMS second difference / sqrt(6), the noise of each line
+#: for white errors).
+MOTION_SNR = 3.0
+#: Lines demodulated, and depth samples scored, per step of the choice (bound the time of
+#: one step to a few milliseconds at 2048 samples per line).
+CHUNK_LINES = 32
+CHUNK_SAMPLES = 128
+
+
+def moving_echo_score(
+    iq_a: np.ndarray,
+    iq_b: np.ndarray,
+    prf_hz: float,
+    f0_hz: float,
+    c_m_s: float,
+    window_samples: int,
+    ensemble: int,
+) -> np.ndarray:
+    """Score of the coherently moving echo in the window centred on each IQ sample.
+
+    ``iq_a[i]`` and ``iq_b[i]`` (n_pairs, n_samples) complex are line pairs one line apart
+    (consecutive, or a subset of them spread over the selection time). From the lag-one
+    autocorrelation ``R1 = conj(a) * b`` averaged over ``window_samples`` and ``ensemble``
+    pairs, each depth is scored by
+
+    - its correlated echo power ``|mean R1|`` (white noise adds nothing to it),
+    - times ``v^2``, ``v`` the RMS Kasai velocity of the averaged ``R1``, each pair weighted
+      by its coherence below: a bright static echo scores low, and the random phase of the
+      pairs in which only noise fills the window (while a moving echo is elsewhere) does not
+      count as motion;
+    - times the squared coherence of the motion inside the window, the mean over pairs of
+      ``|sum R1| / sum |R1|`` (1 when every sample moves alike): a window straddling a
+      static and a moving structure scores low, since no single trace describes it.
+
+    Returns (n_samples,) float64, arbitrary units (power x velocity^2). Beyond the aliasing
+    velocity the Kasai ``v`` wraps, so the score is only a rough guide there.
+    """
+    return _score(*_echo_terms(iq_a, iq_b, prf_hz, f0_hz, c_m_s, window_samples, ensemble))
+
+
+def _score(summed, pair_coherence, v):
+    """:func:`moving_echo_score` (n_samples,) from the terms of :func:`_echo_terms`."""
+    tiny = np.finfo(np.float64).tiny
+    v_ms = np.sum(pair_coherence * v**2, axis=0) / np.maximum(np.sum(pair_coherence, axis=0), tiny)
+    return np.mean(summed, axis=0) * v_ms * np.mean(pair_coherence, axis=0) ** 2
+
+
+def _echo_terms(iq_a, iq_b, prf_hz, f0_hz, c_m_s, window_samples, ensemble):
+    """Per pair and depth (n_pairs, n_samples) float64 each: the correlated power ``|mean R1|``,
+    the coherence ``|sum R1| / sum |R1|`` and the Kasai velocity (m/s) of the window and
+    ensemble averaged lag-one autocorrelation; see :func:`moving_echo_score`."""
+    tiny = np.finfo(np.float64).tiny
+    r1 = np.conj(iq_a).astype(np.complex128) * iq_b
+    size = (max(1, min(int(ensemble), r1.shape[0])), int(window_samples))
+    re = ndimage.uniform_filter(r1.real, size=size, mode="nearest")
+    im = ndimage.uniform_filter(r1.imag, size=size, mode="nearest")
+    summed = np.hypot(re, im)
+    pair_coherence = summed / np.maximum(ndimage.uniform_filter(np.abs(r1), size=size, mode="nearest"), tiny)
+    v = phase_to_displacement_m(np.arctan2(im, re), f0_hz, c_m_s) * prf_hz
+    return summed, pair_coherence, v
+
+
+def _local_maxima(values: np.ndarray, separation: int, count: int) -> list[int]:
+    """Indices of at most ``count`` local maxima of ``values`` (n,), largest first, each at
+    least ``separation`` samples from every larger one taken (the ends count as maxima when
+    they are not below their one neighbour)."""
+    x = np.asarray(values, dtype=np.float64)
+    left = np.concatenate(([-np.inf], x[:-1]))
+    right = np.concatenate((x[1:], [-np.inf]))
+    peaks = np.flatnonzero((x >= left) & (x >= right))
+    taken: list[int] = []
+    for p in peaks[np.argsort(-x[peaks], kind="stable")]:
+        if all(abs(int(p) - q) >= separation for q in taken):
+            taken.append(int(p))
+            if len(taken) == count:
+                break
+    return taken
+
+
+def tracked_echo_score(
+    seg_a: np.ndarray,
+    seg_b: np.ndarray,
+    displacement_m: np.ndarray,
+    rate_hz: float,
+    lag_lines: int,
+    fb_error_m: float,
+    wrap_m: float,
+) -> float:
+    """Score of one echo candidate along its own track (Lagrangian; cf. :func:`moving_echo_score`).
+
+    ``seg_a[i]``, ``seg_b[i]`` (n_pairs, W) complex are the IQ windows of line pairs one line
+    apart, each taken where the track puts the echo in that line; ``displacement_m``
+    (n_lines,) is the track, metres, at lines ``1 / rate_hz`` seconds apart (every line, or
+    every k-th line at ``prf / k``); ``fb_error_m`` the RMS difference, metres, between that
+    track and the same echo tracked back from the last line to the first; ``wrap_m`` the
+    phase-wrap period of the combined tracker, metres (c / 2 f0).
+
+    The score is the product of
+
+    - the correlated echo power ``mean |sum conj(a) b| / W`` (noise adds nothing to it),
+    - ``mean v^2``, ``v`` the velocity over ``lag_lines`` lines (m/s): a static echo scores
+      low; since the window moves with the echo, fast motion does not decorrelate it, and
+      the track does not alias,
+    - the squared mean coherence ``|sum conj(a) b| / sqrt(Ea Eb)`` of the pairs,
+    - ``exp(-(fb_error / (CONSISTENCY_WRAPS wrap))^2)``: a track that slips between echoes
+      (a window holding a static and a moving structure) or walks on noise does not come
+      back to where it started when run backwards; a tracked echo does, to well under a
+      micrometre.
+
+    Returns a float >= 0, arbitrary units (power x velocity^2).
+    """
+    r1 = np.sum(np.conj(seg_a).astype(np.complex128) * seg_b, axis=1)
+    power = float(np.mean(np.abs(r1))) / seg_a.shape[1]
+    coherence = track_coherence(seg_a, seg_b)
+    lag = max(1, min(int(lag_lines), displacement_m.shape[0] - 1))
+    v = (displacement_m[lag:] - displacement_m[:-lag]) * rate_hz / lag
+    consistency = math.exp(-((fb_error_m / (CONSISTENCY_WRAPS * wrap_m)) ** 2))
+    return power * float(np.mean(v**2)) * coherence**2 * consistency
+
+
+def track_coherence(seg_a: np.ndarray, seg_b: np.ndarray) -> float:
+    """Mean over line pairs of ``|sum conj(a) b| / sqrt(Ea Eb)`` of the windows ``seg_a``,
+    ``seg_b`` (n_pairs, W) complex along a track: about 1 for an echo followed from line to
+    line, a fraction for a window that holds only noise (white noise: about 1 / sqrt(W))."""
+    tiny = np.finfo(np.float64).tiny
+    r1 = np.sum(np.conj(seg_a).astype(np.complex128) * seg_b, axis=1)
+    energy = np.sqrt(np.sum(np.abs(seg_a) ** 2, axis=1) * np.sum(np.abs(seg_b) ** 2, axis=1))
+    return float(np.mean(np.abs(r1) / np.maximum(energy, tiny)))
+
+
+# -- the choice -------------------------------------------------------------------------------
+@dataclass
+class _Candidate:
+    """An echo candidate: ``centre`` (tracking sample at the first line), ``track`` (tracking
+    samples at the tracked lines), its score without and with the forward-backward check
+    (``bound``, ``score``), ``fb_m`` that check's RMS error (metres) and the line-pair
+    windows along its track the score uses."""
+
+    centre: int
+    track: np.ndarray
+    bound: float
+    seg_a: np.ndarray
+    seg_b: np.ndarray
+    score: float = -1.0
+    fb_m: float = math.inf
+
+
+@dataclass
+class _Selection:
+    """The lines of one representation the choice works on.
+
+    lines, mode : the tracked lines (every ``stride``-th held line) in kernel form;
+    renew_min_step : the tracker's keyframe condition on them (clutter-filtered lines).
+    iq_a, iq_b : (n_pairs, n_iq) complex IQ of the scored line pairs; ``a_idx``, ``b_idx``
+    their line indices. tracked : (m,) line index of each tracked line; rate_hz their rate.
+    """
+
+    lines: np.ndarray
+    mode: int
+    iq_a: np.ndarray
+    iq_b: np.ndarray
+    a_idx: np.ndarray
+    b_idx: np.ndarray
+    tracked: np.ndarray
+    rate_hz: float
+    renew_min_step: float = 0.0
+
+
+def choose_echo(tr, n: int):
+    """Generator: choose the echo ``tr`` (a prepared :class:`~mmode.dsp.tracker.MotionTracker`)
+    tracks from the first ``n`` lines it holds back, yielding after each bounded step; at the
+    end it calls ``tr.set_echo(centre, representation)`` or ``tr.set_no_motion(note)``.
+
+    The lines used are every ``stride``-th of the ``n`` (at most ``2 x SELECTION_PAIRS``,
+    at 256 lines/s or more, or the line rate where that is lower), so the choice costs about
+    the same at any line rate and does not depend on how the lines were cut into blocks.
+    """
+    stride = max(1, (n - 1) // SELECTION_PAIRS)
+    tracked = np.arange(0, n, stride)
+    rate_hz = tr.meta.prf_hz / stride
+    lags = tr.search_lags(rate_hz)
+    guard = tr.window // 2 + 1  # window and its first search inside the line
+    ring_down = int(math.ceil(float(tr.meta.sample_at_depth(RING_DOWN_M)) / tr.stride))
+    bounds = (max(guard, ring_down + tr.window // 2), tr.n_iq - guard - 1)
+    raw_lines, raw_mode = tr.kernel_lines(tr.held_lines(tracked))
+    yield
+    if raw_mode == MODE_ENVELOPE:  # no phase, no clutter filter
+        yield from _choose_on_envelope(tr, n, raw_lines, tracked, lags, bounds)
+        return
+    first = np.arange(0, n - 1, stride)
+    iq_a = yield from _tracking_iq(tr, first)
+    iq_b = yield from _tracking_iq(tr, first + 1)
+    raw = _Selection(raw_lines, raw_mode, iq_a, iq_b, first, first + 1, tracked, rate_hz)
+    filt = tr.clutter_filter(rate_hz)
+    if tr.fixed_centre is not None:
+        yield from _choose_at_fixed_depth(tr, raw, filt, rate_hz, lags, bounds)
+        return
+    best = yield from _best_candidate(tr, raw, rate_hz, lags, bounds)
+    representation = "raw"
+    if filt is not None and tracked.shape[0] > 2:
+        iq_t = yield from _tracking_iq(tr, tracked)
+        clu = _clutter_selection(tr, iq_t, filt, tracked)
+        yield
+        best_clu = None
+        if clu is not None:
+            best_clu = yield from _best_candidate(tr, clu, rate_hz, lags, bounds, proposals="score")
+        if best_clu is not None and best_clu.score > CLUTTER_PREFERENCE * _rescore(tr, best, iq_t, tracked, rate_hz):
+            best, representation = best_clu, "clutter"
+    note = _why_not_moving(tr, best, rate_hz)
+    if note is not None:
+        tr.set_no_motion(note)
+    else:
+        tr.set_echo(best.centre, representation)
+
+
+def _tracking_iq(tr, index: np.ndarray):
+    """Generator returning the tracking-grid IQ of held lines ``index``, ``CHUNK_LINES`` per step."""
+    parts = []
+    for a in range(0, index.shape[0], CHUNK_LINES):
+        parts.append(tr.tracking_iq(tr.held_lines(index[a : a + CHUNK_LINES])))
+        yield
+    return np.concatenate(parts)
+
+
+def _clutter_selection(tr, iq_t: np.ndarray, filt, tracked: np.ndarray) -> _Selection | None:
+    """The clutter-filtered selection: the tracked lines high-passed along slow time at their
+    own spacing (stationary echoes are removed at any line rate; backwards in time, so that
+    the filter has settled at the first line, :func:`mmode.dsp.clutter.wall_filter`) but
+    for the last lines, where it has not; pairs of consecutive tracked lines. None when too
+    few lines remain."""
+    rate_hz = tr.meta.prf_hz / (tracked[1] - tracked[0])
+    keep = tracked.shape[0] - clutter.settle_lines(rate_hz, tr.meta.f0_hz, tr.meta.c_m_s)
+    if keep < 4:
+        return None
+    f = clutter.wall_filter(iq_t, *filt)[:keep]
+    tracked = tracked[:keep]
+    return _Selection(f, MODE_IQ, f[:-1], f[1:], tracked[:-1], tracked[1:], tracked, rate_hz,
+                      tr.renew_min_step(rate_hz))
+
+
+def _echo_terms_in_steps(tr, sel: _Selection, rate_hz: float):
+    """Generator returning :func:`_echo_terms` of ``sel``'s pairs, computed over
+    ``CHUNK_SAMPLES`` depth samples per step (each with the half window either side that its
+    box filter reads, so the result is the same as in one go)."""
+    ensemble = max(1, int(round(SELECTION_ENSEMBLE_S * rate_hz)))
+    n = sel.iq_a.shape[1]
+    halo = tr.window // 2 + 1
+    parts = []
+    for a in range(0, n, CHUNK_SAMPLES):
+        b = min(n, a + CHUNK_SAMPLES)
+        lo, hi = max(0, a - halo), min(n, b + halo)
+        terms = _echo_terms(sel.iq_a[:, lo:hi], sel.iq_b[:, lo:hi], rate_hz, tr.meta.f0_hz, tr.meta.c_m_s,
+                            tr.window, ensemble)
+        parts.append([t[:, a - lo : b - lo] for t in terms])
+        yield
+    return tuple(np.concatenate([p[k] for p in parts], axis=1) for k in range(3))
+
+
+def _windows(tr, start: np.ndarray) -> np.ndarray:
+    """(k, W) sample indices of windows starting at ``start`` (k,) (floats, rounded, kept in the line)."""
+    w = tr.window
+    return np.clip(np.floor(start + 0.5).astype(np.int64), 0, tr.n_iq - w)[:, None] + np.arange(w)
+
+
+def _segments(tr, sel: _Selection, home: int, track: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """IQ windows (n_pairs, W) of each scored line pair where ``track`` (at ``sel.tracked``)
+    puts the echo; a line past the last tracked one is extrapolated from the last step."""
+    pairs = np.arange(sel.a_idx.shape[0])[:, None]
+    step = sel.tracked[1] - sel.tracked[0] if sel.tracked.shape[0] > 1 else 1
+    slope = (track[-1] - track[-2]) / step if track.shape[0] > 1 else 0.0
+
+    def at(idx):
+        return np.interp(idx, sel.tracked, track) + np.maximum(idx - sel.tracked[-1], 0) * slope
+
+    return sel.iq_a[pairs, _windows(tr, home + at(sel.a_idx))], sel.iq_b[pairs, _windows(tr, home + at(sel.b_idx))]
+
+
+def _score_track(tr, sel: _Selection, home: int, track: np.ndarray, rate_hz: float, fb_m: float):
+    """:func:`tracked_echo_score` of a track on ``sel`` and its segments."""
+    seg_a, seg_b = _segments(tr, sel, home, track)
+    lag_lines = max(1, int(round(SELECTION_ENSEMBLE_S * rate_hz)))
+    score = tracked_echo_score(seg_a, seg_b, track * tr.spacing_m, rate_hz, lag_lines, fb_m, tr.wrap_m)
+    return score, seg_a, seg_b
+
+
+def _forward_backward_m(tr, sel: _Selection, centre: int, track: np.ndarray, lags) -> float:
+    """RMS difference (m) between ``track`` and the same echo tracked back from the last line."""
+    _, back = tr.track_lines(int(round(centre + track[-1])), sel.lines[::-1], sel.mode, lags, sel.renew_min_step,
+                             sel.rate_hz)
+    return float(np.sqrt(np.mean(((track - track[-1]) - back[::-1]) ** 2))) * tr.spacing_m
+
+
+def _best_candidate(tr, sel: _Selection, rate_hz: float, lags, bounds, proposals: str = "score and power"):
+    """Generator returning the best :class:`_Candidate` of ``sel`` (None without candidates).
+
+    Candidates are the ``SELECTION_CANDIDATES`` best local maxima of the fixed-window score
+    (and, with ``proposals="score and power"``, of the correlated power) inside ``bounds``;
+    each is centred in the pair its echo fills best, placed at the first line and tracked;
+    the forward-backward check runs on them in order of the score they would have if their
+    tracks agreed, until none can beat the best found.
+    """
+    summed, coherence, v = yield from _echo_terms_in_steps(tr, sel, rate_hz)
+    score = _score(summed, coherence, v)
+    yield
+    lo, hi = bounds
+    if hi <= lo:
+        return None
+    maps = (score, np.mean(summed, axis=0)) if proposals == "score and power" else (score,)
+    centres = []
+    for values in maps:
+        centres += [lo + i for i in _local_maxima(values[lo:hi], tr.window // 2, SELECTION_CANDIDATES)]
+    # each candidate is centred in the pair its echo fills best (index k), and at line 0
+    fill = {c: int(np.argmax(summed[:, c] * coherence[:, c] ** 2)) for c in centres}
+    energy = {k: np.abs(sel.iq_a[k]).astype(np.float64) ** 2 for k in {0, *fill.values()}}
+    placed: list[_Candidate] = []
+    for centre, k in fill.items():
+        centre0 = place_at_line0(tr, centre, k, bounds, sel, lags, score, energy)
+        if any(centre0 == p.centre for p in placed):
+            continue
+        home, track = tr.track_lines(centre0, sel.lines, sel.mode, lags, sel.renew_min_step, sel.rate_hz)
+        bound, seg_a, seg_b = _score_track(tr, sel, home, track, rate_hz, 0.0)
+        placed.append(_Candidate(centre0, track, bound, seg_a, seg_b))
+        yield
+    best: _Candidate | None = None
+    lag_lines = max(1, int(round(SELECTION_ENSEMBLE_S * rate_hz)))
+    for cand in sorted(placed, key=lambda p: -p.bound):
+        if best is not None and cand.bound <= best.score:
+            break
+        cand.fb_m = _forward_backward_m(tr, sel, cand.centre, cand.track, lags)
+        cand.score = tracked_echo_score(cand.seg_a, cand.seg_b, cand.track * tr.spacing_m, rate_hz, lag_lines,
+                                        cand.fb_m, tr.wrap_m)
+        if best is None or cand.score > best.score:
+            best = cand
+        yield
+    return best
+
+
+def _rescore(tr, cand: _Candidate | None, iq_t: np.ndarray, tracked: np.ndarray, rate_hz: float) -> float:
+    """Score of a raw candidate on the pairs the clutter selection uses (consecutive tracked
+    lines), so that the two representations are compared on the same lines."""
+    if cand is None:
+        return 0.0
+    sel = _Selection(np.empty(0), MODE_IQ, iq_t[:-1], iq_t[1:], tracked[:-1], tracked[1:], tracked, rate_hz)
+    home = min(max(cand.centre - tr.window // 2, 0), tr.n_iq - tr.window)
+    score, _, _ = _score_track(tr, sel, home, cand.track, rate_hz, cand.fb_m)
+    return score
+
+
+def _why_not_moving(tr, best: _Candidate | None, rate_hz: float) -> str | None:
+    """None when ``best`` moves measurably and consistently, else the note saying why not."""
+    if best is None:
+        return "no echo below the ring-down to track"
+    depth_mm = tr.depth_of(best.centre) * 1e3
+    coherence = track_coherence(best.seg_a, best.seg_b)
+    if coherence < ECHO_MIN_COHERENCE:
+        return (f"no moving echo: the best candidate ({depth_mm:.1f} mm) holds no echo that stays alike from "
+                f"line to line (coherence {coherence:.2f}), only noise or speckle that decorrelates")
+    if best.fb_m > RELIABLE_WRAPS * tr.wrap_m:
+        return (f"no moving echo tracked reliably: the best candidate ({depth_mm:.1f} mm) comes back "
+                f"{best.fb_m * 1e6:.0f} um off when tracked backwards")
+    return _spread_note(tr, best.track, depth_mm)
+
+
+def _spread_note(tr, track: np.ndarray, depth_mm: float) -> str | None:
+    """None when ``track`` (tracking samples) spreads beyond ``MOTION_SNR`` x its noise."""
+    track_m = track * tr.spacing_m
+    if track_m.shape[0] < 4:
+        return None
+    noise_m = float(np.sqrt(np.mean(np.diff(track_m, 2) ** 2) / 6.0))
+    spread_m = float(np.std(track_m))
+    if spread_m > MOTION_SNR * noise_m:
+        return None
+    return (f"no moving echo: the best candidate ({depth_mm:.1f} mm) moved {spread_m * 1e6:.1f} um RMS over "
+            f"{tr.select_s:g} s, within {MOTION_SNR:g} x its tracking noise ({noise_m * 1e6:.1f} um)")
+
+
+def _choose_at_fixed_depth(tr, raw: _Selection, filt, rate_hz: float, lags, bounds):
+    """A depth the user set: the window stays there; only whether to follow it on the
+    stored or the clutter-filtered lines is chosen, by the same scores."""
+    centre = tr.fixed_centre
+    home, track = tr.track_lines(centre, raw.lines, raw.mode, lags, rate_hz=rate_hz)
+    cand = _Candidate(centre, track, 0.0, np.empty(0), np.empty(0))
+    cand.fb_m = _forward_backward_m(tr, raw, centre, track, lags)
+    yield
+    representation = "raw"
+    if filt is not None and raw.tracked.shape[0] > 2:
+        iq_t = yield from _tracking_iq(tr, raw.tracked)
+        clu = _clutter_selection(tr, iq_t, filt, raw.tracked)
+        if clu is not None:
+            home_c, track_c = tr.track_lines(centre, clu.lines, clu.mode, lags, clu.renew_min_step, clu.rate_hz)
+            fb_c = _forward_backward_m(tr, clu, centre, track_c, lags)
+            score_c, _, _ = _score_track(tr, clu, home_c, track_c, rate_hz, fb_c)
+            if score_c > CLUTTER_PREFERENCE * _rescore(tr, cand, iq_t, raw.tracked, rate_hz):
+                representation = "clutter"
+        yield
+    tr.set_echo(centre, representation)
+
+
+def _choose_on_envelope(tr, n: int, lines: np.ndarray, tracked: np.ndarray, lags, bounds):
+    """Envelope input (no phase): the bright echo whose amplitude changes most, placed at the
+    first line, or the depth the user set; nothing moving is reported as for IQ."""
+    lo, hi = bounds
+    if tr.fixed_centre is not None:
+        tr.set_echo(tr.fixed_centre, "raw")
+        return
+    env = tr.held_lines(np.arange(n)).astype(np.float64)
+    yield
+    power = ndimage.uniform_filter1d(np.mean(env**2, axis=0), tr.window)
+    change = ndimage.uniform_filter1d(np.std(env, axis=0), tr.window)
+    score = power * change
+    if hi <= lo:
+        tr.set_no_motion("no echo below the ring-down to track")
+        return
+    centre = int(lo + np.argmax(score[lo:hi]))
+    start = centre - tr.window // 2  # the window centred on ``centre``, inside the line
+    k = int(np.argmax(np.mean(env[tracked, start : start + tr.window] ** 2, axis=1)))
+    energy = {0: env[0] ** 2, k: env[tracked[k]] ** 2}
+    sel = _Selection(lines, MODE_ENVELOPE, np.empty(0), np.empty(0), tracked, tracked, tracked,
+                     tr.meta.prf_hz / (tracked[1] - tracked[0]) if tracked.shape[0] > 1 else tr.meta.prf_hz)
+    centre0 = place_at_line0(tr, centre, k, bounds, sel, lags, score, energy)
+    yield
+    _, track = tr.track_lines(centre0, lines, MODE_ENVELOPE, lags, rate_hz=sel.rate_hz)
+    note = _spread_note(tr, track, tr.depth_of(centre0) * 1e3)
+    if note is not None:
+        tr.set_no_motion(note)
+    else:
+        tr.set_echo(centre0, "raw")
+
+
+def place_at_line0(tr, centre: int, k: int, bounds, sel: _Selection, lags, score: np.ndarray,
+                   energy: dict[int, np.ndarray]) -> int:
+    """Centre (tracking sample) at the first line of the echo in the window centred at ``centre``.
+
+    The echo that fills a fixed window best over the selection time may lie elsewhere at
+    the first line (a lung line that swings 2 mm further up, a pericardium caught in
+    systole: the window then held fluid or deep speckle there). So the window is centred on
+    its echo (:func:`centre_on_energy`, with the selection ``score`` as floor) in
+    ``sel.lines[k]`` (evenly spaced held-back lines from the first one; search half-ranges
+    ``lags`` for that spacing), where the echo fills it best, tracked back
+    to ``lines[0]`` and centred there again; ``energy`` holds the ``|IQ|^2`` (envelope^2) of
+    lines ``k`` and 0, by index. ``bounds`` (lo, hi) keep the centre in the line.
+    """
+    centre = centre_on_energy(tr, centre, bounds, energy[k], score)
+    if k == 0:
+        return centre
+    _, back = tr.track_lines(centre, sel.lines[k::-1], sel.mode, lags, sel.renew_min_step, sel.rate_hz)
+    centre = min(max(int(round(centre + back[-1])), bounds[0]), bounds[1])
+    return centre_on_energy(tr, centre, bounds, energy[0])
+
+
+def centre_on_energy(tr, centre: int, bounds, energy: np.ndarray, score: np.ndarray | None = None) -> int:
+    """Centre (tracking sample) of the window moved onto the energy of its echo in a line whose
+    ``|IQ|^2`` is ``energy`` (n_iq,).
+
+    The selection scores fixed depth windows over many lines, so the best one may hold
+    only the edge of its echo at a given line. The window is moved to the centroid of
+    ``|IQ|^2`` (envelope^2) inside it, up to ``CENTRING_STEPS`` times, so that the reported
+    depth is the echo's; with ``score`` (n_iq,), the selection score, a move is taken only
+    where it stays at least ``CENTRING_MIN_SCORE`` times its value at the chosen centre, so
+    that the window is not pulled off a moving echo onto a brighter neighbour that moves
+    otherwise. The centre stays within ``bounds`` (lo, hi).
+    """
+    w = tr.window
+    floor = -math.inf if score is None else CENTRING_MIN_SCORE * score[centre]
+    for _ in range(CENTRING_STEPS):
+        start = centre - w // 2
+        seg = energy[start : start + w]
+        if not seg.sum() > 0:
+            break
+        moved = int(round(start + float(np.sum(seg * np.arange(w))) / seg.sum()))
+        moved = min(max(moved, bounds[0]), bounds[1])
+        if moved == centre or (score is not None and score[moved] < floor):
+            break
+        centre = moved
+    return centre

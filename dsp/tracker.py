@@ -1,0 +1,625 @@
+"""Streaming tracker of one echo's axial motion: :class:`MotionTracker` (docs/motion.md).
+
+``prepare(meta, n_samples)`` once, ``process(block)`` per block; each call returns the
+:class:`MotionBlock` of the lines it finished. The echo is chosen automatically from the
+first ``select_s`` of lines (:mod:`mmode.dsp.echo_choice`), or placed at a depth the user
+gives; those lines are held back meanwhile and returned later with their own times.
+
+How a line is tracked: one window is matched against a *keyframe* (the window of an
+earlier line, renewed only when the match weakens), NCC on the envelope for the coarse
+shift and the phase of the complex correlation for the fine one, the phase unwrapped
+around the NCC shift (the combined estimator of :mod:`mmode.dsp.motion`, which does not
+alias). Where the phase cannot be trusted (complex correlation below
+``PHASE_MIN_COHERENCE``), the envelope's sub-sample shift carries the line. Each line gets
+a quality in [0, 1]: the correlation of its match.
+
+Two things real scanner data need that the tracker does on its own:
+
+- **Coarse IQ.** A scanner stores IQ as coarsely as 0.8 mm per sample at 2.5 MHz, more
+  than two phase wraps (half a wavelength each) per sample, and an echo only a sample or
+  two long. Such IQ is interpolated along depth (band-limited, polyphase) to at least
+  ``MIN_IQ_RATE_PER_F0`` complex samples per second per Hz of f0, the grid the RF path
+  demodulates to, and the window is at least ``MIN_WINDOW_SAMPLES`` stored samples long.
+- **Clutter.** Where stationary echoes are stronger than the moving one, a window tracked
+  on the lines as stored follows the clutter. The choice therefore also scores candidates
+  on clutter-filtered IQ (:mod:`mmode.dsp.clutter`) and, when one of them wins, the
+  tracker follows it on clutter-filtered lines (``representation == "clutter"``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+from scipy import signal
+
+from mmode.dsp import clutter
+from mmode.dsp.motion import (
+    ESTIMATORS, _demod_design, _ncc_peak, _phase_at, _phase_shift, _unwrap_to, iq_decimation, to_iq,
+)
+from mmode.errors import DataError, describe
+from mmode.ingest.meta import AcquisitionMeta, LineBlock
+
+MODE_RF, MODE_IQ, MODE_ENVELOPE = 0, 1, 2
+REPRESENTATIONS = ("raw", "clutter")
+#: Smallest NCC search half-range (IQ samples) around the constant-velocity prediction once
+#: tracking; widened at low line rates to cover ``max_acceleration_m_s2``.
+TRACK_LAG_SAMPLES = 3
+#: The keyframe is also renewed when the energy agreement of the match (see
+#: :func:`mmode.dsp.motion._ncc_peak`) falls below this: the echo faded or brightened by
+#: more than about 2 x in amplitude.
+KEYFRAME_ENERGY = 0.8
+#: After the echo is chosen, each call also tracks this many blocks' worth of held-back lines.
+CATCH_UP_BLOCKS = 2
+#: IQ is tracked on a grid of at least this many complex samples per second per Hz of f0:
+#: 2 f0, a quarter wavelength per sample, the phase wrapping every two samples, which is
+#: where the RF path demodulates to (:func:`mmode.dsp.motion.iq_decimation`).
+MIN_IQ_RATE_PER_F0 = 2.0
+#: Shortest window, in stored samples, on interpolated (coarse) IQ: the echo and its
+#: neighbourhood must hold a few independent samples for NCC to find its shape.
+MIN_WINDOW_SAMPLES = 4
+#: Below this complex correlation coefficient the phase is noise: the line keeps the
+#: envelope's (NCC) shift instead of the phase-refined one.
+PHASE_MIN_COHERENCE = 0.5
+#: Weight of each new line's step in the smoothed step that predicts the next line (an
+#: exponential average over about 1 / VELOCITY_SMOOTHING lines): one noisy line must not
+#: throw the prediction half a wrap off; a lag of a few lines of acceleration is far below it.
+VELOCITY_SMOOTHING = 0.3
+#: Precision of an NCC shift, in samples of the grid the envelope was sampled on (the
+#: stored IQ for coarse IQ, the IQ grid for RF): with band-limited envelopes a match is good
+#: to a fraction of a sample, and its bias where the echo changes shape (a clutter filter,
+#: decorrelation) reaches about a quarter of one.
+NCC_SIGMA_SAMPLES = 0.25
+#: On clutter-filtered lines the keyframe is renewed only on a line whose echo moves at
+#: least this many times the filter's cut-off velocity: slower, the filter has taken part of
+#: the echo and turned its phase (a 2nd-order Butterworth: 16 degrees at 5 x the cut-off, a
+#: 4 % of a wrap bias), and a keyframe taken then would carry that error into every later line.
+RENEW_MIN_SPEED_CUTOFFS = 5.0
+
+
+@njit(nogil=True, cache=True)
+def _fill(lines, i, mode, carrier, taps, dec, half, a, b, buf_iq, buf_env):
+    """IQ and envelope of line ``i`` at IQ samples ``a..b-1`` into ``buf_iq``/``buf_env``.
+
+    RF lines are demodulated only there (same filter as :func:`mmode.dsp.motion.rf_to_iq`);
+    IQ lines are copied; envelope lines fill ``buf_env`` only.
+    """
+    n_src = lines.shape[1]
+    n_taps = taps.shape[0]
+    for m in range(a, b):
+        if mode == MODE_RF:
+            re = 0.0
+            im = 0.0
+            centre = m * dec + half
+            for k in range(n_taps):
+                j = centre - k
+                if 0 <= j < n_src:
+                    v = taps[k] * lines[i, j].real
+                    re += v * carrier[j].real
+                    im += v * carrier[j].imag
+            buf_iq[m] = complex(re, im)
+            buf_env[m] = math.sqrt(re * re + im * im)
+        elif mode == MODE_IQ:
+            buf_iq[m] = lines[i, m]
+            buf_env[m] = abs(lines[i, m])
+        else:
+            buf_env[m] = abs(lines[i, m])
+
+
+@njit(nogil=True, cache=True)
+def _track_kernel(lines, mode, carrier, taps, dec, half, use_ncc, use_phase, state, ref_iq, ref_env, home,
+                  max_lag, track_lag, f0_cycles_per_sample, keyframe_ncc, renew_min_step, sigma_pred, sigma_ncc,
+                  buf_iq, buf_env, out, out_quality):
+    """Follow one echo through the lines of a block; displacement in IQ samples into ``out``
+    and the quality of each line's match (its correlation coefficient, 0..1) into
+    ``out_quality``.
+
+    state : float64 [ref_start, d_ref, d_prev, d_prev2, n_done, quality, step], updated in
+    place (``step``: the displacement per line, exponentially smoothed); the
+    reference segment (``ref_iq``/``ref_env``, length W) is the keyframe line's window at
+    ``ref_start``; ``home`` is the window start of the echo at line 0 (its window now starts
+    at home + d). The next displacement is predicted at constant velocity (scaled by the
+    squared quality of the last match, so noise cannot build up speed); NCC searches
+    ``max_lag`` around it for the first two lines, then ``track_lag`` (what acceleration can
+    change in one line). The phase gives the shift modulo one wrap; of its candidates, the one
+    nearest the two other estimates weighted by their precision is taken: the NCC shift
+    (standard deviation ``sigma_ncc`` samples) and, from the third line on, the
+    constant-velocity prediction with the smoothed step (``sigma_pred``, what the largest
+    acceleration changes in one line). On finely sampled lines NCC is the sharper and decides (it follows any
+    acceleration); on coarse IQ, where NCC cannot resolve half a wrap, the prediction does.
+    Where the complex correlation is below ``PHASE_MIN_COHERENCE`` the phase is not used and
+    the line takes that weighted mean of NCC and prediction. The keyframe is renewed
+    when the match quality falls below ``keyframe_ncc`` or the energy agreement of the NCC
+    match below ``KEYFRAME_ENERGY``, on a line whose step, aliased to within half a wrap as
+    the line rate sees it, is at least ``renew_min_step`` samples (clutter-filtered lines:
+    the filter distorts an echo that stands still, or moves a whole number of wraps per
+    line, which looks the same to it). Per line only the searched IQ samples are made
+    (``_fill``). ``state`` and the buffers carry over, so a run of lines may be split into
+    several calls with the same result.
+    """
+    n_lines = lines.shape[0]
+    n = buf_env.shape[0]
+    w = ref_env.shape[0]
+    for i in range(n_lines):
+        ref_start = int(state[0])
+        d_ref = state[1]
+        d_prev = state[2]
+        peak = 1.0
+        agreement = 1.0
+        if use_ncc:
+            if state[4] >= 2.0:  # constant velocity, trusted as far as the last match was good
+                expected = d_prev + state[5] * state[5] * (d_prev - state[3]) - d_ref
+                reach = track_lag
+            else:
+                expected = d_prev - d_ref
+                reach = max_lag
+            pred = int(math.floor(expected + 0.5))
+            pred = min(max(pred, -ref_start), n - w - ref_start)
+            lo = max(pred - reach, -ref_start)
+            hi = min(pred + reach, n - w - ref_start)
+            _fill(lines, i, mode, carrier, taps, dec, half, ref_start + lo, ref_start + hi + w, buf_iq, buf_env)
+            coarse, peak, agreement = _ncc_peak(ref_env, buf_env, ref_start, lo, hi)
+            shift = coarse
+            if use_phase:
+                lag = int(math.floor(coarse + 0.5))
+                phase, peak, depth_phase = _phase_at(ref_iq, buf_iq, ref_start + lag)
+                anchor = coarse
+                if state[4] >= 2.0:
+                    w_pred = 1.0 / (sigma_pred * sigma_pred)
+                    w_ncc = 1.0 / (sigma_ncc * sigma_ncc)
+                    predicted = d_prev + state[6] - d_ref
+                    anchor = (w_pred * predicted + w_ncc * coarse) / (w_pred + w_ncc)
+                shift = anchor
+                if peak >= PHASE_MIN_COHERENCE:
+                    fine, wrap = _phase_shift(phase, depth_phase, lag, f0_cycles_per_sample)
+                    shift = _unwrap_to(fine, anchor, wrap)
+        else:
+            _fill(lines, i, mode, carrier, taps, dec, half, ref_start, ref_start + w, buf_iq, buf_env)
+            phase, peak, depth_phase = _phase_at(ref_iq, buf_iq, ref_start)
+            shift, _ = _phase_shift(phase, depth_phase, 0, f0_cycles_per_sample)
+        d = d_ref + shift
+        out[i] = d
+        state[3] = d_prev
+        state[2] = d
+        if state[4] >= 1.0:  # the smoothed step, from the second line on
+            state[6] += VELOCITY_SMOOTHING * ((d - d_prev) - state[6]) if state[4] >= 2.0 else d - d_prev
+        state[4] += 1.0
+        state[5] = min(max(peak, 0.0), 1.0)
+        out_quality[i] = state[5]
+        renew = not use_ncc or peak < keyframe_ncc or agreement < KEYFRAME_ENERGY
+        if renew_min_step > 0.0:  # the step as the filter sees it: aliased to within half a wrap
+            wrap_samples = 1.0 / f0_cycles_per_sample
+            step = d - d_prev
+            renew = renew and abs(step - math.floor(step / wrap_samples + 0.5) * wrap_samples) >= renew_min_step
+        if renew:
+            start = int(math.floor(home + d + 0.5))
+            start = min(max(start, 0), n - w)
+            _fill(lines, i, mode, carrier, taps, dec, half, start, start + w, buf_iq, buf_env)
+            state[0] = start
+            state[1] = d
+            for k in range(w):
+                ref_env[k] = buf_env[start + k]
+                ref_iq[k] = buf_iq[start + k]
+
+
+@dataclass(frozen=True)
+class MotionBlock:
+    """Motion trace of the tracked echo for the lines processed by one call.
+
+    t_s : (n,) float64 line times, seconds.
+    displacement_m : (n,) float64 axial displacement relative to the first line, metres,
+        positive away from the probe.
+    velocity_m_s : (n,) float64 axial velocity (backward difference of the displacement
+        times the line rate), m/s.
+    quality : (n,) float64 in [0, 1], the correlation of each line's match with its
+        reference (complex correlation coefficient; NCC for envelope input): near 1 the
+        echo is followed closely, below about 0.5 the line is uncertain (the phase is not
+        used there) and a display dims it.
+    depth_m : depth of the tracked echo at the first line, metres (NaN before it is chosen).
+    """
+
+    t_s: np.ndarray
+    displacement_m: np.ndarray
+    velocity_m_s: np.ndarray
+    quality: np.ndarray
+    depth_m: float
+
+
+class MotionTracker:
+    """Streaming tracker of one echo: ``prepare(meta, n_samples)`` once, ``process(block)`` per block.
+
+    Parameters
+    ----------
+    estimator : "combined" (NCC on the envelope against a keyframe, refined by phase;
+        default, does not alias), "kasai" (phase between consecutive lines; aliases beyond
+        ``meta.nyquist_velocity_m_s``) or "ncc" (envelope NCC only). Envelope input carries
+        no phase and always uses "ncc".
+    track_depth_m : depth of the echo to follow; None chooses the moving echo automatically
+        (:func:`mmode.dsp.echo_choice.choose_echo`) from the first ``select_s`` seconds.
+    window_m : axial length of the tracked window, metres.
+    max_velocity_m_s : largest speed searched by NCC between two lines (first lines).
+    max_acceleration_m_s2 : largest change of speed searched around the constant-velocity
+        prediction once tracking (sets the NCC search at low line rates).
+    select_s : seconds of lines the choice uses (the echo when ``track_depth_m`` is None,
+        and in any case whether to track the lines as stored or clutter-filtered); those lines
+        are held back, then returned a few blocks at a time with the following blocks (or
+        all at once by :meth:`flush`).
+    keyframe_ncc : the reference window is renewed when the match quality (complex
+        correlation coefficient, or interpolated NCC peak for "ncc") falls below this (and
+        when the echo's energy no longer agrees with the reference's, ``KEYFRAME_ENERGY``).
+    step_budget_s : wall time the one-off choice may take in one :meth:`process` call; it
+        then goes on in the next calls (a live stream is never stalled by it). None: the
+        choice finishes in the call that completes its lines (offline use).
+
+    After the choice, :attr:`status` is "tracking", or "no_motion" when nothing in the lines
+    moves measurably (then the blocks are empty and :attr:`note` says why). Lines shorter
+    than two windows give no trace ("inactive"). The trace is continuous across blocks and
+    does not depend on how the lines are cut into blocks.
+    """
+
+    def __init__(
+        self,
+        estimator: str = "combined",
+        track_depth_m: float | None = None,
+        window_m: float = 1.5e-3,
+        max_velocity_m_s: float = 0.5,
+        select_s: float = 1.0,
+        keyframe_ncc: float = 0.9,
+        max_acceleration_m_s2: float = 10.0,
+        step_budget_s: float | None = None,
+    ) -> None:
+        if estimator not in ESTIMATORS:
+            raise DataError(describe("MotionTracker", f"estimator one of {ESTIMATORS}", repr(estimator)))
+        for name, value in (("window_m", window_m), ("max_velocity_m_s", max_velocity_m_s), ("select_s", select_s),
+                            ("max_acceleration_m_s2", max_acceleration_m_s2)):
+            if not (math.isfinite(value) and value > 0):
+                raise DataError(describe("MotionTracker", f"{name} > 0", value))
+        if track_depth_m is not None and not (math.isfinite(track_depth_m) and track_depth_m >= 0):
+            raise DataError(describe("--track-depth", "a depth >= 0 metres", track_depth_m))
+        if step_budget_s is not None and not step_budget_s > 0:
+            raise DataError(describe("MotionTracker", "step_budget_s > 0 or None", step_budget_s))
+        self.estimator = estimator
+        self.track_depth_m = track_depth_m
+        self.window_m = float(window_m)
+        self.max_velocity_m_s = float(max_velocity_m_s)
+        self.select_s = float(select_s)
+        self.keyframe_ncc = float(keyframe_ncc)
+        self.max_acceleration_m_s2 = float(max_acceleration_m_s2)
+        self.step_budget_s = step_budget_s
+        self.meta: AcquisitionMeta | None = None
+
+    # -- set-up ------------------------------------------------------------------------------
+    def prepare(self, meta: AcquisitionMeta, n_samples: int) -> None:
+        """Settle sizes for lines of ``n_samples`` stored samples; resets the trace."""
+        self.meta = meta
+        self._n_samples = int(n_samples)
+        self.upsample = 1
+        if meta.kind == "rf":
+            self.mode = MODE_RF
+            dec = iq_decimation(meta.fs_hz, meta.f0_hz)
+            self.stride = float(dec)  # stored samples per tracking sample
+            self._dec = dec
+            self._carrier, self._taps, self._half = _demod_design(self._n_samples, meta.fs_hz, meta.f0_hz, dec)
+            self.n_iq = -(-self._n_samples // dec)
+        else:
+            self.mode = MODE_IQ if meta.kind == "iq" else MODE_ENVELOPE
+            if meta.kind == "iq" and meta.f0_hz > 0:
+                self.upsample = max(1, math.ceil(MIN_IQ_RATE_PER_F0 * meta.f0_hz / meta.fs_hz - 1e-9))
+            self.stride = 1.0 / self.upsample
+            self._dec = 1
+            self._carrier, self._taps, self._half = np.zeros(1, np.complex64), np.zeros(1, np.float32), 0
+            self.n_iq = self._n_samples * self.upsample
+        track_fs = meta.fs_hz / self.stride
+        self.effective_estimator = "ncc" if meta.kind == "envelope" else self.estimator
+        self.spacing_m = meta.c_m_s / (2.0 * track_fs)
+        window_m = self.window_m
+        if self.upsample > 1:
+            window_m = max(window_m, MIN_WINDOW_SAMPLES * meta.c_m_s / (2.0 * meta.fs_hz))
+        self.window = max(4, int(round(window_m / self.spacing_m)))
+        self._max_lag, self._track_lag = self.search_lags(meta.prf_hz)
+        # lines too short for a window and its search: no trace (empty blocks), not an error,
+        # so that the display of such lines still works
+        self.active = self.n_iq >= 2 * self.window + 2
+        self.f0_cycles_per_sample = meta.f0_hz / track_fs
+        self.sigma_ncc = NCC_SIGMA_SAMPLES * max(1.0, 1.0 / self.stride) if self.mode != MODE_RF else NCC_SIGMA_SAMPLES
+        self.select_lines = max(2, min(4096, int(round(self.select_s * meta.prf_hz))))
+        self.wrap_m = meta.c_m_s / (2.0 * meta.f0_hz) if meta.f0_hz > 0 else math.inf
+        self.representation = "raw"
+        self.status = "choosing" if self.active else "inactive"
+        self.note: str | None = None if self.active else "lines too short for a tracking window"
+        self._wall: clutter.WallFilter | None = None
+        self._ready = np.zeros((0, self.n_iq), np.complex64)
+        self._renew_step = 0.0
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self._choice = None
+        self._home: int | None = None
+        self._state = np.zeros(7)
+        self._ref_iq = np.zeros(self.window, np.complex64)
+        self._ref_env = np.zeros(self.window, np.float32)
+        self._buf_iq = np.zeros(self.n_iq, np.complex64)
+        self._buf_env = np.zeros(self.n_iq, np.float32)
+        self._started = False
+        self._has_output = False
+        self._prev = 0.0
+        self.depth_m = math.nan
+        self.fixed_centre: int | None = None
+        if self.active:
+            self._compile()
+        if self.track_depth_m is not None:
+            centre = int(round(float(meta.sample_at_depth(self.track_depth_m)) / self.stride))
+            if not 0 <= centre < self.n_iq:
+                lo, hi = float(meta.depth_m(0)), float(meta.depth_m(self._n_samples - 1))
+                raise DataError(describe("--track-depth", f"a depth within {lo:.4f}..{hi:.4f} m", f"{self.track_depth_m} m"))
+            self.fixed_centre = centre
+
+    def _compile(self) -> None:
+        """Run the tracking kernels once on a few lines of zeros in every form this stream
+        can take (its own, and clutter-filtered IQ), so that numba compiles them here, in
+        ``prepare``, and not in the middle of a live stream (over a second on a cold cache)."""
+        lags = (1, 1)
+        self.track_lines(self.window, np.zeros((3, self.n_iq), np.complex64), MODE_IQ, lags)
+        lines, mode = self.kernel_lines(np.zeros((3, self._n_samples), np.float32 if self.mode != MODE_IQ
+                                                 else np.complex64))
+        self.track_lines(self.window, lines, mode, lags)
+
+    def search_lags(self, rate_hz: float) -> tuple[int, int]:
+        """NCC search half-ranges (IQ samples) for lines ``1 / rate_hz`` apart: around the
+        previous displacement for the first lines (``max_velocity_m_s``), then around the
+        constant-velocity prediction (``max_acceleration_m_s2``, at least ``TRACK_LAG_SAMPLES``)."""
+        max_lag = int(math.ceil(self.max_velocity_m_s / rate_hz / self.spacing_m)) + 1
+        accel_lag = int(math.ceil(self.max_acceleration_m_s2 / rate_hz**2 / self.spacing_m))
+        return max_lag, min(max_lag, max(TRACK_LAG_SAMPLES, accel_lag + 1))
+
+    def clutter_filter(self, rate_hz: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """The wall filter ``(b, a)`` for lines ``1 / rate_hz`` apart, or None where there is
+        no phase (envelope input) or the line rate cannot resolve the cut-off velocity."""
+        if self.mode == MODE_ENVELOPE:
+            return None
+        try:
+            return clutter.design(rate_hz, self.meta.f0_hz, self.meta.c_m_s)
+        except DataError:
+            return None
+
+    def depth_of(self, index: float) -> float:
+        """Depth (m) of tracking-grid sample ``index``."""
+        return float(self.meta.depth_m(index * self.stride))
+
+    # -- lines in the forms the kernels take -------------------------------------------------
+    def interpolate(self, iq: np.ndarray) -> np.ndarray:
+        """Coarse IQ (m, n_samples) interpolated along depth onto the tracking grid
+        (m, n_iq), complex64 (band-limited polyphase FIR; unchanged when not coarse)."""
+        if self.upsample == 1:
+            return np.ascontiguousarray(iq, dtype=np.complex64)
+        return np.ascontiguousarray(signal.resample_poly(iq, self.upsample, 1, axis=1), dtype=np.complex64)
+
+    def tracking_iq(self, lines: np.ndarray) -> np.ndarray:
+        """IQ (m, n_iq) complex64 of stored lines on the tracking grid (RF demodulated)."""
+        iq, _, _ = to_iq(lines, self.meta)
+        return self.interpolate(iq)
+
+    def kernel_lines(self, lines: np.ndarray) -> tuple[np.ndarray, int]:
+        """Stored lines as the tracking kernel reads them in the raw representation:
+        ``(array, mode)``; RF stays RF (demodulated only where searched)."""
+        if self.mode == MODE_IQ:
+            return self.interpolate(lines), MODE_IQ
+        return np.ascontiguousarray(lines, dtype=np.float32), self.mode
+
+    def _stream_lines(self, lines: np.ndarray) -> tuple[np.ndarray, int]:
+        """The next stored lines of the stream in the chosen representation: clutter-filtered
+        lines come first from those prepared when the echo was chosen, then from the
+        streaming filter, which keeps its state from block to block."""
+        if self.representation == "raw":
+            return self.kernel_lines(lines)
+        n = lines.shape[0]
+        if self._ready.shape[0] >= n:
+            out, self._ready = self._ready[:n], self._ready[n:]
+            return out, MODE_IQ
+        iq, _, _ = to_iq(lines[self._ready.shape[0]:], self.meta)
+        out = np.concatenate([self._ready, self.interpolate(self._wall.process(iq))])
+        self._ready = self._ready[:0]
+        return out, MODE_IQ
+
+    # -- per block ---------------------------------------------------------------------------
+    def process(self, block: LineBlock) -> MotionBlock:
+        """Track the echo through ``block``; returns the trace of the lines processed now."""
+        if self.meta is None:
+            raise DataError(describe("MotionTracker", "prepare(meta, n_samples) before process", "no metadata"))
+        lines = block.lines
+        if lines.ndim != 2 or lines.shape[1] != self._n_samples:
+            raise DataError(describe("MotionTracker", f"blocks of (n, {self._n_samples}) lines", lines.shape))
+        if self.status in ("inactive", "no_motion"):
+            return self._empty()
+        t_s = block.t_s + np.arange(lines.shape[0], dtype=np.float64) / self.meta.prf_hz
+        if self.status == "choosing" or self._pending:
+            self._pending.append((lines, t_s))
+            if self.status == "choosing" and not self._advance_choice(self.step_budget_s):
+                return self._empty()
+            if self.status == "no_motion":
+                self._pending = []
+                return self._empty()
+            # catch up on lines held back while choosing, a few blocks' worth per call,
+            # so that no single call stalls the real-time worker
+            return self._drain((1 + CATCH_UP_BLOCKS) * lines.shape[0])
+        return self._run(lines, t_s)
+
+    def flush(self) -> MotionBlock:
+        """End of stream: finish the choice (at least 2 lines needed) and track every line
+        still held back. Returns their trace (empty when nothing is pending); a recording
+        shorter than ``select_s`` thus still gets a trace, from a choice on fewer lines."""
+        if self.meta is None or not self._pending or self.status in ("inactive", "no_motion"):
+            return self._empty()
+        if self.status == "choosing":
+            if self._held_count() < 2:
+                return self._empty()
+            self._advance_choice(None, final=True)
+            if self.status == "no_motion":
+                self._pending = []
+                return self._empty()
+        return self._drain(None)
+
+    def _advance_choice(self, budget_s: float | None, final: bool = False) -> bool:
+        """Run the choice for at most ``budget_s`` (None: to the end) once its lines are
+        held back (or, with ``final``, on whatever is held); True when it is done."""
+        from mmode.dsp.echo_choice import choose_echo
+
+        if self._choice is None:
+            n = self._held_count()
+            if n < self.select_lines and not final:
+                return False
+            if not all(np.all(np.isfinite(lines)) for lines, _ in self._pending):
+                raise DataError(describe("MotionTracker", "finite line samples", "NaN or infinite values"))
+            self._choice_lines = min(n, self.select_lines)
+            self._choice = choose_echo(self, self._choice_lines)
+        deadline = None if budget_s is None else time.perf_counter() + budget_s
+        for _ in self._choice:
+            if deadline is not None and time.perf_counter() > deadline:
+                return False
+        self._choice = None
+        return True
+
+    def set_echo(self, centre: int, representation: str) -> None:
+        """Track the echo centred at tracking sample ``centre`` in the first line, in
+        ``representation`` (called by the choice)."""
+        if representation not in REPRESENTATIONS:
+            raise DataError(describe("MotionTracker", f"a representation in {REPRESENTATIONS}", representation))
+        self.representation = representation
+        if representation == "clutter":
+            self._prepare_clutter()
+        self._home = min(max(centre - self.window // 2, 0), self.n_iq - self.window)
+        self.depth_m = self.depth_of(self._home + (self.window - 1) / 2.0)
+        self.status = "tracking"
+
+    def _prepare_clutter(self) -> None:
+        """Clutter-filter the lines the choice used (the first held back, whatever arrived
+        since, so that the trace does not depend on when the choice finished): backwards in
+        time up to the last ``settle_lines`` of them (settled from the first line on,
+        :func:`mmode.dsp.clutter.wall_filter`), then forwards with the streaming filter,
+        which has settled there after running over all of them from their mean and goes on
+        with the stream. The two filters' phase responses are conjugate: at the junction a
+        fast echo's trace steps by twice the causal filter's phase (about 10 um at 15 times
+        the cut-off velocity, 2.5 MHz)."""
+        b, a = self.clutter_filter(self.meta.prf_hz)
+        self._wall = clutter.WallFilter(b, a)
+        self._renew_step = self.renew_min_step(self.meta.prf_hz)
+        iq, _, _ = to_iq(self.held_lines(np.arange(self._choice_lines)), self.meta)
+        causal = self._wall.process(iq, stationary=iq.mean(axis=0))
+        junction = max(0, iq.shape[0] - clutter.settle_lines(self.meta.prf_hz, self.meta.f0_hz, self.meta.c_m_s))
+        self._ready = self.interpolate(np.concatenate([clutter.wall_filter(iq, b, a)[:junction], causal[junction:]]))
+
+    def set_no_motion(self, note: str) -> None:
+        """Nothing in the lines moves measurably (called by the choice): no trace, a note."""
+        self.status, self.note, self.depth_m = "no_motion", note, math.nan
+
+    def _held_count(self) -> int:
+        return sum(p[1].shape[0] for p in self._pending)
+
+    def held_lines(self, index: np.ndarray) -> np.ndarray:
+        """(len(index), n_samples) held-back lines at positions ``index`` (any order), copied
+        from their blocks without joining every held-back line."""
+        starts = np.cumsum([0] + [p[0].shape[0] for p in self._pending])
+        block = np.searchsorted(starts, index, side="right") - 1
+        return np.stack([self._pending[b][0][i - starts[b]] for b, i in zip(block, index)])
+
+    def _empty(self) -> MotionBlock:
+        e = np.zeros(0)
+        return MotionBlock(e, e.copy(), e.copy(), e.copy(), self.depth_m)
+
+    def _drain(self, max_lines: int | None) -> MotionBlock:
+        """Track the oldest ``max_lines`` held-back lines (all if None); keep the rest. Only
+        the blocks taken are touched, so catching up costs what the lines it tracks cost."""
+        parts, taken = [], 0
+        while self._pending and (max_lines is None or taken < max_lines):
+            lines, t_s = self._pending.pop(0)
+            n = lines.shape[0] if max_lines is None else min(lines.shape[0], max_lines - taken)
+            if n < lines.shape[0]:
+                self._pending.insert(0, (lines[n:], t_s[n:]))
+            parts.append((lines[:n], t_s[:n]))
+            taken += n
+        if not parts:
+            return self._empty()
+        return self._run(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+
+    # -- tracking ----------------------------------------------------------------------------
+    def renew_min_step(self, rate_hz: float) -> float:
+        """Least step (tracking samples) between lines ``1 / rate_hz`` apart on which a
+        keyframe of clutter-filtered lines may be renewed (``RENEW_MIN_SPEED_CUTOFFS``)."""
+        return RENEW_MIN_SPEED_CUTOFFS * clutter.CUTOFF_M_S / rate_hz / self.spacing_m
+
+    def sigma_pred(self, rate_hz: float) -> float:
+        """Precision (tracking samples) of the constant-velocity prediction for lines
+        ``1 / rate_hz`` apart: what ``max_acceleration_m_s2`` changes in one line."""
+        return self.max_acceleration_m_s2 / rate_hz**2 / self.spacing_m
+
+    def track_lines(self, centre: int, lines: np.ndarray, mode: int, lags: tuple[int, int],
+                    renew_min_step: float = 0.0, rate_hz: float | None = None,
+                    quality: np.ndarray | None = None) -> tuple[int, np.ndarray]:
+        """The window centred at ``centre`` (tracking sample) in ``lines[0]``, tracked through
+        ``lines`` (m, ...) in kernel form (:meth:`kernel_lines`, or clutter-filtered IQ with
+        ``MODE_IQ``), evenly spaced lines in tracking order, with the combined tracker (NCC on
+        the envelope for envelope input), which does not alias; ``lags`` are the NCC search
+        half-ranges for that spacing (:meth:`search_lags`); ``renew_min_step`` that of
+        :meth:`renew_min_step` for clutter-filtered lines, else 0; ``rate_hz`` the rate of
+        ``lines`` (default the line rate); ``quality`` (m,), when given, receives each line's.
+
+        Returns ``(start, track)``: the window's first sample in ``lines[0]`` and its
+        displacement (m,) in tracking samples at each line.
+        """
+        w = self.window
+        rate_hz = self.meta.prf_hz if rate_hz is None else rate_hz
+        home = min(max(centre - w // 2, 0), self.n_iq - w)
+        lines = np.ascontiguousarray(lines)
+        buf_iq = np.zeros(self.n_iq, np.complex64)
+        buf_env = np.zeros(self.n_iq, np.float32)
+        _fill(lines, 0, mode, self._carrier, self._taps, self._dec, self._half, home, home + w, buf_iq, buf_env)
+        ref_iq = buf_iq[home : home + w].copy()
+        ref_env = buf_env[home : home + w].copy()
+        state = np.array([home, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+        out = np.empty(lines.shape[0])
+        _track_kernel(
+            lines, mode, self._carrier, self._taps, self._dec, self._half, True, mode != MODE_ENVELOPE, state,
+            ref_iq, ref_env, float(home), lags[0], lags[1], self.f0_cycles_per_sample, self.keyframe_ncc,
+            renew_min_step, self.sigma_pred(rate_hz), self.sigma_ncc, buf_iq, buf_env, out,
+            np.empty(lines.shape[0]) if quality is None else quality,
+        )
+        return home, out
+
+    def _start(self, first_line: np.ndarray, mode: int) -> None:
+        """The first line (kernel form) becomes the reference (displacement 0); the reported
+        depth is the energy centroid of its window, since a window moves with its dominant
+        echoes."""
+        w, h = self.window, self._home
+        _fill(first_line[None, :], 0, mode, self._carrier, self._taps, self._dec, self._half,
+              h, h + w, self._buf_iq, self._buf_env)
+        self._ref_env[:] = self._buf_env[h : h + w]
+        self._ref_iq[:] = self._buf_iq[h : h + w]
+        self._state[:] = (h, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+        self._started = True
+        weight = self._ref_env.astype(np.float64) ** 2
+        if weight.sum() > 0:
+            self.depth_m = self.depth_of(h + float(np.sum(weight * np.arange(w)) / weight.sum()))
+
+    def _run(self, lines: np.ndarray, t_s: np.ndarray) -> MotionBlock:
+        kin, mode = self._stream_lines(lines)
+        if not self._started:
+            self._start(kin[0], mode)
+        d_samples = np.empty(kin.shape[0])
+        quality = np.empty(kin.shape[0])
+        prev = self._prev
+        est = self.effective_estimator
+        _track_kernel(
+            kin, mode, self._carrier, self._taps, self._dec, self._half, est != "kasai", est != "ncc",
+            self._state, self._ref_iq, self._ref_env, float(self._home), self._max_lag, self._track_lag,
+            self.f0_cycles_per_sample, self.keyframe_ncc, self._renew_step, self.sigma_pred(self.meta.prf_hz),
+            self.sigma_ncc, self._buf_iq, self._buf_env, d_samples, quality,
+        )
+        if d_samples.shape[0]:
+            self._prev = d_samples[-1]
+        disp = d_samples * self.spacing_m
+        vel = np.diff(np.concatenate(([prev * self.spacing_m], disp))) * self.meta.prf_hz
+        if not self._has_output:  # the first line has no predecessor
+            vel[0] = 0.0
+            self._has_output = True
+        return MotionBlock(t_s, disp, vel, quality, self.depth_m)

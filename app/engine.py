@@ -298,7 +298,7 @@ class Engine:
         capacity = max(1, min(int(math.ceil(self.ring_seconds * prf)), MAX_RING_BYTES // line_bytes))
         self.ring = LineRing(
             capacity, n_samples, self.source.dtype, prf,
-            max_backlog_lines=max(1, int(math.ceil(self.max_latency_s * prf))),
+            max_backlog_lines=max(1, int(math.ceil(self.max_latency_s * prf))), max_backlog_s=self.max_latency_s,
         )
         self.max_block_lines = self._max_block_lines or max(64, int(prf * 0.05))
         self._state = "starting"

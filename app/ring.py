@@ -5,8 +5,10 @@ reader falls behind, the oldest unread lines are skipped so that the reader resu
 newest data:
 
 - on :meth:`LineRing.push`, unread lines that would be overwritten are skipped;
-- on :meth:`LineRing.pop`, when more than ``max_backlog_lines`` are unread, all but the
-  newest ``max_lines`` are skipped (this bounds latency, not only memory).
+- on :meth:`LineRing.pop`, when more than ``max_backlog_lines`` are unread (and, with
+  ``max_backlog_s``, the oldest of them arrived longer ago than that), all but the newest
+  ``max_lines`` are skipped (this bounds latency, not only memory). A burst that has just
+  arrived (a stream's socket emptied at once) is thus worked through, not thrown away.
 
 Counters are exact at every moment (``lines_in == lines_out + lines_skipped + unread``).
 Each line keeps its sequence number, acquisition time and arrival time, so a skipped line
@@ -16,6 +18,7 @@ is never counted as processed and latency is measured per line.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,6 +60,8 @@ class LineRing:
     prf_hz : line rate, to give every line of a block its own acquisition time.
     max_backlog_lines : unread lines beyond which :meth:`pop` skips to the newest
         (default: the capacity, i.e. only overwriting skips).
+    max_backlog_s : when given, :meth:`pop` skips only while the oldest unread line also
+        arrived more than this long ago (``time.perf_counter`` seconds, as ``arrival_s``).
     """
 
     def __init__(
@@ -67,6 +72,7 @@ class LineRing:
         prf_hz: float,
         *,
         max_backlog_lines: int | None = None,
+        max_backlog_s: float | None = None,
     ) -> None:
         if capacity_lines < 1 or n_samples < 1:
             raise DataError(describe("ring", "capacity_lines >= 1 and n_samples >= 1", (capacity_lines, n_samples)))
@@ -74,6 +80,7 @@ class LineRing:
         self.n_samples = int(n_samples)
         self.prf_hz = float(prf_hz)
         self.max_backlog_lines = self.capacity if max_backlog_lines is None else max(1, min(int(max_backlog_lines), self.capacity))
+        self.max_backlog_s = max_backlog_s
         self._lines = np.zeros((self.capacity, self.n_samples), dtype=dtype)
         self._seq = np.zeros(self.capacity, dtype=np.int64)
         self._t_s = np.zeros(self.capacity, dtype=np.float64)
@@ -137,7 +144,9 @@ class LineRing:
             unread = self._write - self._read
             if unread == 0:
                 return None
-            if unread > self.max_backlog_lines:
+            aged = self.max_backlog_s is None or (
+                time.perf_counter() - self._arrival_s[self._read % self.capacity] > self.max_backlog_s)
+            if unread > self.max_backlog_lines and aged:
                 skip = unread - min(max_lines, self.max_backlog_lines)
                 self._read += skip
                 self.lines_skipped += skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -150,3 +151,14 @@ def test_concurrent_writer_and_reader_lose_nothing_uncounted():
     assert np.all(np.diff(got) > 0)  # every line at most once, in order
     c = ring.counters()
     assert c["lines_in"] == seq and c["lines_out"] == got.size and c["lines_in"] == got.size + c["lines_skipped"]
+
+
+def test_a_fresh_burst_is_worked_through_and_an_old_backlog_skipped():
+    """With max_backlog_s, lines that just arrived together (a socket emptied at once) are
+    not skipped however many; once the oldest has waited longer than that, they are."""
+    ring = LineRing(1000, N_SAMPLES, np.float32, prf_hz=1000.0, max_backlog_lines=100, max_backlog_s=0.05)
+    ring.push(LineBlock(0, 0.0, np.zeros((500, N_SAMPLES), np.float32)), time.perf_counter())
+    assert ring.pop(50).n_lines == 50 and ring.counters()["lines_skipped"] == 0
+    time.sleep(0.06)
+    chunk = ring.pop(50)
+    assert ring.counters()["lines_skipped"] == 450 - 50 and chunk.seq == 450 and chunk.n_lines == 50

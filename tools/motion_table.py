@@ -5,6 +5,7 @@ Usage::
     python tools/motion_table.py                      # the main table (4 scenarios x 2 x 3 x 3)
     python tools/motion_table.py --scenarios cardiac_irregular --prf 100 --seconds 10 --snr 30
     python tools/motion_table.py --scenarios sinusoid --prf 400 --seconds 3 --fs 16e6 --depth 0.04
+    python tools/motion_table.py --scenarios moving_phantom --prf 350 --rates 96 144 192 --iq-fs 1e6 --seconds 4
 
 Each case is simulated in memory (``mmode.ingest.simulator.simulate``, seed 1 by default)
 and scored exactly as ``mmode evaluate --task motion`` scores a file written by ``mmode
@@ -34,6 +35,7 @@ import itertools
 import numpy as np
 
 from mmode.app.cmd_evaluate import evaluate_motion
+from mmode.errors import DataError
 from mmode.ingest.recording import Recording
 from mmode.ingest.simulator import _displacement_since_line0, _setup, simulate
 
@@ -129,14 +131,18 @@ def main() -> None:
     print(head + " |")
     print("|---|---:|---:|---:|---:|" + "---|" * len(args.estimators) + "---:|" + ("---|" if args.within is not None else ""))
     for scenario, rate, prf, snr in itertools.product(args.scenarios, args.rates, args.prf, args.snr):
-        res = run_case(scenario, prf, snr, args.seconds, args.seed, args.estimators, args.fs, args.depth,
-                       args.track_depth, args.within, args.iq_fs, rate)
+        name = scenario if rate is None else f"{scenario} {rate:g}/min"
+        try:
+            res = run_case(scenario, prf, snr, args.seconds, args.seed, args.estimators, args.fs, args.depth,
+                           args.track_depth, args.within, args.iq_fs, rate)
+        except DataError as exc:  # e.g. the tracker found no moving echo: say so in the row
+            print(f"| {name} | {prf:g} | {snr:g} | - | - | {exc} |", flush=True)
+            continue
         first = res[args.estimators[0]]
         cells = [
             f"{_um(r['rmse_m'])} / {_signed_um(r['bias_m'])} / {100 * r['failure_rate']:.1f}" for r in res.values()
         ]
         exact = " / ".join(f"{_um(r['exact_rmse_m'])} ({100 * r['exact_failure_rate']:.1f} %)" for r in res.values())
-        name = scenario if rate is None else f"{scenario} {rate:g}/min"
         row = (f"| {name} | {prf:g} | {snr:g} | {first['depth_m'] * 1e3:.1f} | "
                f"{first['peak_truth_speed_m_s'] / first['nyquist_velocity_m_s']:.2f} | " + " | ".join(cells)
                + f" | {exact}")

@@ -2,10 +2,13 @@
 
 Runs the whole engine headless (acquisition thread, ring, processing thread with the full
 pipeline) for S seconds, draining results as a display would, and reports the counters:
-lines received / processed / dropped, sequence gaps, latency from line arrival to result
+lines received / processed / dropped, frames rejected (NaN/Inf samples) and re-timed (time
+stamps that ran backwards or jittered), sequence gaps, latency from line arrival to result
 (p50, p99, max), inference time, realtime factor (processing speed / line rate), peak
 memory, and the classification summary when models are loaded. Exit 3 when the source is
-not usable (not a stream server, malformed frames, unreadable file).
+not usable (not a stream server, unreadable file) or the engine fails (a stream that comes
+back as another stream, a corrupt file): the report (state "failed" and the message) is
+printed first, the error line goes to stderr.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ def _text(report: dict) -> str:
     rows = [
         ("state", f"{report['state']} {report['message']}".rstrip()),
         ("lines", f"received {report['lines_received']}, processed {report['lines_processed']}, dropped {report['lines_dropped']}"),
+        ("frames", f"rejected {report['frames_rejected']} ({report['lines_rejected']} lines), "
+                   f"re-timed {report['frames_retimed']} ({report['lines_retimed']} lines), "
+                   f"framing errors {report['framing_errors']}"),
         ("gaps", f"{report['gaps']} ({report['lines_missing']} lines missing), restarts {report['restarts']}, reconnects {report['reconnects']}"),
         ("latency_ms", f"p50 {fmt(lat['p50'])}, p99 {fmt(lat['p99'])}, max {fmt(lat['max'])}"),
         ("inference_ms", f"p50 {fmt(inf['p50'])}, p99 {fmt(inf['p99'])}"),
@@ -66,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from mmode.app.cli import print_json
     from mmode.app.engine import Engine
     from mmode.app.pipeline import PipelineSettings
-    from mmode.errors import UsageError
+    from mmode.errors import MmodeError, UsageError
     from mmode.ingest import igtl, stream
     from mmode.ingest.sources import FileSource, IgtlSource, TcpSource, parse_host_port
 
@@ -91,14 +97,17 @@ def run(args: argparse.Namespace) -> int:
             engine.poll_results()  # a display would draw these
     except KeyboardInterrupt:
         print("mmode monitor: interrupted", file=sys.stderr)
+    except MmodeError:
+        if engine.error is None:  # not an engine failure (e.g. not ready in time)
+            raise
     finally:
         engine.stop()
-    if engine.error is not None:
-        raise engine.error
     report = engine.stats()
     report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if args.json:
         print_json(report)
     else:
         print(_text(report))
+    if engine.error is not None:  # after the report: a DataError exits 3 with its one line
+        raise engine.error
     return 0

@@ -204,7 +204,7 @@ def analyse(rec, settings, *, block_lines: int = DEFAULT_BLOCK_LINES, window_s: 
                    "prf_hz": rec.meta.prf_hz, "t0_s": float(t_s[0])}
         Path(str(image_path) + ".json").write_text(json.dumps(sidecar, indent=2) + "\n")
     lines_per_s = rec.n_lines / max(dsp_s, 1e-9)
-    motion_parts.append(pipeline.motion.flush())  # a recording shorter than the echo selection
+    motion_parts.append(pipeline.finish().motion)  # the lines the tracker still holds
     motion, motion_note, rates = _motion_report(motion_parts, pipeline.motion)
     p = settings.processor
     return {
@@ -229,21 +229,35 @@ def analyse(rec, settings, *, block_lines: int = DEFAULT_BLOCK_LINES, window_s: 
 
 
 def _classification_report(classifier, windows: list, duration_s: float) -> dict | None:
-    """``classification`` of the report: model, classes, windows (t_start_s, t_end_s, probs,
-    label) and summary (majority label, fraction of windows per class; with a ``note`` when
-    the recording is shorter than one window); None without a model."""
+    """``classification`` of the report: model, classes, the classifier's window lengths
+    (min_window_s, max_window_s, column_s), hop_s, window_s (the longest window reported,
+    None without one), windows (t_start_s, t_end_s, probs, label) and summary (majority
+    label, fraction of windows per class). A recording shorter than the longest window is
+    classified as one window over all of it (``Classifier.finish``), with a ``note`` saying
+    so; one shorter than the shortest window has no class and a ``note`` giving the minimum.
+    None without a model."""
     if classifier is None:
         return None
     from mmode.models.inference import summarize
 
-    window_s = classifier.spec["window_s"]
+    spec = classifier.spec
+    whole = classifier.finish()
+    windows = whole or windows
     summary = summarize(windows, classifier.classes)
-    if not windows:
-        summary["note"] = f"recording of {duration_s:.1f} s is shorter than the classifier's {window_s:g} s window"
+    window_s = max((w.t_end_s - w.t_start_s for w in windows), default=None)
+    if whole:
+        summary["note"] = (f"recording of {duration_s:.2f} s is shorter than the classifier's {spec['max_window_s']:g} s "
+                           f"window: classified as one window of {window_s:g} s")
+    elif not windows:
+        summary["note"] = (f"recording of {duration_s:.2f} s is shorter than the classifier's shortest window: "
+                           f"it needs {spec['min_window_s']:g} s of lines")
     return {
         "model": classifier.name,
         "classes": list(classifier.classes),
         "window_s": window_s,
+        "min_window_s": spec["min_window_s"],
+        "max_window_s": spec["max_window_s"],
+        "column_s": spec["column_s"],
         "hop_s": classifier.hop_s,
         "windows": [w.to_dict() for w in windows],
         "summary": summary,
@@ -293,7 +307,10 @@ def _text(report: dict) -> str:
             rows.append(("class", summary.get("note", "no window")))
         else:
             shares = ", ".join(f"{k} {v:.0%}" for k, v in summary["fraction"].items() if v > 0)
-            rows.append(("class", f"{summary['label']} ({len(c['windows'])} windows of {c['window_s']:g} s: {shares})"))
+            lengths = sorted({round(w["t_end_s"] - w["t_start_s"], 4) for w in c["windows"]})
+            span = f"{lengths[0]:g} s" if len(lengths) == 1 else f"{lengths[0]:g}-{lengths[-1]:g} s"
+            n = len(c["windows"])
+            rows.append(("class", f"{summary['label']} ({n} window{'s' if n > 1 else ''} of {span}: {shares})"))
     return "\n".join(f"{k:<14} {v}" for k, v in rows)
 
 

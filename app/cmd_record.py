@@ -4,7 +4,10 @@ Writes every received line, untouched, to a format v1 file (``/lines`` and
 ``/timestamps_s``), flushed at least once a second: a recording whose process is killed
 opens afterwards with everything up to its last flush. Stops after S seconds, at the end of
 the stream, or on Ctrl-C / SIGTERM (the file is then closed cleanly). A lost connection is
-retried with backoff; the lines missed meanwhile show up as gaps.
+retried with backoff; the lines missed meanwhile show up as gaps. Frames are checked as the
+engine checks them (:class:`mmode.ingest.frame_check.FrameCheck`): NaN/Inf frames are not
+written (``frames_rejected``), times that run backwards or jitter are written re-timed
+(``frames_retimed``).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from mmode.app.engine import Recorder
     from mmode.errors import DataError, UsageError, describe
     from mmode.ingest import igtl, stream
+    from mmode.ingest.frame_check import FrameCheck
     from mmode.ingest.sources import IgtlSource, TcpSource, parse_host_port
 
     if not args.seconds > 0 or not 0 < args.flush_s <= 1.0:
@@ -49,19 +53,15 @@ def run(args: argparse.Namespace) -> int:
     recorder = Recorder(args.output, meta, source.n_samples, source.dtype, flush_interval_s=args.flush_s)
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    gaps = lines_missing = 0
-    expected: int | None = None
+    check = FrameCheck(meta.prf_hz)
     t0 = time.monotonic()
     try:
         while not stop.is_set() and time.monotonic() - t0 < args.seconds and not source.finished:
             block = source.read_block(0.1)
-            if block is None:
-                continue
-            if expected is not None and block.seq > expected:
-                gaps += 1
-                lines_missing += block.seq - expected
-            expected = block.seq + block.n_lines
-            recorder.submit(block)
+            if block is not None:
+                block = check.check(block)
+            if block is not None:
+                recorder.submit(block)
     except KeyboardInterrupt:
         print("mmode record: interrupted; closing the file", file=sys.stderr)
     finally:
@@ -72,14 +72,15 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(describe(args.output, "a file that takes every line", f"a write error ({recorder.error})"))
     summary.update(
         seconds=round(time.monotonic() - t0, 3),
-        gaps=gaps,
-        lines_missing=lines_missing,
+        **check.counts.as_dict(),
         reconnects=source.reconnects,
+        framing_errors=source.framing_errors,
         state=source.status,
     )
     if args.json:
         print_json(summary)
     else:
         print(f"{summary['path']}: {summary['lines_written']} lines in {summary['seconds']:g} s "
-              f"({gaps} gaps, {lines_missing} lines missing, {summary['lines_dropped']} dropped)")
+              f"({summary['gaps']} gaps, {summary['lines_missing']} lines missing, {summary['lines_dropped']} dropped, "
+              f"{summary['frames_rejected']} frames rejected, {summary['frames_retimed']} re-timed)")
     return 0

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from mmode.errors import DataError, MmodeError, describe
+from mmode.ingest.frame_check import FrameCheck, FrameCounts
 from mmode.ingest.meta import AcquisitionMeta, LineBlock
 from mmode.app.ring import LineRing
 from mmode.dsp.levels import LEVEL_S
@@ -266,11 +267,9 @@ class Engine:
         self._prepare_error: BaseException | None = None
         self._state = "idle"
         self._acquisition_done = False
-        # counters owned by the acquisition thread
-        self.gaps = 0
-        self.lines_missing = 0
-        self.restarts = 0
-        self._expected_seq: int | None = None
+        # counters owned by the acquisition thread: rejected and re-timed frames, seq gaps
+        # and restarts (FrameCheck.counts, made when acquisition starts)
+        self.frame_check: FrameCheck | None = None
         self._discontinuities_seen = 0
         # counters owned by the processing thread
         self.lines_processed = 0
@@ -407,7 +406,15 @@ class Engine:
     def stats(self) -> dict[str, Any]:
         """Counters and timings (the ``mmode monitor --json`` report); cheap, any thread.
 
-        ``lines_received == lines_processed + lines_dropped + lines_pending`` always holds.
+        ``lines_received == lines_processed + lines_dropped + lines_pending`` always holds:
+        received lines are those that passed the acquisition thread's check and entered the
+        ring. ``frames_rejected`` / ``lines_rejected`` count frames dropped there for NaN or
+        Inf samples (neither received nor missing); ``frames_retimed`` / ``lines_retimed``
+        frames passed on with the time their seq predicts (their own ran backwards, was not
+        finite or was off); ``gaps`` / ``lines_missing`` seq ranges no frame covered (lost
+        before reaching the engine); ``restarts`` backward jumps of seq (seeks excepted);
+        ``framing_errors`` connections the source closed for broken framing, then
+        reconnected (:class:`~mmode.ingest.frame_check.FrameCounts`, docs/protocol.md).
         ``realtime_factor`` is the processing speed relative to the line rate (lines
         processed per second of processing-thread busy time / PRF): above 1 keeps up.
         ``latency_ms`` runs per line from its arrival in the ring to its Results being
@@ -422,6 +429,7 @@ class Engine:
         elapsed = max(0.0, end - self._t_start) if self._t_start else 0.0
         prf = self.meta.prf_hz if self.meta is not None else float("nan")
         recorder = self._recorder
+        check = self.frame_check
         out: dict[str, Any] = {
             "state": self.state,
             "message": self.message,
@@ -429,10 +437,9 @@ class Engine:
             "lines_processed": processed,
             "lines_dropped": ring["lines_skipped"],
             "lines_pending": ring["lines_in"] - processed - ring["lines_skipped"],
-            "gaps": self.gaps,
-            "lines_missing": self.lines_missing,
-            "restarts": self.restarts,
+            **(check.counts if check is not None else FrameCounts()).as_dict(),
             "reconnects": getattr(self.source, "reconnects", 0),
+            "framing_errors": getattr(self.source, "framing_errors", 0),
             "latency_ms": self.latency.summary(),
             "latency_recent_ms": self._recent[0].merged(self._recent[1]).summary(),
             "inference_ms": self.inference.summary(),
@@ -465,27 +472,25 @@ class Engine:
         if self.ring is not None:
             self.ring.close()
 
-    def _check_seq(self, block: LineBlock) -> None:
-        jumps = getattr(self.source, "discontinuities", 0)
-        if jumps != self._discontinuities_seen:
-            self._discontinuities_seen = jumps
-        elif self._expected_seq is not None:
-            if block.seq > self._expected_seq:
-                self.gaps += 1
-                self.lines_missing += block.seq - self._expected_seq
-            elif block.seq < self._expected_seq:
-                self.restarts += 1
-        self._expected_seq = block.seq + block.n_lines
-
     def _acquire_loop(self) -> None:
+        """Read the source; check every block (:class:`~mmode.ingest.frame_check.FrameCheck`:
+        NaN/Inf frames dropped, times re-timed, seq gaps and restarts counted); push the rest
+        into the ring and the recorder. Every source passes here, so the pipeline only sees
+        finite lines with strictly increasing, rate-consistent times (a new timeline only
+        where the seq goes backwards, where the processing thread prepares afresh)."""
         lower_thread_priority(self.worker_nice)
+        check = self.frame_check = FrameCheck(self.meta.prf_hz)
         while not self._ready.is_set():
             if self._stop.wait(0.05):
                 return
         try:
             for block in self.source.iter_blocks(self._stop):
                 arrival_s = time.perf_counter()
-                self._check_seq(block)
+                jumps = getattr(self.source, "discontinuities", 0)
+                block = check.check(block, discontinuity=jumps != self._discontinuities_seen)
+                self._discontinuities_seen = jumps
+                if block is None:
+                    continue
                 self.ring.push(block, arrival_s)
                 recorder = self._recorder
                 if recorder is not None:
@@ -573,6 +578,11 @@ class Engine:
                 self._results.append(results)
                 self._results_appended += 1
                 self.lines_processed += chunk.n_lines
+            finish = getattr(self.pipeline, "finish", None)
+            if finish is not None and not self._stop.is_set() and next_seq is not None:
+                # the source ended: what the motion tracker still holds (a short file's last second)
+                self._results.append(finish())
+                self._results_appended += 1
         except BaseException as exc:
             self._fail(exc)
         finally:

@@ -85,6 +85,7 @@ class Pipeline:
         self.classifier = _load_classifier(settings.model)
         self.meta: AcquisitionMeta | None = None
         self.n_samples = 0
+        self._seq_stop = 0
 
     @property
     def row_depths_m(self) -> np.ndarray:
@@ -111,6 +112,18 @@ class Pipeline:
         return {"status": getattr(m, "status", "inactive"), "note": getattr(m, "note", None),
                 "representation": getattr(m, "representation", "raw"), "depth_m": getattr(m, "depth_m", float("nan")),
                 "track_depth_m": m.track_depth_m}
+
+    def finish(self) -> Results:
+        """End of stream: the lines the motion tracker still holds back (its choice finished
+        on whatever it has), as Results with no new display lines (``seq_start ==
+        seq_stop``): ``motion`` carries their trace with their own times."""
+        n_rows = self.processor.row_depths_m.shape[0]
+        return Results(
+            seq_start=self._seq_stop, seq_stop=self._seq_stop, t_s=np.zeros(0),
+            display_db=np.zeros((0, n_rows), np.float32), row_depths_m=self.processor.row_depths_m, features={},
+            motion=self.motion.flush(), classification=None, level=self.processor.level,
+            motion_state=self.motion_state(),
+        )
 
     def relevel(self, t_from_s: float | None = None, t_to_s: float | None = None) -> None:
         """Set the display level from the data of times ``t_from_s..t_to_s`` (the GUI's
@@ -142,9 +155,10 @@ class Pipeline:
         if self.classifier is not None:
             classification = self.classifier.push(out.display_db, out.t_s, self.processor.row_depths_m)
             timings_ms["classify"] = (time.perf_counter() - t2) * 1e3
+        self._seq_stop = block.seq + out.display_db.shape[0]
         return Results(
             seq_start=block.seq,
-            seq_stop=block.seq + out.display_db.shape[0],
+            seq_stop=self._seq_stop,
             t_s=out.t_s,
             display_db=out.display_db,
             row_depths_m=self.processor.row_depths_m,

@@ -12,7 +12,9 @@ newest data:
 
 Counters are exact at every moment (``lines_in == lines_out + lines_skipped + unread``).
 Each line keeps its sequence number, acquisition time and arrival time, so a skipped line
-is never counted as processed and latency is measured per line.
+is never counted as processed and latency is measured per line. A chunk's lines are
+consecutive in seq and evenly spaced in time (``t_s + i / prf_hz``, as the pipeline times
+them): a block whose own time does not continue the one before starts a new chunk.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ import numpy as np
 
 from mmode.errors import DataError, describe
 from mmode.ingest.meta import LineBlock
+
+#: A chunk is cut before a line whose time is further than this many line periods from the
+#: chunk's even spacing (float64 rounding of epoch times at 100 kHz is 2.4 % of a period).
+CHUNK_TIME_TOLERANCE_LINES = 0.1
 
 
 @dataclass(frozen=True)
@@ -135,8 +141,9 @@ class LineRing:
         """Take up to ``max_lines`` consecutive unread lines (a copy), oldest first.
 
         Waits up to ``timeout_s`` for data; returns None when there is none (or after
-        :meth:`close`). A chunk never spans a jump in sequence numbers. When the backlog
-        exceeds ``max_backlog_lines`` the older lines are skipped first (counted).
+        :meth:`close`). A chunk never spans a jump in sequence numbers, nor a line whose
+        time is off the chunk's even spacing (:data:`CHUNK_TIME_TOLERANCE_LINES`). When
+        the backlog exceeds ``max_backlog_lines`` the older lines are skipped first (counted).
         """
         with self._cond:
             if self._write == self._read and timeout_s > 0 and not self._closed:
@@ -154,7 +161,8 @@ class LineRing:
             n = min(unread, max_lines)
             idx = np.arange(self._read, self._read + n) % self.capacity
             seq = self._seq[idx]
-            breaks = np.flatnonzero(np.diff(seq) != 1)
+            off_s = self._t_s[idx[1:]] - (self._t_s[idx[0]] + np.arange(1, n) / self.prf_hz)
+            breaks = np.flatnonzero((np.diff(seq) != 1) | (np.abs(off_s) > CHUNK_TIME_TOLERANCE_LINES / self.prf_hz))
             if breaks.size:
                 n = int(breaks[0]) + 1
                 idx = idx[:n]

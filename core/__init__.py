@@ -5,4 +5,4 @@ Sub-packages, one per stage of the data flow (see docs/ARCHITECTURE.md):
 ``mmode.models`` (compressed CNNs), ``mmode.app`` (engine, CLI), ``mmode.gui`` (Qt).
 """
 
-__version__ = "0.1.2"
+__version__ = "0.2.0"

@@ -1,6 +1,7 @@
 """Calipers on the M-mode plot: clicks become points, points become measurements.
 
-The tool listens to left clicks inside the M-mode plot, converts them to
+The tool listens to left clicks inside the M-mode plot (Shift+click places the tracking
+gate instead: :class:`mmode.gui.mmode_view.GateViewBox`), converts them to
 ``(t_s, depth_m)`` with the plot's own view mapping (x in s, y in cm) and, once the active
 kind (:data:`mmode.gui.measurements.KIND_POINTS`) has enough points, computes the
 measurement with :mod:`mmode.gui.measurements` and draws it: a movable handle per point, a
@@ -67,6 +68,8 @@ class CaliperTool:
 
     def _clicked(self, event) -> None:
         if not self.enabled or event.button() != Qt.MouseButton.LeftButton:
+            return
+        if event.modifiers() & Qt.KeyboardModifier.ShiftModifier:  # the tracking gate's click
             return
         vb = self.plot.vb
         pos = event.scenePos()

@@ -13,8 +13,10 @@ from PyQt6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
+    QLabel,
     QLineEdit,
     QPushButton,
+    QSizePolicy,
     QSlider,
     QSpinBox,
     QTableWidget,
@@ -27,6 +29,7 @@ from mmode.gui import measurements as M
 from mmode.gui.settings import (
     CALIPER_KINDS,
     DENOISE_METHODS,
+    GAIN_RANGE_DB,
     MODEL_CHOICES,
     SWEEP_SPEEDS_MM_S,
     TGC_DEPTHS_FRACTION,
@@ -53,7 +56,8 @@ class ControlPanel(QWidget):
     Signals: ``source_requested(kind, value)`` with kind "file" | "stream" | "sim";
     ``processing_changed()``, ``view_changed()``, ``caliper_changed()``; ``freeze_toggled(bool)``;
     ``record_toggled(bool)``; ``export_requested(kind)`` with kind "png" | "csv" | "json";
-    ``clear_measurements()``.
+    ``clear_measurements()``; ``auto_level_requested()`` (*Auto* by the gain: set 0 dB from
+    what is on screen); ``auto_gate_requested()`` (the tracker chooses its echo again).
     """
 
     source_requested = pyqtSignal(str, str)
@@ -64,6 +68,8 @@ class ControlPanel(QWidget):
     record_toggled = pyqtSignal(bool)
     export_requested = pyqtSignal(str)
     clear_measurements = pyqtSignal()
+    auto_level_requested = pyqtSignal()
+    auto_gate_requested = pyqtSignal()
 
     def __init__(self, s: GuiSettings, scenarios: tuple[str, ...]) -> None:
         super().__init__()
@@ -101,9 +107,21 @@ class ControlPanel(QWidget):
         # image and processing
         box = QGroupBox("Image")
         f = QFormLayout(box)
-        self.gain = _slider(-30, 30, s.gain_db)
+        self.gain = _slider(int(GAIN_RANGE_DB[0]), int(GAIN_RANGE_DB[1]), s.gain_db)
+        self.gain.setToolTip("Gain around the level shown as 0 dB")
+        self.auto_level = QPushButton("Auto (A)")
+        self.auto_level.setToolTip("Set 0 dB from the image on screen (99th percentile + 6 dB headroom) "
+                                   "and the gain back to 0 dB")
+        self.auto_level.clicked.connect(self.auto_level_requested)
+        row = QHBoxLayout()
+        row.addWidget(self.gain, stretch=1)
+        row.addWidget(self.auto_level)
+        f.addRow("Gain (dB)", row)
+        self.level_label = QLabel("0 dB: --")
+        self.level_label.setWordWrap(True)
+        self.level_label.setStyleSheet("color: #999")
+        f.addRow(self.level_label)
         self.dynamic_range = _slider(20, 90, s.dynamic_range_db)
-        f.addRow("Gain (dB)", self.gain)
         f.addRow("Dyn. range (dB)", self.dynamic_range)
         self.tgc = [_slider(-30, 30, v) for v in s.tgc_db]
         for frac, sl in zip(TGC_DEPTHS_FRACTION, self.tgc):
@@ -142,6 +160,16 @@ class ControlPanel(QWidget):
             cb.toggled.connect(lambda _on: self.view_changed.emit())
             row.addWidget(cb)
         f.addRow("Overlays", row)
+        self.gate_label = QLabel()
+        self.gate_label.setToolTip("Shift+click or Shift+drag on the image places the tracking gate")
+        auto_gate = QPushButton("Auto (G)")
+        auto_gate.setToolTip("Let the tracker choose the moving echo (G)")
+        auto_gate.clicked.connect(self.auto_gate_requested)
+        row = QHBoxLayout()
+        row.addWidget(self.gate_label, stretch=1)
+        row.addWidget(auto_gate)
+        f.addRow("Gate", row)
+        self.show_gate(None)
         self.sweep.currentIndexChanged.connect(lambda _i: self.view_changed.emit())
         self.freeze = QPushButton("Freeze (Space)")
         self.freeze.setCheckable(True)
@@ -177,6 +205,10 @@ class ControlPanel(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        # the table takes the height left over: its size hint would otherwise push the panel
+        # (whose wrapped level line asks for height by width) into a scroll bar at 900 px
+        self.table.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Ignored)
+        self.table.setMinimumHeight(80)
         v.addWidget(self.table)
         row = QHBoxLayout()
         for kind, text in (("png", "PNG"), ("csv", "CSV"), ("json", "Report")):
@@ -206,6 +238,22 @@ class ControlPanel(QWidget):
         s.n_cycles = self.n_cycles.value()
         s.last_stream = self.stream_edit.text().strip()
         s.last_scenario = self.scenario_combo.currentText()
+
+    def set_gain_db(self, gain_db: float) -> None:
+        """Move the gain slider to ``gain_db`` without emitting ``processing_changed``."""
+        self.gain.blockSignals(True)
+        self.gain.setValue(int(round(gain_db)))
+        self.gain.blockSignals(False)
+
+    def show_level(self, text: str, tooltip: str) -> None:
+        """Say how 0 dB of the image is set (under the gain)."""
+        if text != self.level_label.text():
+            self.level_label.setText(text)
+            self.level_label.setToolTip(tooltip)
+
+    def show_gate(self, depth_m: float | None) -> None:
+        """Show the tracking gate: its depth, or "automatic" (None)."""
+        self.gate_label.setText("auto (Shift+click)" if depth_m is None else f"{depth_m * 1e3:.1f} mm")
 
     def add_measurement(self, m: M.Measurement) -> None:
         self.table.insertRow(self.table.rowCount())

@@ -2,16 +2,16 @@
 
 - :class:`SourceSpec` names what to open; :func:`make_engine` builds the source and the
   :class:`mmode.app.engine.Engine` for it (the default engine factory of the window).
-- :func:`pipeline_settings` turns the window's :class:`~mmode.gui.settings.GuiSettings` into
-  the engine's ``PipelineSettings``.
+- :func:`pipeline_settings` turns the window's :class:`~mmode.gui.settings.GuiSettings` (and
+  the tracking gate, and a kept display level) into the engine's ``PipelineSettings``.
 - :class:`ResultsReader` turns each ``Results`` into per-line arrays for the display ring
-  (class label and confidence per line, tracked tissue depth per line) and keeps the latest
-  class for the header.
+  (class label and confidence per line, tracked tissue depth and its quality per line) and
+  keeps the latest class for the header, the latest display level and motion state.
+- :func:`level_text` and :func:`motion_text`: what the window says about them.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -100,12 +100,16 @@ def classifier_name(choice: str, shipped: list[str] | None = None) -> str | None
     return min(ranked, key=len) if ranked else None
 
 
-def pipeline_settings(s: GuiSettings, depth_range_m: tuple[float, float] | None = None):
+def pipeline_settings(s: GuiSettings, depth_range_m: tuple[float, float] | None = None,
+                      track_depth_m: float | None = None, reference_db: float | None = None):
     """``PipelineSettings`` for the window's choices.
 
     TGC knobs sit at :data:`~mmode.gui.settings.TGC_DEPTHS_FRACTION` of ``depth_range_m``
     (no TGC until the depth range is known). The model choice goes to the pipeline's
     ``model`` field as a shipped model name (None when that model is not shipped).
+    track_depth_m : the tracking gate the user placed, m (None: the tracker chooses).
+    reference_db : a display level to keep (the processor's ``reference_db``; None: set by
+    the processing, from full scale or the data).
     """
     from mmode.app.pipeline import PipelineSettings
     from mmode.dsp.processor import ProcessorSettings
@@ -120,12 +124,9 @@ def pipeline_settings(s: GuiSettings, depth_range_m: tuple[float, float] | None 
         tgc=tgc,
         denoise=s.denoise_method,
         denoise_strength=s.denoise_strength,
+        reference_db=reference_db,
     )
-    kw = {"processor": proc}
-    names = {f.name for f in dataclasses.fields(PipelineSettings)}
-    if "model" in names:
-        kw["model"] = classifier_name(s.model)
-    return PipelineSettings(**kw)
+    return PipelineSettings(processor=proc, track_depth_m=track_depth_m, model=classifier_name(s.model))
 
 
 def _field(obj, name: str, default=None):
@@ -160,8 +161,9 @@ def _windows(c) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None
     return None, t, probs
 
 
-def _motion_track(m) -> tuple[np.ndarray, np.ndarray] | None:
-    """(t_s (k,), tracked echo depth (k,) m) of a MotionBlock, or None when it has no trace."""
+def _motion_track(m) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(t_s (k,), tracked echo depth (k,) m, quality (k,) 0..1) of a MotionBlock, or None when
+    it has no trace. A block without ``quality`` counts as fully certain."""
     if m is None:
         return None
     mt = np.asarray(_field(m, "t_s"), np.float64).reshape(-1)
@@ -172,28 +174,37 @@ def _motion_track(m) -> tuple[np.ndarray, np.ndarray] | None:
     depth0 = float(np.asarray(depth, np.float64).reshape(-1)[0]) if depth is not None else float("nan")
     if not mt.size or disp.shape[0] != mt.shape[0] or not math.isfinite(depth0):
         return None
-    return mt, depth0 + disp
+    quality = _field(m, "quality")
+    quality = np.ones_like(mt) if quality is None else np.asarray(quality, np.float64).reshape(-1)
+    if quality.shape != mt.shape:
+        return None
+    return mt, depth0 + disp, quality
 
 
 class ResultsReader:
     """Per-line overlay arrays from a stream of ``Results``; remembers the latest class.
 
     Attributes after each :meth:`read`: ``label`` (int, -1 = none), ``confidence`` (0..1 or
-    NaN), ``classes`` (names, when the classification carries them).
+    NaN), ``classes`` (names, when the classification carries them), ``level`` (the latest
+    ``Results.level``, a :class:`~mmode.dsp.levels.LevelReference`, or None) and
+    ``motion_state`` (the latest non-empty ``Results.motion_state``, or {}).
     """
 
     def __init__(self) -> None:
         self.label = -1
         self.confidence = float("nan")
         self.classes: tuple[str, ...] | None = None
-        self.late_track: tuple[np.ndarray, np.ndarray] | None = None
+        self.level = None
+        self.motion_state: dict = {}
+        self.late_track: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.relabel: list[tuple[float, float, int, float]] = []
 
-    def read(self, r) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(label (n,) int16, confidence (n,) float32, track_depth_m (n,) float32) for the lines of ``r``.
+    def read(self, r) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(label (n,) int16, confidence (n,) float32, track_depth_m (n,) float32,
+        track_quality (n,) float32) for the lines of ``r``.
 
         Motion the tracker returns late (lines before this block, e.g. while it chose its
-        echo) is left in :attr:`late_track` as (t_s (k,), depth_m (k,)) for
+        echo) is left in :attr:`late_track` as (t_s (k,), depth_m (k,), quality (k,)) for
         :meth:`mmode.gui.mmode_data.DisplayRing.set_track`, else None.
 
         A classifier window describes the lines it spans, but arrives when it ends. For the
@@ -227,12 +238,73 @@ class ResultsReader:
             if win_start is not None:
                 self.relabel = [(a if first and i == 0 else 0.5 * (a + b), b, int(k), float(p))
                                 for i, (a, b, k, p) in enumerate(zip(win_start, win_t, labels, confs))]
+        level = getattr(r, "level", None)
+        if level is not None:
+            self.level = level
+        state = getattr(r, "motion_state", None)
+        if state:
+            self.motion_state = dict(state)
         self.late_track = None
         track = np.full(n, np.nan, np.float32)
+        quality = np.full(n, np.nan, np.float32)
         motion = _motion_track(r.motion)
         if motion is not None:
-            mt, depth_m = motion
+            mt, depth_m, q = motion
             track = np.interp(t, mt, depth_m, left=np.nan, right=np.nan).astype(np.float32)
-            if n and mt[0] < t[0]:  # the tracker returned lines of earlier blocks
-                self.late_track = (mt[mt < t[0]], depth_m[mt < t[0]])
-        return label, conf, track
+            quality = np.interp(t, mt, q, left=np.nan, right=np.nan).astype(np.float32)
+            if mt.size and (n == 0 or mt[0] < t[0]):  # the tracker returned lines of earlier blocks
+                early = mt < t[0] if n else np.ones(mt.shape, bool)
+                self.late_track = (mt[early], depth_m[early], q[early])
+        return label, conf, track, quality
+
+
+def level_text(level) -> tuple[str, str]:
+    """(short line, tooltip) saying how 0 dB of the image is set, from ``Results.level``
+    (a :class:`~mmode.dsp.levels.LevelReference`, or None before the first result).
+
+    "0 dB: full scale" for integer samples; "0 dB: auto, <how>" when set from the data (the
+    processing's own description, up to its first ";"); "0 dB: kept from Auto" for a level
+    the window pinned (an *Auto* level kept when a file restarts).
+    """
+    if level is None:
+        return "0 dB: --", "No display level yet"
+    mode, detail = _field(level, "mode", ""), str(_field(level, "detail", ""))
+    if mode == "full_scale":
+        short = "0 dB: full scale"
+    elif mode == "manual":
+        short = "0 dB: kept from Auto"
+    else:
+        short = "0 dB: auto, " + detail.split(";")[0]
+    if not _field(level, "settled", True):
+        short += " (settling)"
+    reference_db = float(_field(level, "reference_db", float("nan")))
+    return short, f"{detail}; 0 dB = {reference_db:.1f} dB re one stored unit"
+
+
+def motion_text(state: dict, running: bool = True) -> tuple[str, str]:
+    """(short line, tooltip) of the motion tracker's state (``Results.motion_state``).
+
+    Says where it tracks (the user's gate or automatic), whether it is still choosing, on
+    which lines it follows the echo (clutter-filtered or stored), and when there is no trace
+    why not (the tracker's note). Empty before the first state. running : False once the
+    engine has stopped (a file paused or ended): a choice still open then never finishes.
+    """
+    status = state.get("status")
+    gate_m = state.get("track_depth_m")
+    where = "auto" if gate_m is None else f"gate {gate_m * 1e3:.1f} mm"
+    note = state.get("note") or ""
+    if status == "choosing":
+        text = (f"Motion: {where}, choosing the echo (about 1 s)" if running else
+                f"Motion: {where}, stopped before an echo was chosen")
+    elif status == "tracking":
+        depth_m = state.get("depth_m")
+        at = f" {depth_m * 1e3:.1f} mm" if depth_m is not None and math.isfinite(depth_m) else ""
+        lines = ", clutter-filtered" if state.get("representation") == "clutter" else ""
+        text = f"Motion: {where}, tracking{at}{lines}"
+    elif status == "no_motion":
+        text = f"No trace: {note}"
+    elif status == "inactive":
+        text = "Motion: off"
+    else:
+        return "", ""
+    return text, note or text

@@ -1,13 +1,21 @@
 """Exports of the review: the view as PNG, measurements as CSV, a JSON report.
 
 The JSON report is ``{"mmode_version", "source", "meta", "view", "stats", "measurements",
-"process"}`` (the window adds ``"cine"``: seconds held and seconds per class shown);
-``process`` is the output of the ``mmode process`` analysis of the file (files only;
-``null`` for live sources), built by the same function that command uses.
+"motion", "level", "process"}`` (the window adds ``"cine"``: seconds held and seconds per
+class shown); ``motion`` is :func:`motion_summary` (the tracking gate and the tracker's
+state), ``level`` how 0 dB of the image was set (``LevelReference.to_dict()``), ``process``
+the output of the ``mmode process`` analysis of the file (files only; ``null`` for live
+sources), built by the same function that command uses.
+
+The CSV has one row per measurement, then rows that record the motion tracking (kinds
+``track_gate``, ``motion_status``, ``motion_representation``, ``motion_note``; only their
+``name``, ``kind``, ``value`` and ``unit`` are filled).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -41,10 +49,45 @@ def export_png(widget: QWidget, path: str | Path) -> Path:
     return path
 
 
-def export_csv(measurements: Iterable[M.Measurement], path: str | Path) -> Path:
-    """Write the measurements as CSV (:func:`mmode.gui.measurements.to_csv`)."""
+def motion_summary(gate_depth_m: float | None, state: dict) -> dict:
+    """What the exports record of the motion tracking: ``track_gate_m`` (the gate the user
+    placed, metres, or "automatic"), and from the tracker's state (``Results.motion_state``)
+    ``status``, ``representation`` ("raw" or "clutter": the lines it follows the echo on),
+    ``note`` (why there is no trace, or None) and ``tracked_depth_m`` (the echo followed)."""
+    return {
+        "track_gate_m": "automatic" if gate_depth_m is None else float(gate_depth_m),
+        "status": state.get("status"),
+        "representation": state.get("representation"),
+        "note": state.get("note"),
+        "tracked_depth_m": state.get("depth_m"),
+    }
+
+
+def _motion_rows(motion: dict) -> str:
+    """CSV rows (no header) recording :func:`motion_summary` ``motion``."""
+    gate = motion["track_gate_m"]
+    rows = [
+        ("Tracking gate", "track_gate", gate if isinstance(gate, str) else f"{gate:.6g}",
+         "" if isinstance(gate, str) else "m"),
+        ("Motion status", "motion_status", motion["status"] or "", ""),
+        ("Motion tracked on", "motion_representation", motion["representation"] or "", ""),
+        ("Motion note", "motion_note", motion["note"] or "", ""),
+    ]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    for row in rows:
+        w.writerow([*row, *[""] * (len(M.CSV_COLUMNS) - len(row))])
+    return buf.getvalue()
+
+
+def export_csv(measurements: Iterable[M.Measurement], path: str | Path, motion: dict | None = None) -> Path:
+    """Write the measurements as CSV (:func:`mmode.gui.measurements.to_csv`), followed by the
+    rows of ``motion`` (:func:`motion_summary`) when given."""
     path = Path(path)
-    path.write_text(M.to_csv(measurements), encoding="utf-8")
+    text = M.to_csv(measurements)
+    if motion is not None:
+        text += _motion_rows(motion)
+    path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -55,8 +98,11 @@ def build_report(
     stats: dict,
     measurements: Iterable[M.Measurement],
     process: dict | None,
+    motion: dict | None = None,
+    level: dict | None = None,
 ) -> dict:
-    """The JSON report as a JSON-safe dict."""
+    """The JSON report as a JSON-safe dict (``motion``: :func:`motion_summary`; ``level``:
+    how 0 dB was set, ``LevelReference.to_dict()``)."""
     return json_safe({
         "mmode_version": __version__,
         "source": source,
@@ -64,6 +110,8 @@ def build_report(
         "view": view,
         "stats": stats,
         "measurements": [M.to_dict(m) for m in measurements],
+        "motion": motion,
+        "level": level,
         "process": process,
     })
 

@@ -9,6 +9,14 @@ Review model: live sources keep running while frozen (results are counted, not d
 the frozen cine can be scrolled; unfreezing restarts the sweep. A file plays once (no loop);
 freezing pauses it (the engine stops), playing resumes where it stopped, and seeking outside
 the cine memory restarts playback at that line.
+
+Display level: *Auto* (button by the gain, key A) asks the engine to set 0 dB again from the
+lines on screen and puts the gain back to 0 dB. A file restarted after an *Auto* (play after
+pause, seek, speed) keeps that level: the new engine gets it as ``reference_db``.
+
+Tracking gate: Shift+click or Shift+drag on the image sets the depth the motion tracker
+follows (``track_depth_m`` of the pipeline settings; the tracker restarts there); G returns
+to the automatic choice. Plain clicks stay with the calipers.
 """
 
 from __future__ import annotations
@@ -23,14 +31,31 @@ from typing import Callable
 import numpy as np
 from PyQt6.QtCore import QSettings, Qt, QTimer
 from PyQt6.QtGui import QKeySequence, QShortcut
-from PyQt6.QtWidgets import QFileDialog, QHBoxLayout, QMainWindow, QScrollArea, QVBoxLayout, QWidget
+from PyQt6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QScrollArea,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
 
 from mmode.errors import MmodeError
 from mmode.gui import export, settings
 from mmode.gui.aline_view import ALineView
 from mmode.gui.calipers import HINTS, CaliperTool
 from mmode.gui.controls import ControlPanel, ReviewBar
-from mmode.gui.engine_link import ResultsReader, SourceSpec, classifier_name, make_engine, pipeline_settings
+from mmode.gui.engine_link import (
+    ResultsReader,
+    SourceSpec,
+    classifier_name,
+    level_text,
+    make_engine,
+    motion_text,
+    pipeline_settings,
+)
 from mmode.gui.measurements import Measurement
 from mmode.gui.mmode_data import DisplayRing, OverlayRate, SweepClock, overlay_rate
 from mmode.gui.mmode_view import MModeView
@@ -65,6 +90,11 @@ class MainWindow(QMainWindow):
         self.spec: SourceSpec | None = None
         self.ring: DisplayRing | None = None
         self.col_dt_s = 1.0 / COLUMN_RATE_HZ
+        self.line_dt_s = self.col_dt_s  # time between processed lines, s (known with the first results)
+        self.shown_span_s: tuple[float, float] | None = None  # first and last line time on screen
+        self.gate_depth_m: float | None = None  # the tracking gate the user placed (None: automatic)
+        self._auto_level_used = False  # Auto pressed on this source: a file restart keeps its level
+        self._engine_reference_db: float | None = None  # display level the current engine was given
         self.row_depths_m: np.ndarray | None = None
         self.reader = ResultsReader()
         self.frozen = False
@@ -91,6 +121,10 @@ class MainWindow(QMainWindow):
         self.review = ReviewBar()
         self.status = StatusBar()
         self.setStatusBar(self.status)
+        # the tracker's state; a long note (why there is no trace) is cut, whole in the tooltip
+        self.motion_label = QLabel("")
+        self.motion_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.status.addWidget(self.motion_label, 4)
         self.mview.on_paint = self.frames.painted
         self.aline.on_paint = self.frames.painted
         self.calipers = CaliperTool(self.mview.plot, self._add_measurement, self._measurement_changed,
@@ -131,6 +165,9 @@ class MainWindow(QMainWindow):
         p.record_toggled.connect(self._record_toggled)
         p.export_requested.connect(self._export_requested)
         p.clear_measurements.connect(self.clear_measurements)
+        p.auto_level_requested.connect(self.auto_level)
+        p.auto_gate_requested.connect(lambda: self.set_gate(None))
+        self.mview.gate_requested.connect(self._gate_moved)
         r = self.review
         r.play_toggled.connect(lambda on: self.set_frozen(not on))
         r.seek.connect(self.seek)
@@ -143,7 +180,9 @@ class MainWindow(QMainWindow):
                         (Qt.Key.Key_PageUp, lambda: self.jump_class_change(-1)),
                         (Qt.Key.Key_PageDown, lambda: self.jump_class_change(1)),
                         (Qt.Key.Key_Delete, self.undo_measurement),
-                        (Qt.Key.Key_Backspace, self.undo_measurement)):
+                        (Qt.Key.Key_Backspace, self.undo_measurement),
+                        (Qt.Key.Key_A, self.auto_level),
+                        (Qt.Key.Key_G, lambda: self.set_gate(None))):
             QShortcut(QKeySequence(key), self, activated=fn)
         QShortcut(QKeySequence.StandardKey.Open, self, activated=lambda: self._source_requested("file", ""))
 
@@ -170,6 +209,10 @@ class MainWindow(QMainWindow):
         self.spec = spec
         self._last_seq = spec.start_line
         self.sweep.reset()
+        self.shown_span_s = None
+        self._auto_level_used = False
+        self._engine_reference_db = None
+        self._show_gate(None)  # a depth in one recording means nothing in the next
         try:
             if spec.kind == "file":
                 from mmode.ingest.files import open_recording
@@ -214,8 +257,11 @@ class MainWindow(QMainWindow):
             self.ring.clear()
         self.spec = SourceSpec("file", self.spec.value, speed=self.spec.speed, start_line=int(line))
         self._last_seq = int(line)
+        if self._auto_level_used and self.reader.level is not None:
+            # the new engine would level the file from its first second again: keep the Auto level
+            self._engine_reference_db = float(self.reader.level.reference_db)
         try:
-            self.engine = self.engine_factory(self.spec, pipeline_settings(self.s, self._depth_range()))
+            self.engine = self.engine_factory(self.spec, self._pipeline_settings())
             self.engine.start()
         except (MmodeError, OSError) as exc:
             self.engine = None
@@ -251,17 +297,69 @@ class MainWindow(QMainWindow):
         return float(self.row_depths_m[0]), float(self.row_depths_m[-1])
 
     # -- settings ------------------------------------------------------------------------------
+    def _pipeline_settings(self):
+        """The engine's settings: the panel's choices, the depth range (for TGC), the tracking
+        gate and the display level given to the current engine (see :meth:`_restart_file`)."""
+        return pipeline_settings(self.s, self._depth_range(), self.gate_depth_m, self._engine_reference_db)
+
     def _apply_processing(self) -> None:
         model = self.s.model
         self.panel.apply_to(self.s)
         if self.s.model != model:  # the old model's class no longer describes what comes
             self.reader.label, self.reader.confidence = -1, float("nan")
         self._update_class_note()
+        self._send_settings()
+
+    def _send_settings(self) -> None:
+        """Send the current pipeline settings to the running engine, if any."""
         if self.engine is not None:
             try:
-                self.engine.update_settings(pipeline_settings(self.s, self._depth_range()))
+                self.engine.update_settings(self._pipeline_settings())
             except MmodeError as exc:
                 self._show_error(str(exc))
+
+    def auto_level(self) -> None:
+        """*Auto*: the engine sets 0 dB again from the lines on screen (it applies from the
+        next lines processed; a frozen image keeps its pixels) and the gain goes back to 0 dB."""
+        if self._dirty and self.ring is not None and self.ring.n_written:
+            self._render()  # the span of what is about to be on screen
+        if self.engine is None or self.shown_span_s is None:
+            self.statusBar().showMessage("Auto: no lines are being processed now; play, then press Auto", 5000)
+            return
+        t_from_s, t_to_s = self.shown_span_s
+        self.engine.relevel(t_from_s, t_to_s)
+        self._auto_level_used = True
+        self.panel.set_gain_db(0.0)
+        self._apply_processing()
+        self.statusBar().showMessage(f"Auto: 0 dB from the lines of {t_from_s:.2f}-{t_to_s:.2f} s, gain 0 dB", 5000)
+
+    def _gate_moved(self, depth_m: float, finished: bool) -> None:
+        """Shift+click / Shift+drag on the image: the marker follows; the gate is set (and the
+        tracker restarted) on the click or at the end of the drag."""
+        if self.row_depths_m is None:
+            return
+        depth_m = float(np.clip(depth_m, self.row_depths_m[0], self.row_depths_m[-1]))
+        if finished:
+            self.set_gate(depth_m)
+        else:
+            self.mview.set_gate(depth_m)
+
+    def set_gate(self, depth_m: float | None) -> None:
+        """Track the echo at ``depth_m`` (m), or let the tracker choose (None); the engine's
+        tracker restarts there (about 1 s before its trace comes back)."""
+        if depth_m is None and self.gate_depth_m is None:
+            self._show_gate(None)  # a drag may have moved the marker
+            return
+        self._show_gate(depth_m)
+        self._send_settings()
+        where = "automatic" if depth_m is None else f"{depth_m * 1e3:.1f} mm"
+        self.statusBar().showMessage(f"Tracking gate: {where} (G: automatic)", 4000)
+
+    def _show_gate(self, depth_m: float | None) -> None:
+        self.gate_depth_m = None if depth_m is None else float(depth_m)
+        self.mview.set_gate(self.gate_depth_m)
+        self.panel.show_gate(self.gate_depth_m)
+        self._dirty = True
 
     def _update_class_note(self) -> None:
         """What the header says while there is no class: waiting, classic mode, or no model."""
@@ -331,12 +429,18 @@ class MainWindow(QMainWindow):
                 cine_s = min(MAX_FILE_CINE_S, len(self.file_times_s) / prf_hz + 1.0)
             self.ring = DisplayRing.for_rate(db.shape[1], prf_hz, cine_s, COLUMN_RATE_HZ)
             self.col_dt_s = self.ring.decimation / prf_hz
+            self.line_dt_s = 1.0 / prf_hz
             self.row_depths_m = np.asarray(r.row_depths_m, np.float64)
             self.mview.set_depths(self.row_depths_m)
             if any(g != 0 for g in self.s.tgc_db):
                 self._apply_processing()  # TGC knobs need the depth range
-        label, conf, track = self.reader.read(r)
+        label, conf, track, quality = self.reader.read(r)
         self._last_seq = int(r.seq_stop)
+        if len(r.t_s) == 0:  # the end of a stream: only the tracker's last held-back lines
+            if self.reader.late_track is not None:
+                self.ring.set_track(*self.reader.late_track)
+                self._dirty = True
+            return
         live = self.spec is not None and self.spec.kind != "file"
         if self.frozen and live:
             return  # live source keeps running; the frozen cine stays as it is
@@ -345,7 +449,7 @@ class MainWindow(QMainWindow):
             if r.t_s[0] < last_t:  # playback jumped back: start a new cine
                 self.ring.clear()
                 self.sweep.reset()
-        self.ring.push(db, r.t_s, self.s.dynamic_range_db, label, conf, track)
+        self.ring.push(db, r.t_s, self.s.dynamic_range_db, label, conf, track, quality)
         if self.reader.late_track is not None:
             self.ring.set_track(*self.reader.late_track)
         for t_from, t_to, label_k, conf_k in self.reader.relabel:
@@ -357,7 +461,9 @@ class MainWindow(QMainWindow):
     def _check_file_end(self) -> None:
         if self.file_times_s is None or self.frozen or self.engine is None:
             return
-        if self._last_seq >= len(self.file_times_s) or getattr(self.engine, "state", "") == "ended":
+        # "ended": the engine has processed the last line and handed over what the motion
+        # tracker still held (the last line's arrival alone would stop it before that)
+        if getattr(self.engine, "state", "") == "ended":
             self.set_frozen(True)
 
     def _render(self) -> None:
@@ -373,6 +479,8 @@ class MainWindow(QMainWindow):
         w = ring.window(end, n_cols)
         if w.n_cols == 0:
             return
+        # lines on screen: from the first line of the first column to the last column's
+        self.shown_span_s = (float(w.t_s[0]) - (ring.decimation - 1) * self.line_dt_s, float(w.t_s[-1]))
         cursor = self.cursor_col - w.start if self.frozen else w.n_cols - 1
         x_end = float(w.t_s[-1]) + self.col_dt_s
         if not self.frozen and math.isfinite(self.sweep.t_s):
@@ -424,6 +532,17 @@ class MainWindow(QMainWindow):
         rec = "  REC" if self.recording_path is not None else ""
         f["source"] = f"{self.spec.title() if self.spec else 'no source'} [{state}]{rec}"
         self.status.update_fields(f)
+        self._update_motion_and_level()
+
+    def _update_motion_and_level(self) -> None:
+        """The tracker's state in the status bar and the display level under the gain."""
+        text, tip = motion_text(self.reader.motion_state, running=self.engine is not None)
+        if text != self.motion_label.text():
+            self.motion_label.setText(text)
+            self.motion_label.setToolTip(tip)
+            no_trace = self.reader.motion_state.get("status") == "no_motion"
+            self.motion_label.setStyleSheet("color: #e90" if no_trace else "")
+        self.panel.show_level(*level_text(self.reader.level))
 
     # -- freeze and review ---------------------------------------------------------------------
     def toggle_freeze(self) -> None:
@@ -590,7 +709,11 @@ class MainWindow(QMainWindow):
         return export.export_png(self.view_area, path)
 
     def export_csv(self, path: str | Path) -> Path:
-        return export.export_csv(self.measurements, path)
+        """The measurements, then the tracking gate and the motion state, as CSV."""
+        return export.export_csv(self.measurements, path, self._motion_summary())
+
+    def _motion_summary(self) -> dict:
+        return export.motion_summary(self.gate_depth_m, self.reader.motion_state)
 
     def report(self, process: dict | None = None) -> dict:
         """The JSON report of this review (``process``: the file analysis, if any)."""
@@ -602,8 +725,10 @@ class MainWindow(QMainWindow):
                 "dynamic_range_db": self.s.dynamic_range_db, "tgc_db": list(self.s.tgc_db),
                 "denoise": self.s.denoise_method, "denoise_strength": self.s.denoise_strength,
                 "model": self.s.model, "frozen": self.frozen}
+        level = self.reader.level
         report = export.build_report(self.spec.title() if self.spec else "", meta, view, stats,
-                                     self.measurements, process)
+                                     self.measurements, process, self._motion_summary(),
+                                     None if level is None else level.to_dict())
         report["cine"] = self._cine_summary()
         return report
 
@@ -626,7 +751,7 @@ class MainWindow(QMainWindow):
             export.write_json(self.report(), path)
             return
         box: dict = {}
-        path_in, settings_in = self.spec.value, pipeline_settings(self.s, self._depth_range())
+        path_in, settings_in = self.spec.value, self._pipeline_settings()
 
         def work() -> None:
             try:

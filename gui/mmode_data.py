@@ -14,9 +14,11 @@ overloaded engine, lost by a stream), blank columns fill the gap, so the time ax
 true and the sonographer sees where data is missing.
 
 Per column the ring also keeps the acquisition time (s), the class label index (-1 = none)
-and its confidence, and the tracked tissue depth (m, NaN = none) for the motion overlay.
+and its confidence, and the tracked tissue depth (m, NaN = none) with the tracker's quality
+of that line (0..1, NaN = none) for the motion overlay.
 
-Also here: :func:`overlay_rate` (the heart or breathing rate shown over the image, from the
+Also here: :func:`trace_by_quality` (the motion trace split into its certain and uncertain
+stretches), :func:`overlay_rate` (the heart or breathing rate shown over the image, from the
 tracked depth) and :class:`SweepClock` (where the live sweep's right edge is at each frame).
 """
 
@@ -56,6 +58,7 @@ class Window:
     label: np.ndarray
     confidence: np.ndarray
     track_depth_m: np.ndarray
+    track_quality: np.ndarray
     epoch: int = 0
 
     @property
@@ -93,6 +96,7 @@ class DisplayRing:
         self._label = np.full(2 * capacity, -1, np.int16)
         self._conf = np.full(2 * capacity, np.nan, np.float32)
         self._track = np.full(2 * capacity, np.nan, np.float32)
+        self._quality = np.full(2 * capacity, np.nan, np.float32)
         self.n_written = 0
         # lines waiting to complete a column
         self._pend_db = np.empty((0, n_rows), np.float32)
@@ -100,6 +104,7 @@ class DisplayRing:
         self._pend_label = np.empty(0, np.int16)
         self._pend_conf = np.empty(0, np.float32)
         self._pend_track = np.empty(0, np.float32)
+        self._pend_quality = np.empty(0, np.float32)
 
     @classmethod
     def for_rate(cls, n_rows: int, line_rate_hz: float, cine_s: float, col_rate_hz: float = 500.0) -> "DisplayRing":
@@ -120,6 +125,7 @@ class DisplayRing:
         label: np.ndarray | None = None,
         confidence: np.ndarray | None = None,
         track_depth_m: np.ndarray | None = None,
+        track_quality: np.ndarray | None = None,
     ) -> int:
         """Append ``n`` processed lines; return the number of new columns.
 
@@ -127,8 +133,9 @@ class DisplayRing:
         t_s : (n,) acquisition times of the lines, seconds.
         label, confidence : (n,) class index per line (-1 = none) and its probability.
         track_depth_m : (n,) depth of the tracked tissue per line (NaN = none), metres.
-        A column takes the mean dB of its lines and the time, label, confidence and track of
-        its last line.
+        track_quality : (n,) the tracker's quality of each line, 0..1 (NaN = none).
+        A column takes the mean dB of its lines and the time, label, confidence, track and
+        quality of its last line.
         """
         db = np.asarray(display_db, np.float32)
         n = db.shape[0] if db.ndim == 2 else -1
@@ -142,6 +149,8 @@ class DisplayRing:
         lab = np.full(n, -1, np.int16) if label is None else np.asarray(label, np.int16).reshape(n)
         conf = np.full(n, np.nan, np.float32) if confidence is None else np.asarray(confidence, np.float32).reshape(n)
         trk = np.full(n, np.nan, np.float32) if track_depth_m is None else np.asarray(track_depth_m, np.float32).reshape(n)
+        qual = (np.full(n, np.nan, np.float32) if track_quality is None
+                else np.asarray(track_quality, np.float32).reshape(n))
 
         if self._pend_t.size:
             db = np.concatenate([self._pend_db, db])
@@ -149,11 +158,13 @@ class DisplayRing:
             lab = np.concatenate([self._pend_label, lab])
             conf = np.concatenate([self._pend_conf, conf])
             trk = np.concatenate([self._pend_track, trk])
+            qual = np.concatenate([self._pend_quality, qual])
         k = self.decimation
         n_cols = t.shape[0] // k
         used = n_cols * k
         self._pend_db, self._pend_t = db[used:].copy(), t[used:].copy()
         self._pend_label, self._pend_conf, self._pend_track = lab[used:].copy(), conf[used:].copy(), trk[used:].copy()
+        self._pend_quality = qual[used:].copy()
         if n_cols == 0:
             return 0
         cols_db = db[:used].reshape(n_cols, k, self.n_rows).mean(axis=1) if k > 1 else db[:used]
@@ -165,10 +176,11 @@ class DisplayRing:
         if n_gap:
             t_prev = self._t[(self.n_written - 1) % self.capacity]
             gap_t = t_prev + self.col_dt_s * np.arange(1, n_gap + 1)
+            blank = np.full(n_gap, np.nan, np.float32)
             self._write(np.zeros((n_gap, self.n_rows), np.uint8), gap_t, np.full(n_gap, -1, np.int16),
-                        np.full(n_gap, np.nan, np.float32), np.full(n_gap, np.nan, np.float32))
+                        blank, blank, blank)
             self.n_gap_cols += n_gap
-        self._write(grey, t_cols, lab[last], conf[last], trk[last])
+        self._write(grey, t_cols, lab[last], conf[last], trk[last], qual[last])
         return n_gap + n_cols
 
     def _gap_columns(self, t_next: float) -> int:
@@ -180,12 +192,12 @@ class DisplayRing:
             return 0
         return int(min(round(dt / self.col_dt_s) - 1, self.capacity))
 
-    def _write(self, grey, t, lab, conf, trk) -> None:
+    def _write(self, grey, t, lab, conf, trk, qual) -> None:
         cap = self.capacity
         if grey.shape[0] > cap:  # only the newest capacity columns can be kept
             skip = grey.shape[0] - cap
             self.n_written += skip
-            grey, t, lab, conf, trk = grey[skip:], t[skip:], lab[skip:], conf[skip:], trk[skip:]
+            grey, t, lab, conf, trk, qual = grey[skip:], t[skip:], lab[skip:], conf[skip:], trk[skip:], qual[skip:]
         n = grey.shape[0]
         pos = self.n_written % cap
         first = min(n, cap - pos)
@@ -199,14 +211,17 @@ class DisplayRing:
                 self._label[off:off + m] = lab[src_lo:src_hi]
                 self._conf[off:off + m] = conf[src_lo:src_hi]
                 self._track[off:off + m] = trk[src_lo:src_hi]
+                self._quality[off:off + m] = qual[src_lo:src_hi]
         self.n_written += n
 
-    def set_track(self, t_s: np.ndarray, track_depth_m: np.ndarray) -> None:
-        """Fill in the tracked depth of columns already held whose time lies within ``t_s``
-        (k,) increasing, by linear interpolation of ``track_depth_m`` (k,) m."""
+    def set_track(self, t_s: np.ndarray, track_depth_m: np.ndarray, track_quality: np.ndarray) -> None:
+        """Fill in the tracked depth and quality of columns already held whose time lies
+        within ``t_s`` (k,) increasing, by linear interpolation of ``track_depth_m`` (k,) m
+        and ``track_quality`` (k,) 0..1."""
         t = np.asarray(t_s, np.float64).reshape(-1)
         z = np.asarray(track_depth_m, np.float64).reshape(-1)
-        if t.size == 0 or t.shape != z.shape:
+        q = np.asarray(track_quality, np.float64).reshape(-1)
+        if t.size == 0 or t.shape != z.shape or t.shape != q.shape:
             return
         w = self.window(self.n_written, self.capacity)
         lo = int(np.searchsorted(w.t_s, t[0], side="left"))
@@ -214,9 +229,11 @@ class DisplayRing:
         if hi <= lo:
             return
         pos = (w.start + np.arange(lo, hi)) % self.capacity
-        values = np.interp(w.t_s[lo:hi], t, z).astype(np.float32)
-        self._track[pos] = values  # both copies of each column
-        self._track[pos + self.capacity] = values
+        depth = np.interp(w.t_s[lo:hi], t, z).astype(np.float32)
+        quality = np.interp(w.t_s[lo:hi], t, q).astype(np.float32)
+        for p in (pos, pos + self.capacity):  # both copies of each column
+            self._track[p] = depth
+            self._quality[p] = quality
 
     def set_labels(self, t_from_s: float, t_to_s: float, label: int, confidence: float) -> None:
         """Give the columns held with time in [t_from_s, t_to_s] class ``label`` (its probability
@@ -240,11 +257,13 @@ class DisplayRing:
         self._t[:] = np.nan
         self._conf[:] = np.nan
         self._track[:] = np.nan
+        self._quality[:] = np.nan
         self._img[:] = 0
         self._pend_t = self._pend_t[:0]
         self._pend_db = self._pend_db[:0]
         self._pend_label, self._pend_conf, self._pend_track = (
             self._pend_label[:0], self._pend_conf[:0], self._pend_track[:0])
+        self._pend_quality = self._pend_quality[:0]
 
     # -- reading ---------------------------------------------------------------------------
     @property
@@ -264,7 +283,7 @@ class DisplayRing:
         p = start % self.capacity
         q = p + (stop - start)
         return Window(start, stop, self._img[p:q], self._t[p:q], self._label[p:q], self._conf[p:q], self._track[p:q],
-                      self.epoch)
+                      self._quality[p:q], self.epoch)
 
     def column_at_time(self, t_s: float) -> int | None:
         """Absolute index of the held column nearest to time ``t_s``, or None when empty."""
@@ -300,6 +319,29 @@ class DisplayRing:
         ch = self.class_changes()
         ch = ch[ch < col]
         return int(ch[-1]) if ch.size else None
+
+
+#: Below this tracking quality a line of the motion trace is uncertain and drawn dimmed
+#: (:class:`mmode.dsp.tracker.MotionBlock`: near 1 the echo is followed closely).
+LOW_QUALITY = 0.5
+
+
+def trace_by_quality(depth: np.ndarray, quality: np.ndarray,
+                     low: float = LOW_QUALITY) -> tuple[np.ndarray, np.ndarray]:
+    """The motion trace ``depth`` (n,) split by its per-point ``quality`` (n,) into
+    (certain, uncertain), each (n,) with NaN where the other one holds the point.
+
+    A point is uncertain when its quality is below ``low``; NaN quality counts as certain
+    (a trace without quality). The uncertain part also keeps the certain neighbours of each
+    uncertain point, so the two curves, each drawn with its finite points connected, join
+    without a break.
+    """
+    depth = np.asarray(depth)
+    unsure = np.asarray(quality) < low
+    near = unsure.copy()
+    near[1:] |= unsure[:-1]
+    near[:-1] |= unsure[1:]
+    return np.where(unsure, np.nan, depth), np.where(near, depth, np.nan)
 
 
 #: Classes whose motion is breathing (the rate shown is a breathing rate).

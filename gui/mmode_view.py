@@ -1,20 +1,25 @@
-"""The scrolling M-mode image with its overlays (class strip, motion trace, rate, label).
+"""The scrolling M-mode image with its overlays (class strip, motion trace, tracking gate,
+rate, label).
 
 Plot coordinates are seconds (x, acquisition time) and centimetres (y, depth, increasing
 downward). The pixels are a :class:`~mmode.gui.scroll_image.ScrollingImage` (each display
 column converted once), the time axis a :class:`~mmode.gui.time_axis.TimeAxis` (painted
 directly while it scrolls). Only the GUI thread calls :meth:`MModeView.render`.
+
+Mouse: Shift+click or Shift+drag on the image places the tracking gate
+(:attr:`MModeView.gate_requested`); plain clicks belong to the calipers
+(:class:`~mmode.gui.calipers.CaliperTool`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6.QtCore import QRectF
+from PyQt6.QtCore import QRectF, Qt, pyqtSignal
 from PyQt6.QtWidgets import QGraphicsItem
 
 from mmode.gui.class_strip import ClassStrip, class_colour, pretty
-from mmode.gui.mmode_data import OverlayRate, Window
+from mmode.gui.mmode_data import OverlayRate, Window, trace_by_quality
 from mmode.gui.scroll_image import ScrollingImage
 from mmode.gui.status import TimedPaint
 from mmode.gui.time_axis import TimeAxis
@@ -23,6 +28,14 @@ from mmode.ingest.meta import CLASSES
 #: Motion trace: opaque yellow, one pixel wide. A 2 px pen went through Qt's stroker and took
 #: 0.6 ms of every frame at 2 kHz, three times the 1 px line.
 MOTION_PEN = (255, 200, 0)
+#: Where the tracker's quality is low (:data:`~mmode.gui.mmode_data.LOW_QUALITY`): the same
+#: yellow, faint. A second 1 px curve, not per-point pens.
+MOTION_DIM_PEN = (255, 200, 0, 90)
+#: The tracking gate the user placed: a horizontal orange line (the trace's colour family)
+#: over a dark 3 px band, so that it shows on bright tissue and on black alike. Two straight
+#: lines: no stroking cost worth measuring.
+GATE_PEN = (255, 140, 0)
+GATE_HALO_PEN = (0, 0, 0, 150)
 
 
 def quiet_axes(plot: pg.PlotItem) -> None:
@@ -34,12 +47,51 @@ def quiet_axes(plot: pg.PlotItem) -> None:
     plot.getAxis("left").setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
 
 
+class GateViewBox(pg.ViewBox):
+    """The M-mode plot's view box: a left Shift+click, or a left drag begun with Shift held,
+    reports the depth under the mouse to ``on_gate(depth_m, finished)`` (``finished``: the
+    click, or the end of the drag). Other mouse events behave as in any ViewBox."""
+
+    def __init__(self, on_gate) -> None:
+        super().__init__()
+        self._on_gate = on_gate
+        self._dragging_gate = False
+
+    def _report(self, ev, finished: bool) -> None:
+        ev.accept()
+        self._on_gate(self.mapSceneToView(ev.scenePos()).y() / 100.0, finished)
+
+    @staticmethod
+    def _shift_left(ev) -> bool:
+        return ev.button() == Qt.MouseButton.LeftButton and bool(ev.modifiers() & Qt.KeyboardModifier.ShiftModifier)
+
+    def mouseClickEvent(self, ev) -> None:
+        if self._shift_left(ev):
+            self._report(ev, True)
+        else:
+            super().mouseClickEvent(ev)
+
+    def mouseDragEvent(self, ev, axis=None) -> None:
+        if ev.isStart():
+            self._dragging_gate = self._shift_left(ev)
+        if not self._dragging_gate:
+            super().mouseDragEvent(ev, axis)
+            return
+        if ev.isFinish():
+            self._dragging_gate = False
+        self._report(ev, ev.isFinish())
+
+
 class MModeView(TimedPaint, pg.GraphicsLayoutWidget):
     """Header line (class, confidence, rate), M-mode plot, class strip.
 
     ``plot`` is the M-mode PlotItem (calipers attach to it); ``header`` the text line;
     ``on_paint(start_s, stop_s)`` is told of every paint (frame timing).
+    ``gate_requested(depth_m, finished)`` is emitted on a Shift+click (finished) and during
+    a Shift+drag (finished on release) on the image.
     """
+
+    gate_requested = pyqtSignal(float, bool)
 
     def __init__(self, classes: tuple[str, ...] = CLASSES) -> None:
         super().__init__()
@@ -47,7 +99,8 @@ class MModeView(TimedPaint, pg.GraphicsLayoutWidget):
         self.setBackground((12, 12, 12))
         self.header = pg.LabelItem(justify="left", size="14pt")
         self.addItem(self.header, row=0, col=0)
-        self.plot = self.addPlot(row=1, col=0, axisItems={"bottom": TimeAxis()})
+        self.plot = self.addPlot(row=1, col=0, axisItems={"bottom": TimeAxis()},
+                                 viewBox=GateViewBox(self.gate_requested.emit))
         self.plot.invertY(True)
         self.plot.setLabel("left", "Depth (cm)")
         self.plot.setLabel("bottom", "Time (s)")
@@ -57,8 +110,16 @@ class MModeView(TimedPaint, pg.GraphicsLayoutWidget):
         self.plot.showGrid(x=False, y=True, alpha=0.15)
         self.image = ScrollingImage()
         self.plot.addItem(self.image)
+        # uncertain stretches underneath, the certain trace on top
+        self.motion_dim_curve = pg.PlotCurveItem(pen=pg.mkPen(MOTION_DIM_PEN, width=1), connect="finite")
+        self.plot.addItem(self.motion_dim_curve)
         self.motion_curve = pg.PlotCurveItem(pen=pg.mkPen(MOTION_PEN, width=1), connect="finite")
         self.plot.addItem(self.motion_curve)
+        self.gate_halo = pg.InfiniteLine(angle=0, movable=False, pen=pg.mkPen(GATE_HALO_PEN, width=3))
+        self.gate_line = pg.InfiniteLine(angle=0, movable=False, pen=pg.mkPen(GATE_PEN, width=1))
+        for line in (self.gate_halo, self.gate_line):
+            line.setVisible(False)
+            self.plot.addItem(line, ignoreBounds=True)
         self.cursor = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen((80, 160, 255), width=1))
         self.cursor.setVisible(False)
         self.plot.addItem(self.cursor, ignoreBounds=True)
@@ -111,12 +172,7 @@ class MModeView(TimedPaint, pg.GraphicsLayoutWidget):
         self.image.show_window(window, step, QRectF(x0, z0, n_drawn * step * col_dt_s, z1 - z0))
         self.plot.setXRange(x_end_s - window_s, x_end_s, padding=0)
 
-        if motion and self.show_motion and np.isfinite(window.track_depth_m).any():
-            # same columns as the image: stroking more points than pixels costs paint time
-            self.motion_curve.setData(window.t_s[first::step], window.track_depth_m[first::step] * 100.0)
-            self.motion_curve.setVisible(True)
-        else:
-            self.motion_curve.setVisible(False)
+        self._render_trace(window, first, step, motion and self.show_motion)
         self.strip.setVisible(self.show_classes)
         if self.show_classes:
             self.strip.render(window.label, t0, col_dt_s, self.classes)
@@ -127,6 +183,30 @@ class MModeView(TimedPaint, pg.GraphicsLayoutWidget):
         # and Qt paints the whole view a second time
         self.plot.vb.prepareForPaint()
         self.strip.vb.prepareForPaint()
+
+    def _render_trace(self, window: Window, first: int, step: int, show: bool) -> None:
+        """The motion trace through the drawn columns: certain stretches in the full pen,
+        uncertain ones (quality below :data:`~mmode.gui.mmode_data.LOW_QUALITY`) faint."""
+        curves = (self.motion_curve, self.motion_dim_curve)
+        if not show or not np.isfinite(window.track_depth_m).any():
+            for curve in curves:
+                curve.setVisible(False)
+            return
+        # same columns as the image: stroking more points than pixels costs paint time
+        t = window.t_s[first::step]
+        parts = trace_by_quality(window.track_depth_m[first::step] * 100.0, window.track_quality[first::step])
+        for curve, depth_cm in zip(curves, parts):
+            visible = bool(np.isfinite(depth_cm).any())
+            if visible:
+                curve.setData(t, depth_cm)
+            curve.setVisible(visible)
+
+    def set_gate(self, depth_m: float | None) -> None:
+        """Show the tracking gate at ``depth_m`` (None: automatic, no marker)."""
+        for line in (self.gate_halo, self.gate_line):
+            line.setVisible(depth_m is not None)
+            if depth_m is not None:
+                line.setValue(depth_m * 100.0)
 
     def set_header(self, label: int | None, confidence: float | None, rate: OverlayRate | None) -> None:
         """The text line above the image: current class with confidence, and the rate."""

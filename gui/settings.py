@@ -18,13 +18,18 @@ SWEEP_SPEEDS_MM_S = (25, 50, 100, 200)
 MODEL_CHOICES = ("student", "teacher", "int8", "classic")
 TGC_DEPTHS_FRACTION = (0.125, 0.375, 0.625, 0.875)  # TGC knob positions, fraction of the depth range
 CALIPER_KINDS = ("time", "depth", "slope", "heart_rate", "tapse", "epss", "fs")
+#: Range of the gain slider, dB around the level shown as 0 dB (set by *Auto*, full scale or
+#: the data): wide enough to bring a float recording levelled on a bright interface up, or a
+#: saturated one down, without re-levelling.
+GAIN_RANGE_DB = (-40.0, 40.0)
 
 
 @dataclass
 class GuiSettings:
     """Processing (sent to the engine) and view settings of the window.
 
-    gain_db : overall gain, dB.  dynamic_range_db : displayed range, dB (> 0).
+    gain_db : overall gain around the level shown as 0 dB, dB (:data:`GAIN_RANGE_DB`).
+    dynamic_range_db : displayed range, dB (> 0).
     tgc_db : gain added at each of :data:`TGC_DEPTHS_FRACTION`, dB.
     denoise_method / denoise_strength (0..1) : speckle reduction.
     model : one of :data:`MODEL_CHOICES` ("classic" = no network).
@@ -57,7 +62,7 @@ _CHOICES = {
     "caliper_kind": CALIPER_KINDS,
 }
 _BOUNDS = {
-    "gain_db": (-30.0, 30.0),
+    "gain_db": GAIN_RANGE_DB,
     "dynamic_range_db": (20.0, 90.0),
     "denoise_strength": (0.0, 1.0),
     "n_cycles": (1, 20),

@@ -1,4 +1,4 @@
-"""Always-visible status: line rate, latency, dropped lines, inference time, drawing FPS.
+"""Always-visible status: line rate, latency, dropped lines, bad frames, inference time, FPS.
 
 :class:`FrameStats` measures the GUI thread (frame time of each draw-timer tick, frames per
 second) over a sliding window; :class:`StatusBar` shows it beside the engine's counters.
@@ -87,6 +87,8 @@ def status_fields(engine_stats: Mapping[str, Any], frames: FrameStats) -> dict[s
         "latency": f"latency {_fmt(_num(engine_stats, 'latency_ms', 'p50'), '.0f')}"
                    f"/{_fmt(_num(engine_stats, 'latency_ms', 'p99'), '.0f')} ms (p50/p99)",
         "dropped": f"dropped {_fmt(_num(engine_stats, 'lines_dropped'), '.0f')} lines",
+        "frames": f"frames rejected {_fmt(_num(engine_stats, 'frames_rejected'), '.0f')}"
+                  f", re-timed {_fmt(_num(engine_stats, 'frames_retimed'), '.0f')}",
         "inference": f"inference {_fmt(_num(engine_stats, 'inference_ms', 'p50'), '.1f')} ms",
         "fps": f"{_fmt(frames.fps(), '.0f')} fps",
         "frame": f"frame p95 {_fmt(frames.frame_ms(95), '.1f')} ms",
@@ -108,12 +110,16 @@ class TimedPaint:
 class StatusBar(QStatusBar):
     """One label per status field, permanently shown on the right."""
 
-    ORDER = ("error", "source", "line_rate", "latency", "dropped", "inference", "fps", "frame")
+    ORDER = ("error", "source", "line_rate", "latency", "dropped", "frames", "inference", "fps", "frame")
 
     def __init__(self) -> None:
         super().__init__()
         self.labels = {k: QLabel("") for k in self.ORDER}
         self.labels["error"].setStyleSheet("color: #d00; font-weight: bold")
+        self.labels["frames"].setToolTip(
+            "Frames dropped for NaN or Inf samples, and frames given the time their sequence number "
+            "predicts because their own ran backwards or jittered (docs/protocol.md)"
+        )
         self.addWidget(self.labels["error"], 1)
         for k in self.ORDER[1:]:
             self.addPermanentWidget(self.labels[k])

@@ -28,6 +28,7 @@ from mmode.errors import DataError, ProtocolError, describe
 from mmode.ingest.meta import AcquisitionMeta, LineBlock
 from mmode.ingest.stream import (
     MAX_PAYLOAD_BYTES,
+    SEQ_LIMIT,
     Connection,
     EndOfStream,
     FrameEncoder,
@@ -112,8 +113,12 @@ class IgtlClient(Connection):
 
     The first IMAGE message plays the part of the protocol v1 hello: its ``mmode_meta``
     metadata (or ``meta`` when the sender has none) gives :attr:`hello`. Messages of other
-    types or other devices are skipped; anything malformed raises :class:`ProtocolError`
-    and closes the connection, before a body beyond :data:`MAX_BODY_BYTES` is allocated.
+    types or other devices are skipped. A message that cannot be read (a header beyond
+    :data:`MAX_BODY_BYTES`, refused before the body is allocated; a body pyigtl cannot
+    unpack; an image unlike the first; a bad ``mmode_seq``) raises :class:`ProtocolError`
+    and closes the connection. Samples and times are returned as sent: the engine's
+    :class:`~mmode.ingest.frame_check.FrameCheck` drops NaN/Inf images and re-times a
+    ``mmode_t_s`` (or header time stamp) that is not finite or disagrees with the seq.
     """
 
     def __init__(
@@ -170,21 +175,25 @@ class IgtlClient(Connection):
             raise ProtocolError(
                 describe(self.source, f"lines of {self.hello.n_samples} {self.hello.dtype} samples", f"{lines.shape[1]} {lines.dtype}")
             )
-        if lines.dtype.kind in "fc" and not np.isfinite(lines).all():
-            raise ProtocolError(describe(self.source, "finite samples", "NaN or Inf"))
         try:
             seq = int(md["mmode_seq"]) if "mmode_seq" in md else self._count
-            if "mmode_t_s" in md:
-                t_s = float(md["mmode_t_s"])
-            else:
-                self._t0_stamp = fields["timestamp"] if self._t0_stamp is None else self._t0_stamp
-                t_s = fields["timestamp"] - self._t0_stamp
-        except ValueError as exc:
-            raise ProtocolError(describe(self.source, "numeric mmode_seq and mmode_t_s metadata", exc)) from None
-        if seq < 0 or not math.isfinite(t_s):
-            raise ProtocolError(describe(self.source, "mmode_seq >= 0 and a finite mmode_t_s", (seq, t_s)))
+        except (TypeError, ValueError) as exc:
+            raise ProtocolError(describe(self.source, "an integer mmode_seq", exc)) from None
+        if not 0 <= seq <= SEQ_LIMIT - lines.shape[0]:
+            raise ProtocolError(describe(self.source, "mmode_seq >= 0 with seq + n_lines <= 2**63", seq))
         self._count = seq + lines.shape[0]
-        return LineBlock(seq=seq, t_s=t_s, lines=lines)
+        return LineBlock(seq=seq, t_s=self._time_s(md, fields["timestamp"]), lines=lines)
+
+    def _time_s(self, md: dict, stamp_s: float) -> float:
+        """``mmode_t_s`` (NaN when it is not a number), else the header time stamp since the
+        first message's; the engine re-times what is not finite or disagrees with the seq."""
+        if "mmode_t_s" in md:
+            try:
+                return float(md["mmode_t_s"])
+            except (TypeError, ValueError):
+                return math.nan
+        self._t0_stamp = stamp_s if self._t0_stamp is None else self._t0_stamp
+        return stamp_s - self._t0_stamp
 
     def _hello(self, md: dict, lines: np.ndarray) -> StreamHello:
         if "mmode_meta" in md:

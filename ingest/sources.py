@@ -356,9 +356,14 @@ class ReconnectingSource(Source):
 
     ``connect()`` (supplied by the subclass) returns a client with ``hello``
     (:class:`StreamHello`), ``wait_readable(timeout_s)``, ``read_frame()`` and ``close()``.
-    A lost connection sets ``status = "reconnecting"`` and a message, then retries after
-    ``backoff_s``, doubling up to ``max_backoff_s``; the peer must announce the same
-    metadata as before. A protocol violation is fatal (raised from :meth:`read_block`).
+    A lost connection, or broken framing after a good hello (a :class:`ProtocolError` from
+    ``read_frame``, which closes the client; counted in :attr:`framing_errors`), sets
+    ``status = "reconnecting"`` and a message, then retries after ``backoff_s``, doubling up
+    to ``max_backoff_s`` until a frame is read again. The peer must announce the same
+    metadata as before, or :meth:`read_block` raises a :class:`ProtocolError`; so does
+    :meth:`open` for a first peer that is not a server of the protocol. Frames are returned
+    as the client decoded them: the engine checks their samples and times
+    (:mod:`mmode.ingest.frame_check`).
     """
 
     def __init__(self, name: str, connect: Callable[[], object], *, backoff_s: float = 0.2, max_backoff_s: float = 5.0) -> None:
@@ -371,6 +376,7 @@ class ReconnectingSource(Source):
         self._next_attempt_s = 0.0
         self._delay_s = self.backoff_s
         self.reconnects = 0
+        self.framing_errors = 0
 
     def open(self) -> AcquisitionMeta:
         try:
@@ -400,7 +406,7 @@ class ReconnectingSource(Source):
             raise ProtocolError(
                 describe(self.name, f"the same stream after reconnecting ({self.n_samples} x {self.dtype})", f"{hello.n_samples} x {hello.dtype}, {hello.meta}")
             )
-        self._client, self._delay_s = client, self.backoff_s
+        self._client = client
         self.reconnects += 1
         self.status, self.message = "running", f"reconnected to {self.name}"
 
@@ -415,13 +421,17 @@ class ReconnectingSource(Source):
             return None
         try:
             frame = client.read_frame()
-        except StreamClosed as exc:
+        except (StreamClosed, ProtocolError) as exc:  # the client has closed the connection
             if self._stop.is_set():
                 return None
             self._client = None
             self._next_attempt_s = time.monotonic() + self._delay_s
+            if isinstance(exc, ProtocolError):  # a peer that keeps breaking is retried less often
+                self.framing_errors += 1
+                self._delay_s = min(self._delay_s * 2, self.max_backoff_s)
             self.status, self.message = "reconnecting", f"{exc}; reconnecting"
             return None
+        self._delay_s = self.backoff_s
         if isinstance(frame, EndOfStream):
             client.close()
             self._client = None

@@ -18,14 +18,16 @@ Byte layout (little-endian; docs/protocol.md is the full contract):
       magic b"MMSE" | next_seq uint64
 
 Every length is checked against the hello and the limits below *before* anything is
-allocated; anything malformed raises :class:`~mmode.errors.ProtocolError` and the
-connection is closed. Nothing is ever unpickled.
+allocated; broken framing (a bad magic, a length or header field outside the limits or
+unlike the hello) raises :class:`~mmode.errors.ProtocolError` and the connection is closed.
+The parser checks framing only: a well-framed data frame is returned even when its samples
+or its ``t_s`` are not finite, and :mod:`mmode.ingest.frame_check` (the engine) drops or
+re-times it. Nothing is ever unpickled.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import queue
 import select
 import socket
@@ -58,6 +60,8 @@ MAX_FRAME_LINES = 4096
 MAX_SAMPLES = 1 << 20
 #: Largest payload of one data frame in bytes.
 MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
+#: Line numbers are int64 downstream: a frame's last line must be below this.
+SEQ_LIMIT = 1 << 63
 
 #: dtype code on the wire -> numpy dtype (little-endian).
 DTYPE_CODES = {1: np.dtype("<i2"), 2: np.dtype("<f4"), 3: np.dtype("<c8")}
@@ -167,9 +171,10 @@ def parse_hello(read_exact: Callable[[int], bytes], source: str = "stream") -> S
 def parse_frame_header(
     read_exact: Callable[[int], bytes], hello: StreamHello, source: str = "stream"
 ) -> DataHeader | EndOfStream:
-    """Read the next frame header and validate it against ``hello`` and the limits.
+    """Read the next frame header and validate its framing against ``hello`` and the limits.
 
     Returns a :class:`DataHeader` (its payload still to be read) or :class:`EndOfStream`.
+    ``t_s`` is not checked (a non-finite one is re-timed, :mod:`mmode.ingest.frame_check`).
     """
     magic = read_exact(MAGIC_SIZE)
     if magic == END_MAGIC:
@@ -189,25 +194,25 @@ def parse_frame_header(
         raise ProtocolError(
             describe(source, f"payload_len = n_lines*n_samples*itemsize = {expected} (max {MAX_PAYLOAD_BYTES})", payload_len)
         )
-    if not math.isfinite(t_s):
-        raise ProtocolError(describe(source, "a finite t_s", t_s))
+    if seq + n_lines > SEQ_LIMIT:
+        raise ProtocolError(describe(source, "seq + n_lines <= 2**63 (int64 line numbers)", seq))
     return DataHeader(seq, t_s, n_lines, n_samples, hello.dtype, payload_len)
 
 
 def decode_payload(header: DataHeader, payload: bytes | bytearray, source: str = "stream") -> LineBlock:
-    """The :class:`LineBlock` of a data frame; float samples must be finite."""
+    """The :class:`LineBlock` of a data frame, samples as sent (NaN and Inf included: the
+    engine's :class:`~mmode.ingest.frame_check.FrameCheck` drops such a frame)."""
     if len(payload) != header.payload_len:
         raise ProtocolError(describe(source, f"{header.payload_len} payload bytes", len(payload)))
     lines = np.frombuffer(payload, dtype=header.dtype).reshape(header.n_lines, header.n_samples)
-    if lines.dtype.kind in "fc" and not np.isfinite(lines).all():
-        raise ProtocolError(describe(source, "finite samples", f"NaN or Inf in frame seq {header.seq}"))
     return LineBlock(seq=header.seq, t_s=header.t_s, lines=lines)
 
 
 def decode_stream(data: bytes, source: str = "stream") -> tuple[StreamHello, list[LineBlock | EndOfStream]]:
     """Parse a complete byte string (hello then frames); for tests, fuzzing and captures.
 
-    Raises :class:`ProtocolError` for anything malformed, including a truncated last frame.
+    Raises :class:`ProtocolError` for broken framing, including a truncated last frame;
+    frames with non-finite samples or ``t_s`` are returned as sent.
     """
     view = memoryview(data)
     pos = 0
@@ -303,7 +308,7 @@ class Connection:
 class StreamClient(Connection):
     """One connection to a protocol v1 server: reads the hello (:attr:`hello`), then frames.
 
-    The hello must arrive within ``connect_timeout_s``. Malformed input raises
+    The hello must arrive within ``connect_timeout_s``. Broken framing raises
     :class:`ProtocolError` and closes the socket; a lost peer raises :class:`StreamClosed`.
     """
 

@@ -411,3 +411,23 @@ def test_engine_runs_where_thread_priority_cannot_be_changed(monkeypatch):
     engine = Engine(ArraySource(META, seq_lines(200), block_lines=50), pipeline=pipe, worker_nice=10)
     results = run_to_end(engine)
     assert engine.stats()["state"] == "ended" and sum(r.seq_stop - r.seq_start for r in results) == 200
+
+
+def test_a_file_ending_during_the_echo_choice_still_gets_its_whole_trace_and_level(tmp_path):
+    """A 1.5 s recording: the tracker holds its first second back and chooses in 5 ms steps;
+    when the file ends, the engine hands over what it still holds, so every line has its
+    motion, and the display level is the file's, as `mmode process` sets it."""
+    from mmode.app.pipeline import PipelineSettings
+    from mmode.ingest.simulator import simulate
+
+    sim = simulate("cardiac_regular", seconds=1.5, prf_hz=400.0, seed=1, n_samples=1024)
+    path = tmp_path / "short.h5"
+    write_recording(path, sim.meta, sim.lines.astype(np.float32) * 0.01)  # float: levelled from the data
+    engine = Engine(FileSource(str(path), speed=4.0), PipelineSettings(model=None))
+    results = run_to_end(engine)
+    motion_t = np.concatenate([r.motion.t_s for r in results if r.motion is not None])
+    np.testing.assert_allclose(np.sort(motion_t), sim.timestamps_s)
+    assert results[-1].seq_start == results[-1].seq_stop == sim.lines.shape[0]
+    assert results[-1].motion_state["status"] == "tracking"
+    levels = {round(r.level.reference_db, 6) for r in results if r.seq_stop > r.seq_start}
+    assert len(levels) == 1 and results[0].level.mode == "data" and results[0].level.settled

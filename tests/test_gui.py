@@ -2,7 +2,9 @@
 
 The fake engine plays a synthetic M-mode of known geometry: a bright reflector at 2.0 cm
 depth before t = 1 s and at 3.0 cm after, a class that changes from 0 to 1 at t = 1 s and a
-motion trace at a known depth. Each poll returns one block, so the tests are deterministic.
+motion trace at a known depth (or at the gate the window sets), with the tracker's quality
+of each line, its state and the display level. Each poll returns one block, so the tests
+are deterministic.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from PyQt6.QtCore import QPointF, QRectF, QSettings, Qt
 from PyQt6.QtGui import QImage
 
 from mmode.app.pipeline import Results
+from mmode.dsp.levels import LevelReference
 from mmode.dsp.tracker import MotionBlock
 from mmode.gui.engine_link import SourceSpec, make_source
 from mmode.gui.main_window import MainWindow
@@ -28,6 +31,9 @@ ROW_DEPTHS_M = np.linspace(0.0, 0.05, N_ROWS)  # 0..5 cm, 0.505 mm per row
 BLOCK = 50
 TRACK_DEPTH_M = 0.04
 BREATH_HZ = 0.25  # 15 breaths per minute
+START_LEVEL = LevelReference("data", 80.0,
+                             "99th percentile of the first 1.00 s + 6 dB; float samples have no full scale")
+AUTO_LEVEL = LevelReference("data", 70.0, "99th percentile of the lines on screen + 6 dB (Auto)")
 
 
 @dataclass
@@ -42,7 +48,9 @@ def reflector_depth_m(t_s):
 
 
 class FakeEngine:
-    """Engine interface (start/stop/poll_results/stats/update_settings/recording) on a known image."""
+    """Engine interface (start/stop/poll_results/stats/update_settings/relevel/recording) on a
+    known image. The trace follows the gate of the settings (``track_depth_m``) when one is
+    set, else TRACK_DEPTH_M; :meth:`quality` gives the tracker's quality of each line."""
 
     instances: list = []
 
@@ -52,8 +60,14 @@ class FakeEngine:
         self.seq = spec.start_line
         self.running = False
         self.updates = []
+        self.relevels = []
         self.recording = None
+        ref = settings.processor.reference_db
+        self.level = START_LEVEL if ref is None else LevelReference("manual", ref, "set by the user")
         FakeEngine.instances.append(self)
+
+    def quality(self, t):
+        return np.ones_like(t)
 
     def start(self):
         self.running = True
@@ -75,10 +89,15 @@ class FakeEngine:
         probs[0, 0 if t[-1] < 1.0 else 1] = 0.9
         probs[0, 6] = 0.1
         disp = 0.002 * np.sin(2 * np.pi * BREATH_HZ * t)
+        gate = self.settings.track_depth_m
+        depth = TRACK_DEPTH_M if gate is None else gate
         return [Results(
             s0, self.seq, t, db, ROW_DEPTHS_M, {"period_s": 4.0, "periodicity": 0.9},
-            motion=MotionBlock(t, disp, np.gradient(disp) * PRF_HZ, np.ones_like(t), TRACK_DEPTH_M),
+            motion=MotionBlock(t, disp, np.gradient(disp) * PRF_HZ, self.quality(t), depth),
             classification=FakeClassification(np.array([t[-1]]), probs, CLASSES),
+            level=self.level,
+            motion_state={"status": "tracking", "note": None, "representation": "raw", "depth_m": depth,
+                          "track_depth_m": gate},
         )]
 
     def stats(self):
@@ -87,6 +106,11 @@ class FakeEngine:
 
     def update_settings(self, settings):
         self.updates.append(settings)
+        self.settings = settings
+
+    def relevel(self, t_from_s, t_to_s):
+        self.relevels.append((t_from_s, t_to_s))
+        self.level = AUTO_LEVEL
 
     def start_recording(self, path):
         self.recording = path
@@ -219,11 +243,15 @@ def test_freeze_step_and_class_jump(window, qtbot):
     assert not window.frozen and window.ring.n_written == 0  # the sweep restarts
 
 
-def _click(qtbot, window, t_s, depth_cm):
-    vb = window.mview.plot.vb
-    scene = vb.mapViewToScene(QPointF(t_s, depth_cm))
-    pos = window.mview.mapFromScene(scene)
-    qtbot.mouseClick(window.mview.viewport(), Qt.MouseButton.LeftButton, pos=pos)
+def _view_pos(window, t_s, depth_cm):
+    """Viewport pixel of plot point (t_s, depth_cm)."""
+    scene = window.mview.plot.vb.mapViewToScene(QPointF(t_s, depth_cm))
+    return window.mview.mapFromScene(scene)
+
+
+def _click(qtbot, window, t_s, depth_cm, modifier=Qt.KeyboardModifier.NoModifier):
+    qtbot.mouseClick(window.mview.viewport(), Qt.MouseButton.LeftButton, modifier=modifier,
+                     pos=_view_pos(window, t_s, depth_cm))
 
 
 def test_calipers_on_known_geometry(window, qtbot):
@@ -282,12 +310,18 @@ def test_exports_are_valid(window, tmp_path):
     assert min(greys) < 30 and max(greys) > 200
     window.export_csv(tmp_path / "m.csv")
     rows = list(csv.DictReader(open(tmp_path / "m.csv")))
-    assert len(rows) == 1 and rows[0]["name"] == "EPSS" and float(rows[0]["value"]) == pytest.approx(5.0)
+    assert rows[0]["name"] == "EPSS" and float(rows[0]["value"]) == pytest.approx(5.0)
+    # then what the motion tracking was: automatic gate, on the stored lines
+    assert {r["kind"]: (r["value"], r["unit"]) for r in rows[1:]} == {
+        "track_gate": ("automatic", ""), "motion_status": ("tracking", ""),
+        "motion_representation": ("raw", ""), "motion_note": ("", "")}
     window.export_report(tmp_path / "r.json")
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["measurements"][0]["value"] == pytest.approx(5.0)
     assert report["stats"]["line_rate_hz"] == PRF_HZ and report["view"]["sweep_mm_s"] == 50
     assert report["process"] is None and report["source"] == "Simulator: lung_sliding"
+    assert report["motion"]["track_gate_m"] == "automatic" and report["motion"]["representation"] == "raw"
+    assert report["level"] == {"mode": "data", "reference_db": 80.0, "detail": START_LEVEL.detail, "settled": True}
     # 2 s held: class 0 up to the first window ending after 1 s, class 1 after
     cine = report["cine"]
     assert cine["seconds"] == pytest.approx(2.0)
@@ -458,3 +492,234 @@ def test_image_is_converted_again_after_the_ring_is_cleared(window):
     w = ring.window(40, 40)
     view.render(w, 0.002, 0.08, float(w.t_s[-1]))
     assert (view.image.drawn()[..., :3] == 255).all() and view.image.drawn().shape[:2] == (6, 40)
+
+
+# -- display level: Auto and the gain range ---------------------------------------------------
+def test_auto_relevels_on_the_lines_on_screen_and_resets_the_gain(window, qtbot):
+    window.open_source(SourceSpec("sim", "lung_sliding"))
+    run_ticks(window, 200)  # 10 s of lines, more than the ~5 s the plot shows at 50 mm/s
+    window.panel.gain.setValue(12)
+    assert window.engine.updates[-1].processor.gain_db == 12.0
+    window._update_status()
+    assert window.panel.level_label.text() == "0 dB: auto, 99th percentile of the first 1.00 s + 6 dB"
+    qtbot.keyClick(window, Qt.Key.Key_A)
+    (t_from, t_to), = window.engine.relevels
+    # the span is what the plot shows: from its left edge (to within the column cut by the
+    # edge) to the newest line
+    x_lo, x_hi = window.mview.plot.vb.viewRange()[0]
+    newest_s = (200 * BLOCK - 1) / PRF_HZ
+    assert t_to == pytest.approx(newest_s) and t_to <= x_hi
+    assert x_lo - 2 * window.col_dt_s <= t_from <= x_lo + window.col_dt_s
+    assert t_to - t_from == pytest.approx(window.window_s(), abs=2 * window.col_dt_s)
+    # the gain goes back to 0 dB, on the slider and in the engine's settings
+    assert window.panel.gain.value() == 0 and window.engine.updates[-1].processor.gain_db == 0.0
+    run_ticks(window, 1)
+    window._update_status()
+    assert window.panel.level_label.text() == "0 dB: auto, 99th percentile of the lines on screen + 6 dB (Auto)"
+    # frozen and scrolled back: the button re-levels on the lines under the review cursor
+    window.set_frozen(True)
+    window.cursor_col = window.ring.column_at_time(3.0)
+    qtbot.mouseClick(window.panel.auto_level, Qt.MouseButton.LeftButton)
+    t_from, t_to = window.engine.relevels[-1]
+    assert t_from < 3.0 < t_to and t_to < newest_s - 1.0
+
+
+def test_file_keeps_the_auto_level_across_pause_and_play(window, qtbot, tmp_path):
+    """A file paused stops its engine; playing it again starts one that would level the file
+    from its first second: it gets the Auto level instead. Paused, Auto has no lines to use."""
+    from mmode.ingest.h5format import write_recording
+
+    path = tmp_path / "short.h5"
+    write_recording(path, AcquisitionMeta("rf", 20e6, 5e6, PRF_HZ), np.zeros((3000, 16), np.int16))
+    window.open_source(SourceSpec("file", str(path)))
+    run_ticks(window, 20)
+    assert window.engine.settings.processor.reference_db is None
+    window.auto_level()
+    run_ticks(window, 2)
+    window.set_frozen(True)  # pause: the engine stops
+    assert window.engine is None
+    window.auto_level()
+    assert "play" in window.statusBar().currentMessage()
+    window.set_frozen(False)
+    assert window.engine.settings.processor.reference_db == AUTO_LEVEL.reference_db
+    run_ticks(window, 2)
+    window._update_status()
+    assert window.panel.level_label.text() == "0 dB: kept from Auto"
+    # a gain change keeps it (the engine is not told to level automatically again)
+    window.panel.gain.setValue(5)
+    assert window.engine.updates[-1].processor.reference_db == AUTO_LEVEL.reference_db
+
+
+def test_gain_slider_spans_plus_minus_40_db(window, store):
+    from mmode.gui import settings
+
+    gain = window.panel.gain
+    assert gain.minimum() <= -40 and gain.maximum() >= 40
+    window.open_source(SourceSpec("sim", "lung_sliding"))
+    for value in (-40, 40):
+        gain.setValue(value)
+        assert window.engine.updates[-1].processor.gain_db == float(value)
+    window.close()  # saved: +40 dB loads back, beyond the range the default does
+    assert settings.load(store).gain_db == 40.0
+    store.setValue("gain_db", "45")
+    assert settings.load(store).gain_db == 0.0
+    full = LevelReference("full_scale", 90.3, "integer full scale")
+    from mmode.gui.engine_link import level_text
+    assert level_text(full)[0] == "0 dB: full scale"
+
+
+# -- the tracking gate ------------------------------------------------------------------------
+def _gate_pixels(window):
+    """Rows of the M-mode view (viewport pixels) where at least 30 pixels have the gate's orange."""
+    from mmode.gui.mmode_view import GATE_PEN
+
+    img = window.mview.grab().toImage().convertToFormat(QImage.Format.Format_RGB888)
+    scale = img.width() / window.mview.width()
+    a = np.frombuffer(img.constBits().asstring(img.sizeInBytes()), np.uint8)
+    a = a.reshape(img.height(), img.bytesPerLine())[:, :3 * img.width()].reshape(img.height(), img.width(), 3)
+    orange = (np.abs(a.astype(int) - GATE_PEN).sum(axis=2) < 40).sum(axis=1)
+    return np.flatnonzero(orange >= 30) / scale
+
+
+def test_shift_click_sets_the_tracking_gate_and_g_returns_to_automatic(window, qtbot):
+    window.open_source(SourceSpec("sim", "lung_sliding"))
+    run_ticks(window, 40)
+    assert window.engine.settings.track_depth_m is None and not window.mview.gate_line.isVisible()
+    assert _gate_pixels(window).size == 0
+    _click(qtbot, window, 1.0, 2.5, Qt.KeyboardModifier.ShiftModifier)
+    # one screen pixel is the click resolution: about 0.07 mm of depth here
+    assert window.engine.settings.track_depth_m == pytest.approx(0.025, abs=2e-4)
+    assert window.calipers.points == [] and window.measurements == []  # not a caliper point
+    # the marker: a dashed orange line across the image at that depth
+    run_ticks(window, 1)
+    window.mview.repaint()
+    rows = _gate_pixels(window)
+    assert rows.size and abs(rows.mean() - _view_pos(window, 1.0, 2.5).y()) <= 1.5
+    assert window.panel.gate_label.text() == "25.0 mm"
+    # the trace now follows the gate (the fake tracker tracks where it is told)
+    run_ticks(window, 2)
+    _x, y = window.mview.motion_curve.getData()
+    assert y[-1] == pytest.approx(window.engine.settings.track_depth_m * 100 + 0.2 * np.sin(
+        2 * np.pi * BREATH_HZ * _x[-1]), abs=1e-3)
+    window._update_status()
+    assert window.motion_label.text() == "Motion: gate 25.0 mm, tracking 25.0 mm"
+    # a plain click is a caliper point and leaves the gate alone
+    _click(qtbot, window, 1.2, 3.0)
+    assert len(window.calipers.points) == 1 and window.engine.settings.track_depth_m == pytest.approx(0.025, abs=2e-4)
+    n_updates = len(window.engine.updates)
+    qtbot.keyClick(window, Qt.Key.Key_G)
+    assert window.engine.settings.track_depth_m is None and len(window.engine.updates) == n_updates + 1
+    assert not window.mview.gate_line.isVisible() and window.panel.gate_label.text().startswith("auto")
+    qtbot.keyClick(window, Qt.Key.Key_G)  # already automatic: the tracker is not restarted
+    assert len(window.engine.updates) == n_updates + 1
+
+
+def _mouse(window, kind, t_s, depth_cm, buttons):
+    from PyQt6.QtCore import QEvent
+    from PyQt6.QtGui import QMouseEvent
+    from PyQt6.QtWidgets import QApplication
+
+    pos = QPointF(_view_pos(window, t_s, depth_cm))
+    viewport = window.mview.viewport()
+    event = QMouseEvent(kind, pos, QPointF(viewport.mapToGlobal(pos)), Qt.MouseButton.LeftButton, buttons,
+                        Qt.KeyboardModifier.ShiftModifier)
+    QApplication.sendEvent(viewport, event)
+
+
+def test_shift_drag_moves_the_gate_and_sets_it_on_release(window, qtbot):
+    from PyQt6.QtCore import QEvent
+
+    window.open_source(SourceSpec("sim", "lung_sliding"))
+    run_ticks(window, 40)
+    window.set_frozen(True)
+    run_ticks(window, 1)
+    held = Qt.MouseButton.LeftButton
+    _mouse(window, QEvent.Type.MouseButtonPress, 1.0, 2.0, held)
+    for depth_cm in (2.2, 2.6, 3.0):
+        qtbot.wait(30)  # pyqtgraph drops mouse moves that come faster than its rate limit
+        _mouse(window, QEvent.Type.MouseMove, 1.0, depth_cm, held)
+    # the marker follows the drag; the tracker is told once, on release
+    assert window.mview.gate_line.value() == pytest.approx(3.0, abs=0.02)
+    assert window.engine.settings.track_depth_m is None
+    _mouse(window, QEvent.Type.MouseButtonRelease, 1.0, 3.0, Qt.MouseButton.NoButton)
+    assert window.engine.settings.track_depth_m == pytest.approx(0.030, abs=2e-4)
+    assert window.calipers.points == []
+
+
+def test_report_and_csv_record_the_gate_and_motion_state(window, qtbot, tmp_path):
+    window.open_source(SourceSpec("sim", "lung_sliding"))
+    run_ticks(window, 20)
+    _click(qtbot, window, 0.2, 3.5, Qt.KeyboardModifier.ShiftModifier)
+    run_ticks(window, 2)
+    gate_m = window.engine.settings.track_depth_m
+    window.export_report(tmp_path / "r.json")
+    motion = json.loads((tmp_path / "r.json").read_text())["motion"]
+    assert motion == {"track_gate_m": gate_m, "status": "tracking", "representation": "raw", "note": None,
+                      "tracked_depth_m": gate_m}
+    assert gate_m == pytest.approx(0.035, abs=2e-4)
+    window.export_csv(tmp_path / "m.csv")
+    rows = {r["kind"]: r for r in csv.DictReader(open(tmp_path / "m.csv"))}
+    assert float(rows["track_gate"]["value"]) == pytest.approx(gate_m) and rows["track_gate"]["unit"] == "m"
+    window.set_gate(None)
+    window.export_report(tmp_path / "r2.json")
+    assert json.loads((tmp_path / "r2.json").read_text())["motion"]["track_gate_m"] == "automatic"
+
+
+# -- the motion trace: quality and missing motion ----------------------------------------------
+def test_trace_is_dimmed_where_quality_is_low(window):
+    from mmode.gui.mmode_view import MOTION_DIM_PEN, MOTION_PEN
+
+    class Uncertain(FakeEngine):
+        def quality(self, t):  # uncertain from 0.5 to 1.0 s
+            return np.where((t >= 0.5) & (t < 1.0), 0.3, 0.95)
+
+    window.engine_factory = Uncertain
+    window.open_source(SourceSpec("sim", "lung_sliding"))
+    run_ticks(window, 30)  # 1.5 s
+    x, sure = window.mview.motion_curve.getData()
+    _x, unsure = window.mview.motion_dim_curve.getData()
+    low = (x >= 0.5) & (x < 1.0)
+    assert np.isnan(sure[low]).all() and np.isfinite(sure[~low]).all()
+    # the faint curve holds the uncertain stretch and joins the certain one at both ends
+    assert np.isfinite(unsure[low]).all() and np.isnan(unsure[(x < 0.45) | (x > 1.05)]).all()
+    edges = np.flatnonzero(np.diff(low.astype(int)))
+    assert np.isfinite(unsure[edges]).all() and np.isfinite(unsure[edges + 1]).all()
+    expect = (TRACK_DEPTH_M + 0.002 * np.sin(2 * np.pi * BREATH_HZ * x)) * 100
+    np.testing.assert_allclose(np.where(low, unsure, sure), expect, atol=1e-4)
+    assert window.mview.motion_dim_curve.isVisible()
+    dim_alpha = window.mview.motion_dim_curve.opts["pen"].color().alpha()
+    assert dim_alpha < window.mview.motion_curve.opts["pen"].color().alpha() / 2 and len(MOTION_PEN) == 3
+    assert dim_alpha == MOTION_DIM_PEN[3]
+
+
+def test_no_motion_shows_the_note_and_no_trace(window):
+    note = "no moving echo: the best candidate (12.0 mm) moved 1.0 um RMS over 1 s"
+
+    class Still(FakeEngine):
+        status = "choosing"
+
+        def poll_results(self):
+            out = FakeEngine.poll_results(self)
+            for r in out:
+                r.motion = MotionBlock(np.empty(0), np.empty(0), np.empty(0), np.empty(0), float("nan"))
+                r.motion_state = {"status": self.status, "note": note if self.status == "no_motion" else None,
+                                  "representation": "raw", "depth_m": float("nan"), "track_depth_m": None}
+            return out
+
+    window.engine_factory = Still
+    window.open_source(SourceSpec("sim", "lung_sliding"))
+    run_ticks(window, 10)
+    window._update_status()
+    assert window.motion_label.text() == "Motion: auto, choosing the echo (about 1 s)"
+    window.engine.status = "no_motion"
+    run_ticks(window, 10)
+    window._update_status()
+    assert window.motion_label.text() == f"No trace: {note}" and window.motion_label.toolTip() == note
+    assert not window.mview.motion_curve.isVisible() and not window.mview.motion_dim_curve.isVisible()
+    assert window.panel.show_motion.isChecked()
+    # an engine stopped while its tracker still chose (a file paused or ended) says so
+    window.engine.status = "choosing"
+    run_ticks(window, 1)
+    window._stop_engine()
+    window._update_status()
+    assert window.motion_label.text() == "Motion: auto, stopped before an echo was chosen"

@@ -132,11 +132,12 @@ def test_late_motion_fills_columns_already_written():
     ring = DisplayRing(2, 50, decimation=2)
     t = np.arange(21) / 100.0
     ring.push(np.zeros((21, 2)), t, 40)  # 10 columns (last lines at 0.01, 0.03, ...), 1 line pending
-    ring.set_track(t[4:], 0.03 + t[4:])  # the tracker reports lines 4..20 late
+    ring.set_track(t[4:], 0.03 + t[4:], t[4:])  # the tracker reports lines 4..20 late, quality = t
     w = ring.window(ring.n_written, 50)
     expect = np.where(w.t_s >= 0.04, 0.03 + w.t_s, np.nan)
     np.testing.assert_allclose(w.track_depth_m, expect, rtol=1e-6)
-    ring.set_track([0.5, 0.6], [0.01, 0.02])  # times the ring does not hold: nothing changes
+    np.testing.assert_allclose(w.track_quality, np.where(w.t_s >= 0.04, w.t_s, np.nan), rtol=1e-6)
+    ring.set_track([0.5, 0.6], [0.01, 0.02], [1.0, 1.0])  # times the ring does not hold: nothing changes
     np.testing.assert_allclose(ring.window(ring.n_written, 50).track_depth_m, expect, rtol=1e-6)
 
 
@@ -153,10 +154,10 @@ def test_reader_maps_classifier_windows_and_late_motion_to_lines():
     reader = ResultsReader()
     t = np.arange(10) * 0.1  # lines at 0.0 .. 0.9 s
     motion = SimpleNamespace(t_s=np.arange(-5, 10) * 0.1, displacement_m=np.arange(15) * 1e-4,
-                             velocity_m_s=np.zeros(15), depth_m=0.02)
+                             velocity_m_s=np.zeros(15), quality=np.linspace(0.0, 1.0, 15), depth_m=0.02)
     r = SimpleNamespace(t_s=t, classification=[window(-1.0, 0.25, 2), window(-0.5, 0.65, 4)], motion=motion,
                         features={})
-    label, conf, track = reader.read(r)
+    label, conf, track, quality = reader.read(r)
     np.testing.assert_array_equal(label, [-1, -1, -1, 2, 2, 2, 2, 4, 4, 4])  # newest window ended at or before
     np.testing.assert_allclose(conf[3:], 0.7)
     assert reader.label == 4 and reader.confidence == pytest.approx(0.7)
@@ -164,12 +165,14 @@ def test_reader_maps_classifier_windows_and_late_motion_to_lines():
     # window all of it)
     assert reader.relabel == [pytest.approx((-1.0, 0.25, 2, 0.7)), pytest.approx((0.075, 0.65, 4, 0.7))]
     np.testing.assert_allclose(track, 0.02 + (np.arange(10) + 5) * 1e-4)
-    late_t, late_z = reader.late_track  # the 5 motion samples before this block
+    np.testing.assert_allclose(quality, np.linspace(0.0, 1.0, 15)[5:], rtol=1e-6)
+    late_t, late_z, late_q = reader.late_track  # the 5 motion samples before this block
     np.testing.assert_allclose(late_t, np.arange(-5, 0) * 0.1)
     np.testing.assert_allclose(late_z, 0.02 + np.arange(5) * 1e-4)
+    np.testing.assert_allclose(late_q, np.linspace(0.0, 1.0, 15)[:5])
     # a block without new windows keeps the last class; no motion -> no track
-    label, _conf, track = reader.read(SimpleNamespace(t_s=t + 1, classification=[], motion=None, features={}))
-    assert (label == 4).all() and np.isnan(track).all() and reader.late_track is None
+    label, _conf, track, quality = reader.read(SimpleNamespace(t_s=t + 1, classification=[], motion=None, features={}))
+    assert (label == 4).all() and np.isnan(track).all() and np.isnan(quality).all() and reader.late_track is None
     reader.read(SimpleNamespace(t_s=t + 2, classification=[window(1.5, 2.5, 1)], motion=None, features={}))
     assert reader.relabel == [pytest.approx((2.0, 2.5, 1, 0.7))]
 
@@ -250,3 +253,25 @@ def test_ring_epoch_names_its_content():
     ring.clear()
     ring.push(np.zeros((3, 4)), np.arange(3.0), 40.0)
     assert ring.window(3, 3).epoch != first and DisplayRing(4, 10).epoch not in (first, ring.epoch)
+
+
+def test_ring_keeps_the_tracking_quality_per_column():
+    ring = DisplayRing(2, 50, decimation=2, col_dt_s=0.02)
+    t = np.arange(8) / 100.0
+    quality = np.array([0.9, 0.8, 0.7, 0.2, 0.9, 0.95, 0.1, 0.3])
+    ring.push(np.zeros((8, 2)), t, 40, track_depth_m=np.full(8, 0.03), track_quality=quality)
+    ring.push(np.zeros((2, 2)), [0.14, 0.15], 40, track_depth_m=[0.03, 0.03], track_quality=[1.0, 1.0])  # 3 lost columns
+    w = ring.window(ring.n_written, 50)
+    # a column takes its last line's quality; the blank columns of the gap have none
+    assert ring.n_gap_cols == 3
+    np.testing.assert_allclose(w.track_quality, [0.8, 0.2, 0.95, 0.3, np.nan, np.nan, np.nan, 1.0])
+
+
+def test_trace_split_by_quality_joins_its_two_parts():
+    from mmode.gui.mmode_data import trace_by_quality
+
+    depth = np.arange(8.0)
+    sure, unsure = trace_by_quality(depth, np.array([0.9, 0.9, 0.4, 0.3, 0.9, 0.9, 0.9, np.nan]))
+    np.testing.assert_array_equal(np.isfinite(sure), [1, 1, 0, 0, 1, 1, 1, 1])  # NaN quality: certain
+    np.testing.assert_array_equal(np.isfinite(unsure), [0, 1, 1, 1, 1, 0, 0, 0])
+    np.testing.assert_array_equal(np.where(np.isfinite(sure), sure, unsure), depth)

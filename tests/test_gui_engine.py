@@ -76,6 +76,12 @@ def test_simulator_runs_live_and_records(qtbot, store, tmp_path):
     assert img.dtype == np.uint8 and img.std() > 5  # a real picture, not a flat field
     w._update_status()
     assert "lines/s" in w.status.labels["line_rate"].text()
+    # Auto and a gate reach the real pipeline: the level comes back set from the lines on
+    # screen, the motion state with the gate
+    w.auto_level()
+    w.set_gate(0.02)
+    qtbot.waitUntil(lambda: w.reader.level is not None and "(Auto)" in w.reader.level.detail
+                    and w.reader.motion_state.get("track_depth_m") == 0.02, timeout=WAIT_MS)
     rec_path = tmp_path / "rec.h5"
     w.start_recording(rec_path)
     assert w.panel.record.isChecked()

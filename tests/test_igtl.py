@@ -11,11 +11,13 @@ import numpy as np
 import pyigtl
 import pytest
 
+from mmode.app.engine import Engine
 from mmode.errors import ProtocolError
 from mmode.ingest import igtl
 from mmode.ingest.meta import AcquisitionMeta, LineBlock
 from mmode.ingest.sources import ArraySource, IgtlSource
 from mmode.ingest.stream import StreamServer
+from test_bad_frames import ScriptedServer, StrictPipeline  # scripted loopback server, checking pipeline
 from test_stream import fake_server  # one-shot loopback server shared with the protocol v1 tests
 
 RF = AcquisitionMeta("rf", fs_hz=40e6, f0_hz=5e6, prf_hz=1000.0, t0_s=2e-6)
@@ -123,3 +125,64 @@ def test_an_mmode_stream_server_is_not_mistaken_for_openigtlink():
     with StreamServer(ArraySource(RF, lines, block_lines=10, speed=1.0), port=0) as server:
         with pytest.raises(ProtocolError, match="OpenIGTLink header"):
             IgtlSource(*server.address).open()
+
+
+def plus_like_image(k: int, stamp_s: float, nan: bool = False) -> bytes:
+    """IMAGE message ``k`` as PLUS sends it: 20 float32 lines of 64 samples (one NaN with
+    ``nan``), no mmode metadata, the time in the header."""
+    image = np.random.default_rng(k).standard_normal((1, 20, 64)).astype(np.float32)
+    if nan:
+        image[0, 5, 5] = np.nan
+    return pyigtl.ImageMessage(image, timestamp=stamp_s, device_name="Image_Reference").pack()
+
+
+def test_jittery_header_times_are_retimed_and_nan_images_rejected():
+    """A sender without mmode_t_s: lines numbered by arrival, timed by jittery header time
+    stamps (epoch seconds). Frame 8 has a NaN sample; frame 12 is 0.3 ms late (kept), 13 is
+    3 ms early (beyond the 2 ms tolerance) and 20 runs 25 ms backwards: both get the time
+    their seq predicts."""
+    meta = AcquisitionMeta("rf", fs_hz=40e6, f0_hz=5e6, prf_hz=1000.0)
+    jitter_s = {12: 0.0003, 13: -0.003, 20: -0.025}
+    stamps = [1.7e9 + k * 0.020 + jitter_s.get(k, 0.0) for k in range(30)]
+    script = [plus_like_image(k, stamp, nan=k == 8) for k, stamp in enumerate(stamps)]
+    script.append(pyigtl.StringMessage("600", device_name=igtl.END_DEVICE_NAME).pack())
+    server = ScriptedServer([script])
+    pipe = StrictPipeline(meta.prf_hz)
+    engine = Engine(IgtlSource("127.0.0.1", server.port, meta=meta), pipeline=pipe, ring_seconds=10, max_latency_s=10)
+    try:
+        engine.start()
+        engine.wait_ready()
+        assert engine.wait(30)
+        engine.stop()
+    finally:
+        server.close()
+    s = engine.stats()
+    assert s["state"] == "ended", s["message"]
+    assert (s["frames_rejected"], s["lines_rejected"], s["frames_retimed"], s["lines_retimed"]) == (1, 20, 2, 40)
+    assert s["lines_received"] == s["lines_processed"] == 29 * 20 and s["gaps"] == 0
+    first = {k: pipe.line_t_s[20 * k] for k in range(30) if k != 8}
+    # header times count from the first message's; 13 predicted from 12 (0.3 ms late), 20 from 19
+    expected = {k: k * 0.020 + (jitter_s.get(k, 0.0) if k not in (13, 20) else 0.0) for k in first}
+    expected[13] = 13 * 0.020 + 0.0003
+    np.testing.assert_allclose([first[k] for k in sorted(first)], [expected[k] for k in sorted(first)], atol=1e-6)
+
+
+def test_unreadable_mmode_t_s_is_a_time_to_retime_but_a_bad_mmode_seq_closes():
+    def message(seq: str, t_s: str) -> bytes:
+        msg = pyigtl.ImageMessage(np.zeros((1, 4, 8), np.int16), device_name=igtl.DEVICE_NAME)
+        msg.header_version = 2
+        msg.metadata = {"mmode_seq": seq, "mmode_t_s": t_s, "mmode_meta": json.dumps(RF.to_dict())}
+        return msg.pack()
+
+    port, t, _ = fake_server(message("0", "soon"))
+    source = IgtlSource("127.0.0.1", port)
+    source.open()
+    block = source.read_block(2.0)
+    source.stop()
+    t.join(5)
+    assert block.seq == 0 and np.isnan(block.t_s)  # the engine's FrameCheck re-times it
+    for seq in ("minus one", "-1", str(1 << 63)):
+        port, t, _ = fake_server(message(seq, "0.0"))
+        with pytest.raises(ProtocolError, match="mmode_seq"):
+            IgtlSource("127.0.0.1", port).open()
+        t.join(5)

@@ -37,7 +37,7 @@ CUTOFF_M_S = 2e-3
 SETTLE_TIME_CONSTANTS = 3.0
 
 
-def cutoff_hz(prf_hz: float, f0_hz: float, c_m_s: float, cutoff_m_s: float = CUTOFF_M_S) -> float:
+def cutoff_hz(f0_hz: float, c_m_s: float, cutoff_m_s: float = CUTOFF_M_S) -> float:
     """Doppler frequency (Hz) of an echo moving at ``cutoff_m_s``: ``2 v f0 / c``."""
     return 2.0 * cutoff_m_s * f0_hz / c_m_s
 
@@ -45,7 +45,7 @@ def cutoff_hz(prf_hz: float, f0_hz: float, c_m_s: float, cutoff_m_s: float = CUT
 def settle_lines(prf_hz: float, f0_hz: float, c_m_s: float, cutoff_m_s: float = CUTOFF_M_S) -> int:
     """Lines at ``prf_hz`` the filter needs from its start to settle: ``SETTLE_TIME_CONSTANTS``
     of its slowest decay (the Butterworth poles' damping 1/sqrt(2))."""
-    fc = cutoff_hz(prf_hz, f0_hz, c_m_s, cutoff_m_s)
+    fc = cutoff_hz(f0_hz, c_m_s, cutoff_m_s)
     return int(math.ceil(SETTLE_TIME_CONSTANTS * prf_hz / (2.0 * math.pi * fc / math.sqrt(2.0))))
 
 
@@ -56,7 +56,7 @@ def design(prf_hz: float, f0_hz: float, c_m_s: float, cutoff_m_s: float = CUTOFF
     Raises :class:`DataError` when the cut-off is not below half the line rate (the line
     rate is too low to tell that velocity from standing still).
     """
-    fc = cutoff_hz(prf_hz, f0_hz, c_m_s, cutoff_m_s)
+    fc = cutoff_hz(f0_hz, c_m_s, cutoff_m_s)
     if not (math.isfinite(fc) and 0.0 < fc < 0.5 * prf_hz):
         raise DataError(describe("clutter filter", f"a cut-off below half the line rate ({prf_hz / 2:g} Hz)",
                                  f"{fc:g} Hz for {cutoff_m_s * 1e3:g} mm/s at {f0_hz / 1e6:g} MHz"))

@@ -257,7 +257,7 @@ def choose_echo(tr, n: int):
     raw = _Selection(raw_lines, raw_mode, iq_a, iq_b, first, first + 1, tracked, rate_hz)
     filt = tr.clutter_filter(rate_hz)
     if tr.fixed_centre is not None:
-        yield from _choose_at_fixed_depth(tr, raw, filt, rate_hz, lags, bounds)
+        yield from _choose_at_fixed_depth(tr, raw, filt, rate_hz, lags)
         return
     best = yield from _best_candidate(tr, raw, rate_hz, lags, bounds)
     representation = "raw"
@@ -270,11 +270,13 @@ def choose_echo(tr, n: int):
             best_clu = yield from _best_candidate(tr, clu, rate_hz, lags, bounds, proposals="score")
         if best_clu is not None and best_clu.score > CLUTTER_PREFERENCE * _rescore(tr, best, iq_t, tracked, rate_hz):
             best, representation = best_clu, "clutter"
-    note = _why_not_moving(tr, best, rate_hz)
+    note = _why_not_moving(tr, best)
     if note is not None:
         tr.set_no_motion(note)
-    else:
-        tr.set_echo(best.centre, representation)
+        return
+    if representation == "clutter":
+        yield from tr.prepare_clutter()
+    tr.set_echo(best.centre, representation)
 
 
 def _tracking_iq(tr, index: np.ndarray):
@@ -410,7 +412,7 @@ def _rescore(tr, cand: _Candidate | None, iq_t: np.ndarray, tracked: np.ndarray,
     return score
 
 
-def _why_not_moving(tr, best: _Candidate | None, rate_hz: float) -> str | None:
+def _why_not_moving(tr, best: _Candidate | None) -> str | None:
     """None when ``best`` moves measurably and consistently, else the note saying why not."""
     if best is None:
         return "no echo below the ring-down to track"
@@ -438,7 +440,7 @@ def _spread_note(tr, track: np.ndarray, depth_mm: float) -> str | None:
             f"{tr.select_s:g} s, within {MOTION_SNR:g} x its tracking noise ({noise_m * 1e6:.1f} um)")
 
 
-def _choose_at_fixed_depth(tr, raw: _Selection, filt, rate_hz: float, lags, bounds):
+def _choose_at_fixed_depth(tr, raw: _Selection, filt, rate_hz: float, lags):
     """A depth the user set: the window stays there; only whether to follow it on the
     stored or the clutter-filtered lines is chosen, by the same scores."""
     centre = tr.fixed_centre
@@ -457,6 +459,8 @@ def _choose_at_fixed_depth(tr, raw: _Selection, filt, rate_hz: float, lags, boun
             if score_c > CLUTTER_PREFERENCE * _rescore(tr, cand, iq_t, raw.tracked, rate_hz):
                 representation = "clutter"
         yield
+    if representation == "clutter":
+        yield from tr.prepare_clutter()
     tr.set_echo(centre, representation)
 
 

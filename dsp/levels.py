@@ -51,9 +51,6 @@ HISTORY_S = 60.0
 #: line (a dead channel, a blanked ring-down) must not pull the reference to -inf.
 FLOOR_DB = -300.0
 
-MODES = ("full_scale", "data", "manual")
-
-
 def full_scale_db(dtype: np.dtype) -> float | None:
     """Full scale of stored integer samples in dB re one unit (int16: 20 log10 32768 = 90.3);
     None for float and complex samples, which have none."""
@@ -104,7 +101,7 @@ class LevelReference:
 class LevelMeter:
     """Sampled envelope history of a stream and the reference taken from it.
 
-    ``prepare(prf_hz, dtype)`` once per stream; ``add(seq, t_s, env_db)`` with the envelope
+    ``prepare(prf_hz, dtype)`` once per stream; ``add(n_lines, t_s, env_db)`` with the envelope
     (dB re one stored unit) of the lines :meth:`sampled` selected; :attr:`reference` is the
     current :class:`LevelReference`. Until ``LEVEL_S`` of lines have been seen the automatic
     reference follows all samples so far, then it stays fixed until :meth:`relevel`.

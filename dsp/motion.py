@@ -34,7 +34,7 @@ from numba import njit
 from scipy import ndimage, signal
 
 from mmode.errors import DataError, describe
-from mmode.ingest.meta import AcquisitionMeta, LineBlock
+from mmode.ingest.meta import AcquisitionMeta
 
 ESTIMATORS = ("combined", "kasai", "ncc")
 

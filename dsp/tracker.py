@@ -64,6 +64,9 @@ MIN_WINDOW_SAMPLES = 4
 #: Below this complex correlation coefficient the phase is noise: the line keeps the
 #: envelope's (NCC) shift instead of the phase-refined one.
 PHASE_MIN_COHERENCE = 0.5
+#: Lines clutter-filtered per step when the tracker switches to clutter-filtered lines
+#: (about 8 ms at 2048 RF samples per line).
+CLUTTER_CHUNK_LINES = 64
 #: Weight of each new line's step in the smoothed step that predicts the next line (an
 #: exponential average over about 1 / VELOCITY_SMOOTHING lines): one noisy line must not
 #: throw the prediction half a wrap off; a lag of a few lines of acceleration is far below it.
@@ -324,7 +327,7 @@ class MotionTracker:
         # so that the display of such lines still works
         self.active = self.n_iq >= 2 * self.window + 2
         self.f0_cycles_per_sample = meta.f0_hz / track_fs
-        self.sigma_ncc = NCC_SIGMA_SAMPLES * max(1.0, 1.0 / self.stride) if self.mode != MODE_RF else NCC_SIGMA_SAMPLES
+        self.sigma_ncc = NCC_SIGMA_SAMPLES * self.upsample  # tracking samples of a stored (or IQ-grid) sample
         self.select_lines = max(2, min(4096, int(round(self.select_s * meta.prf_hz))))
         self.wrap_m = meta.c_m_s / (2.0 * meta.f0_hz) if meta.f0_hz > 0 else math.inf
         self.representation = "raw"
@@ -482,32 +485,48 @@ class MotionTracker:
 
     def set_echo(self, centre: int, representation: str) -> None:
         """Track the echo centred at tracking sample ``centre`` in the first line, in
-        ``representation`` (called by the choice)."""
+        ``representation`` (called by the choice; "clutter" after :meth:`prepare_clutter`)."""
         if representation not in REPRESENTATIONS:
             raise DataError(describe("MotionTracker", f"a representation in {REPRESENTATIONS}", representation))
+        if representation == "clutter" and self._wall is None:
+            raise DataError(describe("MotionTracker", "prepare_clutter() before a clutter-filtered echo", "none"))
         self.representation = representation
-        if representation == "clutter":
-            self._prepare_clutter()
         self._home = min(max(centre - self.window // 2, 0), self.n_iq - self.window)
         self.depth_m = self.depth_of(self._home + (self.window - 1) / 2.0)
         self.status = "tracking"
 
-    def _prepare_clutter(self) -> None:
-        """Clutter-filter the lines the choice used (the first held back, whatever arrived
-        since, so that the trace does not depend on when the choice finished): backwards in
-        time up to the last ``settle_lines`` of them (settled from the first line on,
+    def prepare_clutter(self):
+        """Generator, ``CLUTTER_CHUNK_LINES`` lines per step: clutter-filter the lines the
+        choice used (the first held back, whatever arrived since, so that the trace does not
+        depend on when the choice finished), backwards in time up to the last
+        ``settle_lines`` of them (settled from the first line on, as
         :func:`mmode.dsp.clutter.wall_filter`), then forwards with the streaming filter,
         which has settled there after running over all of them from their mean and goes on
         with the stream. The two filters' phase responses are conjugate: at the junction a
         fast echo's trace steps by twice the causal filter's phase (about 10 um at 15 times
         the cut-off velocity, 2.5 MHz)."""
         b, a = self.clutter_filter(self.meta.prf_hz)
-        self._wall = clutter.WallFilter(b, a)
+        n = self._choice_lines
+        chunks = [(s, min(n, s + CLUTTER_CHUNK_LINES)) for s in range(0, n, CLUTTER_CHUNK_LINES)]
+        parts = []
+        for s, e in chunks:
+            parts.append(to_iq(self.held_lines(np.arange(s, e)), self.meta)[0])
+            yield
+        iq = np.concatenate(parts)
+        stationary = iq.mean(axis=0)
+        wall, backward = clutter.WallFilter(b, a), clutter.WallFilter(b, a)
+        causal, ready = np.empty_like(iq), np.empty_like(iq)
+        for s, e in chunks:
+            causal[s:e] = wall.process(iq[s:e], stationary=stationary)
+            yield
+        for s, e in reversed(chunks):
+            ready[s:e] = backward.process(iq[s:e][::-1], stationary=stationary)[::-1]
+            yield
+        junction = max(0, n - clutter.settle_lines(self.meta.prf_hz, self.meta.f0_hz, self.meta.c_m_s))
+        ready[junction:] = causal[junction:]
+        self._ready = self.interpolate(ready)
+        self._wall = wall
         self._renew_step = self.renew_min_step(self.meta.prf_hz)
-        iq, _, _ = to_iq(self.held_lines(np.arange(self._choice_lines)), self.meta)
-        causal = self._wall.process(iq, stationary=iq.mean(axis=0))
-        junction = max(0, iq.shape[0] - clutter.settle_lines(self.meta.prf_hz, self.meta.f0_hz, self.meta.c_m_s))
-        self._ready = self.interpolate(np.concatenate([clutter.wall_filter(iq, b, a)[:junction], causal[junction:]]))
 
     def set_no_motion(self, note: str) -> None:
         """Nothing in the lines moves measurably (called by the choice): no trace, a note."""

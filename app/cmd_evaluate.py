@@ -7,8 +7,10 @@ tracked depth: RMSE, bias, largest error, failure rate (lines off by more than a
 wavelength, the signature of a phase-aliasing slip), and the rates of both traces.
 
 Task ``classify``: the shipped classifier ``--model`` runs on the recording's display image
-(product display chain, sliding windows); each window's prediction is scored against the
-majority of /truth/labels inside it: macro and per-class F1, accuracy, confusion matrix.
+(product display chain, the live stream's windows: 2.25 s first, growing to 6 s, then
+sliding; a recording shorter than 6 s as one window over all of it); each window's
+prediction is scored against the majority of /truth/labels inside it: macro and per-class
+F1, accuracy, confusion matrix.
 """
 
 from __future__ import annotations

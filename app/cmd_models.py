@@ -1,9 +1,13 @@
 """``mmode models [--json] [--measure]``: the shipped models and their compression report.
 
 One entry per shipped model: name, task (classify | motion), teacher (name or null),
-params, macs, latency_ms (batch 1, one CPU thread, median of at least 100 runs; measured
-when the model was trained, or on this machine with ``--measure``), metrics on the held-out
-test split and the compression steps applied to it with their measured effect.
+params, macs and latency_ms (batch 1, one CPU thread, median of at least 100 runs; measured
+when the model was trained, or on this machine with ``--measure``) of one input as
+``cost_reference`` says (a classifier: its longest window; ``macs_shortest_window`` for
+its shortest, null for motion nets), metrics on the held-out test
+split (a classifier: at its longest window, and per window length in
+``metrics.by_length``), the compression steps applied to it with their measured effect,
+classes, the input spec and the card's notes.
 """
 
 from __future__ import annotations
@@ -39,7 +43,12 @@ def report(measure: bool = False) -> list[dict]:
 
             model, _ = registry.load_model(name)
             spec = card["input"]
-            shape = (1, 1, spec["n_time"], spec["n_depth"]) if card["task"] == "classify" else (1, spec["channels"], spec["n_samples"])
+            if card["task"] == "classify":
+                from mmode.models.data import column_range
+
+                shape = (1, 1, column_range(spec)[1], spec["n_depth"])
+            else:
+                shape = (1, spec["channels"], spec["n_samples"])
             latency = round(latency_ms(model, torch.zeros(shape), n_runs=100), 4)
         out.append({
             "name": name,
@@ -51,6 +60,10 @@ def report(measure: bool = False) -> list[dict]:
             "metrics": card["metrics"],
             "steps": card["steps"],
             "classes": card.get("classes"),
+            "input": card["input"],
+            "cost_reference": card.get("cost_reference"),
+            "macs_shortest_window": card.get("macs_shortest_window"),
+            "notes": card.get("notes", []),
         })
     return out
 
@@ -59,11 +72,17 @@ def _text(models: list[dict]) -> str:
     head = f"{'name':<20} {'task':<9} {'teacher':<20} {'params':>8} {'macs':>11} {'latency_ms':>10}  metric"
     rows = [head]
     for m in models:
-        metric = (f"macro_f1 {m['metrics']['macro_f1']:.3f}" if m["task"] == "classify"
+        metric = (f"macro_f1 {_f1_by_length(m['metrics'])}" if m["task"] == "classify"
                   else _motion_metric(m["metrics"]))
         rows.append(f"{m['name']:<20} {m['task']:<9} {m['teacher'] or '-':<20} {m['params']:>8} {m['macs']:>11} "
                     f"{m['latency_ms']:>10.3f}  {metric}")
     return "\n".join(rows)
+
+
+def _f1_by_length(mt: dict) -> str:
+    """"6 s 0.981, 4 s 0.968, ..." (longest window first) from a classifier's metrics."""
+    rows = sorted(mt["by_length"], key=lambda r: -r["window_s"])
+    return ", ".join(f"{r['window_s']:g} s {r['macro_f1']:.3f}" for r in rows)
 
 
 def _motion_metric(mt: dict) -> str:
@@ -93,21 +112,41 @@ def markdown(models: list[dict]) -> str:
         pr = f"{m['params'] / t['params']:.1%}" if t else "-"
         mr = f"{m['macs'] / t['macs']:.1%}" if t else "-"
         if m["task"] == "classify":
-            metric = f"macro-F1 {m['metrics']['macro_f1']:.3f}"
+            metric = f"macro-F1 {_f1_by_length(m['metrics'])}"
         else:
             metric = _motion_metric(m["metrics"])
         out.append(f"| {m['name']} | {m['task']} | {m['teacher'] or '-'} | {m['params']:,} | {m['macs']:,} | {pr} | {mr} "
                    f"| {m['latency_ms']:.3f} | {metric} |")
     out.append(f"| {PUBLISHED['name']} | motion | its teacher | - | - | {PUBLISHED['params_ratio']:.1%} "
                f"| {PUBLISHED['macs_ratio']:.1%} | - | strain SNR/CNR kept |")
+    classifiers = [m for m in models if m["task"] == "classify"]
+    if classifiers:
+        lengths = [r["window_s"] for r in classifiers[0]["metrics"]["by_length"]]
+        out += ["", "### Classifiers: macro-F1 per window length (held-out test split)", "",
+                "| model | " + " | ".join(f"{w:g} s" for w in lengths) + " | windows |",
+                "|---|" + "---:|" * len(lengths) + "---|"]
+        for m in classifiers:
+            rows = {r["window_s"]: r for r in m["metrics"]["by_length"]}
+            out.append(f"| {m['name']} | " + " | ".join(f"{rows[w]['macro_f1']:.3f}" for w in lengths)
+                       + " | " + ", ".join(f"{rows[w]['n_test']}" for w in lengths) + " |")
+        classes = classifiers[0]["classes"]
+        out += ["", "### Classifiers: per-class F1 per window length", "",
+                "| model | window | " + " | ".join(classes) + " |", "|---|---|" + "---:|" * len(classes)]
+        for m in classifiers:
+            for r in m["metrics"]["by_length"]:
+                out.append(f"| {m['name']} | {r['window_s']:g} s | "
+                           + " | ".join(f"{r['per_class_f1'][c]:.3f}" for c in classes) + " |")
     for m in models:
         if not m["steps"]:
             continue
         out += ["", f"### {m['name']}: compression steps", "",
                 "| step | applied | params | MACs | latency ms | metric | notes |", "|---|---|---:|---:|---:|---|---|"]
         for s in m["steps"]:
-            metric = (f"macro-F1 {s['macro_f1']:.3f}" if "macro_f1" in s
-                      else f"RMSE {s['rmse_m'] * 1e6:.2f} um" if "rmse_m" in s else "")
+            if "macro_f1_by_window_s" in s:
+                by = s["macro_f1_by_window_s"]
+                metric = "macro-F1 " + ", ".join(f"{w} s {by[w]:.3f}" for w in sorted(by, key=float, reverse=True))
+            else:
+                metric = f"RMSE {s['rmse_m'] * 1e6:.2f} um" if "rmse_m" in s else ""
             notes = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in s.items() if k in (
                 "sparsity", "max_abs_diff_vs_torch", "decision_agreement", "file_bytes", "ratio", "iterative_steps",
                 "temperature", "alpha"))

@@ -204,7 +204,8 @@ def analyse(rec, settings, *, block_lines: int = DEFAULT_BLOCK_LINES, window_s: 
                    "prf_hz": rec.meta.prf_hz, "t0_s": float(t_s[0])}
         Path(str(image_path) + ".json").write_text(json.dumps(sidecar, indent=2) + "\n")
     lines_per_s = rec.n_lines / max(dsp_s, 1e-9)
-    motion_parts.append(pipeline.finish().motion)  # the lines the tracker still holds
+    end = pipeline.finish()
+    motion_parts.append(end.motion)  # the lines the tracker still holds
     motion, motion_note, rates = _motion_report(motion_parts, pipeline.motion)
     p = settings.processor
     return {
@@ -224,24 +225,24 @@ def analyse(rec, settings, *, block_lines: int = DEFAULT_BLOCK_LINES, window_s: 
         "motion": motion,
         "motion_note": motion_note,
         "rates": rates,
-        "classification": _classification_report(pipeline.classifier, class_windows, rec.duration_s),
+        "classification": _classification_report(pipeline.classifier, class_windows, end.classification,
+                                                 rec.duration_s),
     }
 
 
-def _classification_report(classifier, windows: list, duration_s: float) -> dict | None:
+def _classification_report(classifier, windows: list, whole: list | None, duration_s: float) -> dict | None:
     """``classification`` of the report: model, classes, the classifier's window lengths
     (min_window_s, max_window_s, column_s), hop_s, window_s (the longest window reported,
     None without one), windows (t_start_s, t_end_s, probs, label) and summary (majority
     label, fraction of windows per class). A recording shorter than the longest window is
-    classified as one window over all of it (``Classifier.finish``), with a ``note`` saying
-    so; one shorter than the shortest window has no class and a ``note`` giving the minimum.
-    None without a model."""
+    classified as one window over all of it (``whole``, from ``Pipeline.finish``), with a
+    ``note`` saying so; one shorter than the shortest window has no class and a ``note``
+    giving the minimum. None without a model."""
     if classifier is None:
         return None
     from mmode.models.inference import summarize
 
     spec = classifier.spec
-    whole = classifier.finish()
     windows = whole or windows
     summary = summarize(windows, classifier.classes)
     window_s = max((w.t_end_s - w.t_start_s for w in windows), default=None)

@@ -116,12 +116,16 @@ class Pipeline:
     def finish(self) -> Results:
         """End of stream: the lines the motion tracker still holds back (its choice finished
         on whatever it has), as Results with no new display lines (``seq_start ==
-        seq_stop``): ``motion`` carries their trace with their own times."""
+        seq_stop``): ``motion`` carries their trace with their own times; ``classification``
+        is one window over the whole stream when it is shorter than the classifier's longest
+        window (:meth:`mmode.models.inference.Classifier.finish`; [] otherwise, None without a
+        classifier)."""
         n_rows = self.processor.row_depths_m.shape[0]
         return Results(
             seq_start=self._seq_stop, seq_stop=self._seq_stop, t_s=np.zeros(0),
             display_db=np.zeros((0, n_rows), np.float32), row_depths_m=self.processor.row_depths_m, features={},
-            motion=self.motion.flush(), classification=None, level=self.processor.level,
+            motion=self.motion.flush(), classification=None if self.classifier is None else self.classifier.finish(),
+            level=self.processor.level,
             motion_state=self.motion_state(),
         )
 

@@ -240,17 +240,20 @@ def factorize_low_rank(model: nn.Module, energy: float = 0.95) -> tuple[nn.Modul
 
 
 # -- quantisation and ONNX -----------------------------------------------------------------
-def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Path) -> Path:
-    """Export ``model`` (eval mode) to ONNX at ``path`` with a dynamic batch axis; returns path."""
+def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Path,
+                variable_axes: tuple[int, ...] = (0,)) -> Path:
+    """Export ``model`` (eval mode) to ONNX at ``path``; returns path. ``variable_axes``: the
+    input axes left dynamic (0, the batch, always; a classifier adds 2, its time columns)."""
     path = Path(path)
     model = copy.deepcopy(model).eval()
+    axes = {a: "batch" if a == 0 else f"axis{a}" for a in sorted({0, *variable_axes})}
     torch.onnx.export(
         model,
         (example_input[:1],),
         str(path),
         input_names=["input"],
         output_names=["output"],
-        dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+        dynamic_axes={"input": axes, "output": {0: "batch"}},
         opset_version=17,
         dynamo=False,
     )

@@ -1,13 +1,23 @@
 """Model inputs (the input specs) and the training / test sets built from the simulator.
 
-Classifier input spec (:data:`CLASSIFIER_SPEC`): a window of ``window_s`` seconds of the
-display image the product shows (``display_db`` rows of :class:`mmode.dsp.processor.Processor`,
-one row per line), averaged over ``n_time`` equal time bins (so any PRF works; averaging
-lowers the electronic noise, which decorrelates from line to line, while keeping the slower
-speckle changes of a sliding lung) and averaged into ``n_depth`` equal bins over the whole displayed
-depth (so any imaging depth and row count works), then standardised per window (minus the
-mean, over the standard deviation, clipped to +-5) so gain and dynamic range do not matter.
-Tensor (1, n_time, n_depth) per window.
+Classifier input spec (:data:`CLASSIFIER_SPEC`): a window of the display image the product
+shows (``display_db`` rows of :class:`mmode.dsp.processor.Processor`, one row per line),
+averaged into columns of ``column_s`` seconds (so any PRF works, and the time scale the
+network sees is the same whatever the window's length; averaging lowers the electronic noise,
+which decorrelates from line to line, while keeping the slower speckle changes of a sliding
+lung) and into ``n_depth`` equal bins over the whole displayed depth (so any imaging depth and
+row count works), then standardised per window (minus the mean, over the standard deviation,
+clipped to +-5) so gain and dynamic range do not matter. Tensor (1, n_columns, n_depth) per
+window, ``n_columns`` from ``min_window_s / column_s`` (36) to ``max_window_s / column_s`` (96):
+the networks pool globally over time, so one network takes every length.
+
+Window schedule of a stream (:func:`window_end_s`, :func:`window_span`): the first window
+ends ``min_window_s`` after the stream's first line, then one ends every ``hop_s`` on the grid
+``t_first + k hop_s``; each starts at the stream's first line until the windows reach
+``max_window_s``, then ``max_window_s`` before its end (they slide). A window is complete
+when the stream has a line at or after its end. ``column_s`` = 1/16 s is a binary fraction,
+so column edges computed from any column boundary are bit-identical (training crops taken
+from a recording's columns equal the windows the product cuts at those times).
 
 Motion input spec (:data:`MOTION_SPEC`): two consecutive IQ lines (RF is demodulated with
 :func:`mmode.dsp.motion.to_iq`), ``n_samples`` IQ samples centred on the depth of interest.
@@ -26,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,11 +47,15 @@ from mmode.ingest.meta import CLASSES
 
 CLASSIFIER_SPEC: dict = {
     "kind": "display_db_window",
-    "window_s": 6.0,
+    "column_s": 0.0625,
+    "min_window_s": 2.25,
+    "max_window_s": 6.0,
     "hop_s": 1.0,
-    "n_time": 96,
     "n_depth": 64,
-    "time_sampling": "mean of the lines in each of n_time equal time bins (linear interpolation for an empty bin)",
+    "time_sampling": "mean of the lines in each column of column_s seconds from the window's start "
+                     "(linear interpolation for a column without lines)",
+    "window_schedule": "first window ends min_window_s after the stream's first line, then one every hop_s "
+                       "(t_first + k hop_s); each starts at max(t_first, end - max_window_s)",
     "depth_sampling": "mean over n_depth equal bins of the displayed rows (full depth)",
     "normalisation": "per window: (x - mean) / std, clipped to [-5, 5]",
     "min_label_purity": 0.75,
@@ -57,9 +72,21 @@ MOTION_SPEC: dict = {
 #: Seed offsets that keep the splits apart (a recording's seed = base + offset + index).
 SPLIT_OFFSETS = {"train": 0, "val": 500_000, "test": 1_000_000}
 CACHE_DIR = Path("runs") / "cache"
+#: Tolerance (s) of the comparisons of window ends with line times.
+TIME_EPS_S = 1e-9
 
 
 # -- classifier windows (shared by training and the product) -------------------------------
+def column_range(spec: dict = CLASSIFIER_SPEC) -> tuple[int, int]:
+    """(fewest, most) columns of a window: ``min_window_s`` and ``max_window_s`` over ``column_s``."""
+    return n_columns_in(spec["min_window_s"], spec), n_columns_in(spec["max_window_s"], spec)
+
+
+def n_columns_in(span_s: float, spec: dict = CLASSIFIER_SPEC) -> int:
+    """Whole columns of ``column_s`` in ``span_s`` seconds (floor, to within 1e-6 of a column)."""
+    return int(math.floor(span_s / spec["column_s"] + 1e-6))
+
+
 def standardise(img: np.ndarray) -> np.ndarray:
     """(x - mean) / std over the whole window, clipped to [-5, 5]; float32, same shape."""
     img = np.asarray(img, dtype=np.float32)
@@ -90,49 +117,90 @@ def running_sums(binned: np.ndarray) -> np.ndarray:
     return out
 
 
-def window_input(binned: np.ndarray, t_s: np.ndarray, t_start_s: float, spec: dict = CLASSIFIER_SPEC,
+def column_means(binned: np.ndarray, t_s: np.ndarray, t_start_s: float, n_columns: int, column_s: float,
                  sums: np.ndarray | None = None) -> np.ndarray:
-    """One model input (1, n_time, n_depth) float32 from depth-binned rows.
+    """Time columns (n_columns, n_depth) float32 of depth-binned rows, not standardised.
 
     binned : (n_lines, n_depth) rows from :func:`depth_bins`; t_s : (n_lines,) increasing
-    line times in seconds covering ``[t_start_s, t_start_s + window_s]``. Column ``j`` is the
-    mean of the lines with ``t_start_s + j*dt <= t < t_start_s + (j+1)*dt``
-    (``dt = window_s / n_time``); a bin without lines takes the value linearly interpolated
-    at its centre time. sums : (n_lines + 1, n_depth) cumulative sums of ``binned`` from
-    :func:`running_sums` (any constant offset allowed); pass them when cutting many windows
-    from the same lines, so that a window costs O(n_time * n_depth) instead of O(n_lines).
+    line times in seconds. Column ``j`` is the mean of the lines with ``t_start_s + j*column_s
+    <= t < t_start_s + (j+1)*column_s``; a column without lines takes the value linearly
+    interpolated at its centre time. sums : (n_lines + 1, n_depth) cumulative sums of
+    ``binned`` from :func:`running_sums` (any constant offset allowed); pass them when cutting
+    many windows from the same lines, so that a window costs O(n_columns * n_depth) instead
+    of O(n_lines).
     """
-    n, dt = spec["n_time"], spec["window_s"] / spec["n_time"]
-    edges = np.searchsorted(t_s, t_start_s + dt * np.arange(n + 1), side="left")
+    edges = np.searchsorted(t_s, t_start_s + column_s * np.arange(n_columns + 1), side="left")
     counts = np.diff(edges)
-    img = np.empty((n, binned.shape[1]), np.float32)
+    img = np.empty((n_columns, binned.shape[1]), np.float32)
     full = counts > 0
     if full.any():
         csum = running_sums(binned) if sums is None else sums
         img[full] = (csum[edges[1:][full]] - csum[edges[:-1][full]]) / counts[full, None]
     if not full.all():
-        tc = t_start_s + (np.flatnonzero(~full) + 0.5) * dt
+        tc = t_start_s + (np.flatnonzero(~full) + 0.5) * column_s
         pos = np.interp(tc, t_s, np.arange(len(t_s), dtype=np.float64))
         i0 = np.minimum(np.floor(pos).astype(np.int64), len(t_s) - 1)
         i1 = np.minimum(i0 + 1, len(t_s) - 1)
         frac = (pos - i0)[:, None]
         img[~full] = binned[i0] * (1 - frac) + binned[i1] * frac
-    return standardise(img)[None]
+    return img
 
 
-def window_starts_s(t_s: np.ndarray, spec: dict = CLASSIFIER_SPEC, hop_s: float | None = None) -> np.ndarray:
-    """Start times of every complete window in line times ``t_s`` every ``hop_s`` (spec default)."""
+def window_input(binned: np.ndarray, t_s: np.ndarray, t_start_s: float, n_columns: int,
+                 spec: dict = CLASSIFIER_SPEC, sums: np.ndarray | None = None) -> np.ndarray:
+    """One model input (1, n_columns, n_depth) float32: :func:`column_means` of the window of
+    ``n_columns`` columns of ``spec["column_s"]`` from ``t_start_s``, standardised."""
+    return standardise(column_means(binned, t_s, t_start_s, n_columns, spec["column_s"], sums))[None]
+
+
+def window_end_s(t_first_s: float, k: int, spec: dict = CLASSIFIER_SPEC, hop_s: float | None = None) -> float:
+    """End time (s) of window ``k`` (0, 1, ...) of a stream whose first line is at ``t_first_s``:
+    ``t_first_s + min_window_s`` for k = 0, then ``t_first_s + m hop_s`` for the successive
+    grid points m past the minimum."""
     hop = spec["hop_s"] if hop_s is None else hop_s
-    if len(t_s) < 2 or t_s[-1] - t_s[0] < spec["window_s"]:
-        return np.zeros(0)
-    n = int(np.floor((t_s[-1] - t_s[0] - spec["window_s"]) / hop + 1e-9)) + 1
-    return t_s[0] + hop * np.arange(n)
+    if k == 0:
+        return t_first_s + spec["min_window_s"]
+    m_first = int(math.floor(spec["min_window_s"] / hop + 1e-9)) + 1
+    return t_first_s + (m_first + k - 1) * hop
+
+
+def window_span(t_first_s: float, t_end_s: float, spec: dict = CLASSIFIER_SPEC) -> tuple[float, int]:
+    """(start time (s), number of columns) of the window of a stream (first line at
+    ``t_first_s``) that ends at ``t_end_s``: it starts at ``max(t_first_s, t_end_s -
+    max_window_s)`` and holds the whole columns up to its end."""
+    start = max(t_first_s, t_end_s - spec["max_window_s"])
+    return start, n_columns_in(t_end_s - start, spec)
+
+
+def stream_windows(t_s: np.ndarray, spec: dict = CLASSIFIER_SPEC, hop_s: float | None = None) -> list[tuple[float, int]]:
+    """(start time (s), number of columns) of every window a stream with line times ``t_s``
+    (increasing) completes, in order (see the module docstring for the schedule)."""
+    out: list[tuple[float, int]] = []
+    if len(t_s) == 0:
+        return out
+    t_first, t_last = float(t_s[0]), float(t_s[-1])
+    k = 0
+    while (end := window_end_s(t_first, k, spec, hop_s)) <= t_last + TIME_EPS_S:
+        out.append(window_span(t_first, end, spec))
+        k += 1
+    return out
+
+
+def whole_stream_window(t_first_s: float, t_last_s: float, spec: dict = CLASSIFIER_SPEC) -> tuple[float, int] | None:
+    """(start time (s), number of columns) of one window over a whole short stream (lines from
+    ``t_first_s`` to ``t_last_s``): the whole columns from its first line, when there are at
+    least ``min_window_s`` of them and fewer than ``max_window_s`` (a longer stream has sliding
+    windows of the full length); else None."""
+    lo, hi = column_range(spec)
+    n = n_columns_in(t_last_s - t_first_s, spec)
+    return (t_first_s, n) if lo <= n < hi else None
 
 
 def image_windows(
     display_db: np.ndarray, t_s: np.ndarray, spec: dict = CLASSIFIER_SPEC, hop_s: float | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """(start times (n_win,), inputs (n_win, 1, n_time, n_depth)) of a whole display image.
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(start times (n_win,), inputs: one (1, n_columns, n_depth) array per window) of the
+    windows a stream of this whole display image completes (:func:`stream_windows`).
 
     display_db : (n_lines, n_rows) dB image; t_s : (n_lines,) increasing line times.
     """
@@ -140,24 +208,44 @@ def image_windows(
     t_s = np.asarray(t_s, dtype=np.float64)
     if display_db.ndim != 2 or display_db.shape[0] != t_s.shape[0]:
         raise DataError(describe("display image", "(n_lines, n_rows) with one time per line", (display_db.shape, t_s.shape)))
-    starts = window_starts_s(t_s, spec, hop_s)
+    spans = stream_windows(t_s, spec, hop_s)
     binned = depth_bins(display_db, spec["n_depth"])
     sums = running_sums(binned)
-    x = np.zeros((len(starts), 1, spec["n_time"], spec["n_depth"]), np.float32)
-    for k, t0 in enumerate(starts):
-        x[k] = window_input(binned, t_s, float(t0), spec, sums)
-    return starts, x
+    x = [window_input(binned, t_s, start, n, spec, sums) for start, n in spans]
+    return np.array([start for start, _ in spans]), x
 
 
-def window_labels(labels: np.ndarray, t_s: np.ndarray, starts_s: np.ndarray, window_s: float) -> tuple[np.ndarray, np.ndarray]:
-    """(majority label, fraction of lines carrying it) of each window; (n_win,) int64, float64."""
+def window_labels(labels: np.ndarray, t_s: np.ndarray, starts_s: np.ndarray, ends_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(majority label, fraction of lines carrying it) of each window ``[starts_s, ends_s)``;
+    (n_win,) int64, float64."""
     out, purity = np.zeros(len(starts_s), np.int64), np.zeros(len(starts_s))
-    for k, t0 in enumerate(starts_s):
-        sel = labels[(t_s >= t0) & (t_s < t0 + window_s)]
+    for k, (t0, t1) in enumerate(zip(starts_s, ends_s)):
+        sel = labels[(t_s >= t0) & (t_s < t1)]
         counts = np.bincount(sel, minlength=len(CLASSES))
         out[k] = int(np.argmax(counts))
         purity[k] = counts[out[k]] / max(len(sel), 1)
     return out, purity
+
+
+def recording_columns(display_db: np.ndarray, t_s: np.ndarray, labels: np.ndarray,
+                      spec: dict = CLASSIFIER_SPEC) -> tuple[np.ndarray, np.ndarray]:
+    """A whole recording as columns from its first line: (columns (n_cols, n_depth) float32,
+    the :func:`column_means` of its depth-binned display image, not standardised; label counts
+    (n_cols, n_classes) int32, how many lines of each true class fall in each column).
+
+    ``n_cols`` = the whole columns up to the last line. A window of ``n`` columns from column
+    ``m`` is ``standardise(columns[m : m + n])``: exactly :func:`window_input` at
+    ``t_s[0] + m column_s`` (column edges are exact binary fractions)."""
+    t_s = np.asarray(t_s, dtype=np.float64)
+    n_cols = n_columns_in(float(t_s[-1] - t_s[0]), spec)
+    binned = depth_bins(np.asarray(display_db, dtype=np.float32), spec["n_depth"])
+    columns = column_means(binned, t_s, float(t_s[0]), n_cols, spec["column_s"])
+    edges = float(t_s[0]) + spec["column_s"] * np.arange(n_cols + 1)  # the edges column_means uses
+    col = np.searchsorted(edges, t_s, side="right") - 1
+    inside = col < n_cols
+    counts = np.zeros((n_cols, len(CLASSES)), np.int32)
+    np.add.at(counts, (col[inside], np.asarray(labels, dtype=np.int64)[inside]), 1)
+    return columns, counts
 
 
 # -- motion inputs (shared by training and the product) ------------------------------------
@@ -186,15 +274,92 @@ def iq_segments(iq: np.ndarray, line_idx: np.ndarray, centre_idx: np.ndarray, n_
 
 # -- simulated data sets -------------------------------------------------------------------
 @dataclass
-class ClassifierData:
-    """x (N, 1, n_time, n_depth) float32; y (N,) int64 class index; snr_db (N,) float32;
-    recording (N,) int64 recording index; recipe: how it was generated (JSON-safe)."""
+class ClassifierWindows:
+    """Fixed windows for scoring: x (N, 1, n_columns, n_depth) float32; y (N,) int64 class
+    index; snr_db (N,) float32; recording (N,) int64 recording index."""
 
     x: np.ndarray
     y: np.ndarray
     snr_db: np.ndarray
     recording: np.ndarray
+
+
+@dataclass
+class ClassifierData:
+    """Simulated recordings as time columns (:func:`recording_columns`), from which windows of
+    any length are cut.
+
+    columns (n_cols_total, n_depth) float32: every recording's columns, one after the other;
+    label_counts (n_cols_total, n_classes) int32: true line labels per column;
+    first_column (n_recordings + 1,) int64: recording r owns columns
+    ``first_column[r] : first_column[r + 1]``; snr_db (n_recordings,) float32;
+    recipe: how it was generated (JSON-safe).
+    """
+
+    columns: np.ndarray
+    label_counts: np.ndarray
+    first_column: np.ndarray
+    snr_db: np.ndarray
     recipe: dict
+
+    def __post_init__(self) -> None:
+        self._label_cum = np.zeros((len(self.label_counts) + 1, self.label_counts.shape[1]), np.int64)
+        np.cumsum(self.label_counts, axis=0, out=self._label_cum[1:])
+
+    @property
+    def n_recordings(self) -> int:
+        return len(self.first_column) - 1
+
+    def _label(self, first: np.ndarray, n_columns: int) -> tuple[np.ndarray, np.ndarray]:
+        """(majority label, its share of the lines) of the windows of ``n_columns`` columns
+        starting at absolute columns ``first`` (k,); (k,) int64, float64."""
+        counts = self._label_cum[first + n_columns] - self._label_cum[first]
+        label = counts.argmax(axis=1)
+        return label, counts[np.arange(len(first)), label] / np.maximum(counts.sum(axis=1), 1)
+
+    def _window(self, first: int, n_columns: int) -> np.ndarray:
+        return standardise(self.columns[first : first + n_columns])[None]
+
+    def windows(self, n_columns: int, hop_columns: int, min_purity: float) -> ClassifierWindows:
+        """Windows of ``n_columns`` columns every ``hop_columns`` from each recording's first
+        column, those whose majority label covers at least ``min_purity`` of their lines."""
+        firsts, recs = [], []
+        for r in range(self.n_recordings):
+            a, b = int(self.first_column[r]), int(self.first_column[r + 1])
+            starts = np.arange(a, b - n_columns + 1, hop_columns)
+            firsts.append(starts)
+            recs.append(np.full(len(starts), r, np.int64))
+        first, rec = np.concatenate(firsts), np.concatenate(recs)
+        label, purity = self._label(first, n_columns)
+        keep = purity >= min_purity
+        x = np.zeros((int(keep.sum()), 1, n_columns, self.columns.shape[1]), np.float32)
+        for i, f in enumerate(first[keep]):
+            x[i] = self._window(int(f), n_columns)
+        return ClassifierWindows(x, label[keep], self.snr_db[rec[keep]], rec[keep])
+
+    def crops(self, recordings: np.ndarray, n_columns: int, rng: np.random.Generator,
+              min_purity: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One window of ``n_columns`` columns at a random start in each of ``recordings``
+        (k,), among the starts whose majority label covers at least ``min_purity`` of the
+        lines; recordings too short or without such a start are left out. Returns (x (m, 1,
+        n_columns, n_depth) float32, y (m,) int64, the recordings used (m,) int64)."""
+        xs, ys, used = [], [], []
+        for r in np.asarray(recordings, dtype=np.int64):
+            a, b = int(self.first_column[r]), int(self.first_column[r + 1])
+            starts = np.arange(a, b - n_columns + 1)
+            if len(starts) == 0:
+                continue
+            label, purity = self._label(starts, n_columns)
+            ok = np.flatnonzero(purity >= min_purity)
+            if len(ok) == 0:
+                continue
+            j = int(ok[rng.integers(len(ok))])
+            xs.append(self._window(int(starts[j]), n_columns))
+            ys.append(label[j])
+            used.append(r)
+        if not xs:
+            return np.zeros((0, 1, n_columns, self.columns.shape[1]), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.stack(xs), np.array(ys, np.int64), np.array(used, np.int64)
 
 
 @dataclass
@@ -318,19 +483,18 @@ CHUNK_RECORDINGS = 35
 
 
 def _classifier_chunk(split: str, first: int, last: int, seed: int, ranges: dict, spec: dict) -> dict:
-    """Windows of recordings ``first .. last-1`` of a split as arrays x, y, snr_db, recording."""
-    xs, ys, snrs, recs = [], [], [], []
+    """Columns of recordings ``first .. last-1`` of a split: arrays columns, label_counts,
+    n_columns (per recording) and snr_db (per recording)."""
+    cols, counts, n_cols, snrs = [], [], [], []
     for i in range(first, last):
         display_db, t_s, labels, snr_db, _ = classifier_recording(i, seed + SPLIT_OFFSETS[split] + i, ranges)
-        starts, x = image_windows(display_db, t_s, spec)
-        y, purity = window_labels(labels, t_s, starts, spec["window_s"])
-        keep = purity >= spec["min_label_purity"]
-        xs.append(x[keep])
-        ys.append(y[keep])
-        snrs.append(np.full(int(keep.sum()), snr_db, np.float32))
-        recs.append(np.full(int(keep.sum()), i, np.int64))
-    return {"x": np.concatenate(xs), "y": np.concatenate(ys), "snr_db": np.concatenate(snrs),
-            "recording": np.concatenate(recs)}
+        c, k = recording_columns(display_db, t_s, labels, spec)
+        cols.append(c)
+        counts.append(k)
+        n_cols.append(len(c))
+        snrs.append(snr_db)
+    return {"columns": np.concatenate(cols), "label_counts": np.concatenate(counts),
+            "n_columns": np.array(n_cols, np.int64), "snr_db": np.array(snrs, np.float32)}
 
 
 def _check_split(split: str, n_recordings: int) -> None:
@@ -343,17 +507,15 @@ def _check_split(split: str, n_recordings: int) -> None:
 
 def classifier_dataset(split: str, n_recordings: int, seed: int = 0, ranges: dict = CLASSIFIER_RANGES,
                        spec: dict = CLASSIFIER_SPEC, cache: bool = True) -> ClassifierData:
-    """Windows of ``n_recordings`` simulated recordings of ``split`` ("train", "val", "test").
-
-    Windows whose majority label covers less than ``spec["min_label_purity"]`` of their
-    lines (straddling a transition) are left out. Cached under ``runs/cache``.
-    """
+    """``n_recordings`` simulated recordings of ``split`` ("train", "val", "test") as time
+    columns (:class:`ClassifierData`). Cached under ``runs/cache`` in chunks of
+    :data:`CHUNK_RECORDINGS`, so a larger set reuses a smaller one."""
     _check_split(split, n_recordings)
     recipe = {"task": "classify", "split": split, "n_recordings": n_recordings, "seed": seed,
-              "seed_offset": SPLIT_OFFSETS[split], "ranges": ranges, "spec": spec, "version": 1}
-    fields = ("x", "y", "snr_db", "recording")
+              "seed_offset": SPLIT_OFFSETS[split], "ranges": ranges, "spec": spec, "version": 2}
+    fields = ("columns", "label_counts", "n_columns", "snr_db")
     chunks = []
-    for first in range(0, n_recordings, CHUNK_RECORDINGS):  # cached in chunks: a larger set reuses a smaller one
+    for first in range(0, n_recordings, CHUNK_RECORDINGS):
         last = min(first + CHUNK_RECORDINGS, n_recordings)
         chunk_recipe = {**recipe, "n_recordings": None, "chunk": [first, last]}
         path = _cache_path("classify", chunk_recipe)
@@ -363,8 +525,9 @@ def classifier_dataset(split: str, n_recordings: int, seed: int = 0, ranges: dic
             if cache:
                 _save_cached(path, chunk)
         chunks.append(chunk)
-    cached = {f: np.concatenate([c[f] for c in chunks]) for f in fields}
-    return ClassifierData(cached["x"], cached["y"], cached["snr_db"], cached["recording"], recipe)
+    joined = {f: np.concatenate([c[f] for c in chunks]) for f in fields}
+    first_column = np.concatenate([[0], np.cumsum(joined["n_columns"])]).astype(np.int64)
+    return ClassifierData(joined["columns"], joined["label_counts"], first_column, joined["snr_db"], recipe)
 
 
 #: Parameter ranges of the motion recordings.

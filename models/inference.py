@@ -19,8 +19,12 @@ from mmode.ingest.meta import AcquisitionMeta
 from mmode.models import data as mdata
 from mmode.models.registry import DEFAULT_CLASSIFIER, DEFAULT_MOTION, load_model
 
-#: Most lines the classifier buffers (a 4 s window at 20 kHz PRF is 80k lines).
+#: Most lines the classifier buffers (a 6 s window at 20 kHz PRF is 120k lines).
 MAX_BUFFER_LINES = 200_000
+#: Longest gap (s) between consecutive lines inside one stream: a longer gap (a seek
+#: forwards, a source that stalled) restarts the window, since a window bridging it would be
+#: mostly interpolated columns.
+MAX_GAP_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -130,12 +134,23 @@ class _LineBuffer:
 
 
 class Classifier:
-    """Sliding-window classifier over the display image (``display_db`` rows over time).
+    """Windowed classifier over the display image (``display_db`` rows over time).
 
     ``push(display_db, t_s, row_depths_m)`` takes each processed block as it arrives and
     returns the windows completed by it; :meth:`classify_image` does a whole recording at
-    once (same results). Windows are ``spec["window_s"]`` long every ``hop_s`` seconds
-    (default: the model card's ``hop_s``), starting at the first line seen.
+    once (same results). Windows follow the spec's schedule (:mod:`mmode.models.data`): the
+    first ends ``min_window_s`` after the stream's first line, then one every ``hop_s``
+    (default: the model card's ``hop_s``), growing from the first line to ``max_window_s``,
+    then sliding. :meth:`finish` gives one window over the whole of a stream shorter than
+    ``max_window_s``.
+
+    A stream restarts (its line buffer and window schedule start again at the next line) when
+    the row depths change, when a line time is not later than the one before (a source
+    restart, a seek backwards) and when consecutive lines are more than :data:`MAX_GAP_S`
+    apart (a seek forwards, a stalled source); ``restarts`` counts the restarts of the last two
+    kinds. On construction each network runs once on a dummy window of the shortest and of
+    the longest length, so that torch's lazy initialisation does not delay the first real
+    window.
     """
 
     def __init__(self, name: str = DEFAULT_CLASSIFIER, directory: Path | None = None, hop_s: float | None = None) -> None:
@@ -148,16 +163,25 @@ class Classifier:
         self.hop_s = float(self.spec["hop_s"] if hop_s is None else hop_s)
         if not self.hop_s > 0:
             raise DataError(describe("classifier hop_s", "> 0", self.hop_s))
+        self.min_columns, self.max_columns = mdata.column_range(self.spec)
+        self.restarts = 0
+        for n_columns in (self.min_columns, self.max_columns):
+            self.probabilities(np.zeros((1, 1, n_columns, self.spec["n_depth"]), np.float32))
         self.reset()
 
     def reset(self) -> None:
-        """Forget buffered lines; the next push starts a new stream."""
-        self._lines = _LineBuffer(self.spec["n_depth"])
-        self._next_start_s: float | None = None
+        """Forget buffered lines and row depths; the next push starts a new stream."""
         self._row_depths_m: np.ndarray | None = None
+        self._restart()
+
+    def _restart(self) -> None:
+        """Forget buffered lines; the next line starts a new stream (row depths kept)."""
+        self._lines = _LineBuffer(self.spec["n_depth"])
+        self._t_first_s: float | None = None
+        self._next_window = 0
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
-        """Softmax class probabilities (N, n_classes) of model inputs (N, 1, n_time, n_depth)."""
+        """Softmax class probabilities (N, n_classes) of model inputs (N, 1, n_columns, n_depth)."""
         if len(x) == 0:
             return np.zeros((0, len(self.classes)), np.float32)
         threads = torch.get_num_threads()
@@ -168,58 +192,96 @@ class Classifier:
         finally:
             torch.set_num_threads(threads)
 
-    def _results(self, starts: np.ndarray, x: np.ndarray) -> list[WindowResult]:
-        probs = self.probabilities(x)
-        w = self.spec["window_s"]
-        return [
-            WindowResult(float(t0), float(t0) + w, p, self.classes[int(np.argmax(p))]) for t0, p in zip(starts, probs)
-        ]
+    def _results(self, windows: list[tuple[float, np.ndarray]]) -> list[WindowResult]:
+        """Classify (start time s, input (1, n_columns, n_depth)) pairs, one batch per length."""
+        probs = np.zeros((len(windows), len(self.classes)), np.float32)
+        lengths = np.array([x.shape[1] for _, x in windows], np.int64)
+        for n in np.unique(lengths):
+            idx = np.flatnonzero(lengths == n)
+            probs[idx] = self.probabilities(np.stack([windows[i][1] for i in idx]))
+        dt = self.spec["column_s"]
+        return [WindowResult(t0, t0 + x.shape[1] * dt, p, self.classes[int(np.argmax(p))])
+                for (t0, x), p in zip(windows, probs)]
 
     def classify_image(self, display_db: np.ndarray, t_s: np.ndarray) -> list[WindowResult]:
-        """Every complete window of a whole display image (n_lines, n_rows) with line times (n_lines,)."""
+        """Every window a stream of a whole display image (n_lines, n_rows) with line times
+        (n_lines,) completes (as :meth:`push` returns them)."""
         starts, x = mdata.image_windows(display_db, t_s, self.spec, self.hop_s)
-        return self._results(starts, x)
+        return self._results([(float(t0), xi) for t0, xi in zip(starts, x)])
 
     def push(self, display_db: np.ndarray, t_s: np.ndarray, row_depths_m: np.ndarray) -> list[WindowResult]:
         """Add a block of display rows (n, n_rows) with line times (n,) and row depths (n_rows,);
-        return the windows it completes. A change of the row depths restarts the stream."""
-        return self._results(*self.push_inputs(display_db, t_s, row_depths_m))
+        return the windows it completes (see the class docstring for restarts)."""
+        return self._results(self.push_inputs(display_db, t_s, row_depths_m))
 
-    def push_inputs(self, display_db: np.ndarray, t_s: np.ndarray, row_depths_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """As :meth:`push`, but return the completed windows' start times (n_win,) s and model
-        inputs (n_win, 1, n_time, n_depth) instead of classifying them. Costs O(n) for the
-        block plus O(n_time * n_depth) per window, whatever the window's line count."""
+    def finish(self) -> list[WindowResult]:
+        """One window over the whole stream so far when it is at least ``min_window_s`` and
+        less than ``max_window_s`` long (:func:`~mmode.models.data.whole_stream_window`), else
+        []. For a recording shorter than the longest window (``mmode process``): its class."""
+        if self._t_first_s is None:
+            return []
+        lines = self._lines
+        span = mdata.whole_stream_window(self._t_first_s, float(lines.t_s[-1]), self.spec)
+        if span is None:
+            return []
+        start, n = span
+        return self._results([(start, mdata.window_input(lines.binned, lines.t_s, start, n, self.spec, lines.sums))])
+
+    def push_inputs(self, display_db: np.ndarray, t_s: np.ndarray, row_depths_m: np.ndarray) -> list[tuple[float, np.ndarray]]:
+        """As :meth:`push`, but return the completed windows as (start time s, model input
+        (1, n_columns, n_depth)) pairs instead of classifying them. Costs O(n) for the block
+        plus O(n_columns * n_depth) per window, whatever the window's line count."""
         display_db = np.asarray(display_db, dtype=np.float32)
         t_s = np.asarray(t_s, dtype=np.float64)
         row_depths_m = np.asarray(row_depths_m, dtype=np.float64)
-        if display_db.ndim != 2 or display_db.shape != (t_s.shape[0], row_depths_m.shape[0]):
+        if display_db.ndim != 2 or t_s.ndim != 1 or row_depths_m.ndim != 1 \
+                or display_db.shape != (t_s.shape[0], row_depths_m.shape[0]):
             raise DataError(describe("classifier input", "display_db (n, n_rows) with t_s (n,) and row_depths_m (n_rows,)",
                                      (display_db.shape, t_s.shape, row_depths_m.shape)))
+        if not np.all(np.isfinite(t_s)):
+            raise DataError(describe("classifier input", "finite line times", "NaN or Inf in t_s"))
         if len(t_s) == 0:
-            return np.zeros(0), np.zeros((0, 1, self.spec["n_time"], self.spec["n_depth"]), np.float32)
+            return []
         if self._row_depths_m is None or not np.array_equal(self._row_depths_m, row_depths_m):
             self.reset()
             self._row_depths_m = row_depths_m.copy()
+        binned = mdata.depth_bins(display_db, self.spec["n_depth"])
+        step = np.diff(t_s)
+        breaks = np.flatnonzero((step <= 0) | (step > MAX_GAP_S)) + 1
+        windows: list[tuple[float, np.ndarray]] = []
+        for a, b in zip(np.concatenate(([0], breaks)), np.concatenate((breaks, [len(t_s)]))):
+            windows += self._push_run(binned[a:b], t_s[a:b])
+        return windows
+
+    def _push_run(self, binned: np.ndarray, t_s: np.ndarray) -> list[tuple[float, np.ndarray]]:
+        """Append depth-binned lines (m, n_depth) with increasing times (m,), at most
+        ``MAX_GAP_S`` apart; restart first when they do not continue the stream."""
         lines = self._lines
-        if (len(lines) and t_s[0] <= lines.t_s[-1]) or np.any(np.diff(t_s) <= 0):
-            raise DataError(describe("classifier input", "increasing line times", f"t_s from {t_s[0]:.6f} s"))
-        if self._next_start_s is None:
-            self._next_start_s = float(t_s[0])
-            if len(t_s) > 1:  # a window and a block more, twice (see _LineBuffer._compact)
+        if len(lines) and not 0 < t_s[0] - lines.t_s[-1] <= MAX_GAP_S:
+            self.restarts += 1
+            self._restart()
+            lines = self._lines
+        if self._t_first_s is None:
+            self._t_first_s = float(t_s[0])
+            if len(t_s) > 1:  # the longest window and a block more, twice (see _LineBuffer._compact)
                 per_line_s = float(t_s[-1] - t_s[0]) / (len(t_s) - 1)
-                lines.reserve(min(2 * (int(self.spec["window_s"] / per_line_s) + 2 * len(t_s)), 2 * MAX_BUFFER_LINES))
-        lines.append(mdata.depth_bins(display_db, self.spec["n_depth"]), t_s)
-        w = self.spec["window_s"]
-        starts = []
-        while self._next_start_s + w <= t_s[-1] + 1e-9:
-            starts.append(self._next_start_s)
-            self._next_start_s += self.hop_s
-        x = np.zeros((len(starts), 1, self.spec["n_time"], self.spec["n_depth"]), np.float32)
-        for k, t0 in enumerate(starts):
-            x[k] = mdata.window_input(lines.binned, lines.t_s, t0, self.spec, lines.sums)
-        keep_from = max(int(np.searchsorted(lines.t_s, self._next_start_s, side="right")) - 1, 0)
+                lines.reserve(min(2 * (int(self.spec["max_window_s"] / per_line_s) + 2 * len(t_s)), 2 * MAX_BUFFER_LINES))
+        lines.append(binned, t_s)
+        t_first, t_last = self._t_first_s, float(t_s[-1])
+        out = []
+        while (end := mdata.window_end_s(t_first, self._next_window, self.spec, self.hop_s)) <= t_last + mdata.TIME_EPS_S:
+            start, n = mdata.window_span(t_first, end, self.spec)
+            out.append((start, mdata.window_input(lines.binned, lines.t_s, start, n, self.spec, lines.sums)))
+            self._next_window += 1
+        # keep every line while the stream is shorter than the longest window (finish() may
+        # need them all), then the lines of the next window and the one before it
+        keep_since = t_first
+        if t_last - t_first >= self.spec["max_window_s"]:
+            end = mdata.window_end_s(t_first, self._next_window, self.spec, self.hop_s)
+            keep_since = mdata.window_span(t_first, end, self.spec)[0]
+        keep_from = max(int(np.searchsorted(lines.t_s, keep_since, side="right")) - 1, 0)
         lines.drop_first(max(keep_from, len(lines) - MAX_BUFFER_LINES))
-        return np.asarray(starts), x
+        return out
 
 
 class MotionNet:
@@ -268,10 +330,11 @@ def evaluate_classifier(rec, model: str = DEFAULT_CLASSIFIER, block_lines: int =
 
     The recording goes through the product's display chain block by block
     (:class:`~mmode.dsp.processor.Processor`, default settings unless given) and the
-    streaming :class:`Classifier`; each window's true label is the majority of the line
-    labels inside it (windows whose majority covers less than the card's
-    ``min_label_purity`` are reported but not scored). Returns a JSON-safe dict: model,
-    classes, n_windows, n_scored, macro_f1, per_class_f1, accuracy, confusion
+    streaming :class:`Classifier`; a recording shorter than the longest window is classified
+    as one window (:meth:`Classifier.finish`), as ``mmode process`` does. Each window's true
+    label is the majority of the line labels inside it (windows whose majority covers less
+    than the card's ``min_label_purity`` are reported but not scored). Returns a JSON-safe
+    dict: model, classes, n_windows, n_scored, macro_f1, per_class_f1, accuracy, confusion
     (rows truth, columns prediction) and windows (with their truth).
     """
     from mmode.dsp.processor import Processor, ProcessorSettings
@@ -289,10 +352,12 @@ def evaluate_classifier(rec, model: str = DEFAULT_CLASSIFIER, block_lines: int =
     for block in rec.blocks(block_lines):
         out = proc.process(block)
         windows += clf.push(out.display_db, out.t_s, proc.row_depths_m)
+    windows = clf.finish() or windows
     t_s = rec.timestamps_s()
     starts = np.array([w.t_start_s for w in windows])
+    ends = np.array([w.t_end_s for w in windows])
     labels = np.asarray(truth.labels, dtype=np.int64)
-    true, purity = mdata.window_labels(labels, t_s - t_s[0], starts - t_s[0], clf.spec["window_s"])
+    true, purity = mdata.window_labels(labels, t_s - t_s[0], starts - t_s[0], ends - t_s[0])
     scored = purity >= clf.spec.get("min_label_purity", 0.0)
     pred = np.array([clf.classes.index(w.label) for w in windows], dtype=np.int64)
     n = len(clf.classes)

@@ -108,14 +108,23 @@ class TemporalContrast(nn.Module):
         return torch.cat([x, torch.cat([torch.zeros_like(x[:, :, :1]), diff], dim=2)], dim=1)
 
 
-def _conv_bn_relu(conv: type, bn: type, c_in: int, c_out: int, k: int, stride: int = 1) -> nn.Sequential:
+def _conv_bn_relu(conv: type, bn: type, c_in: int, c_out: int, k: int, stride: int | tuple[int, int] = 1) -> nn.Sequential:
     return nn.Sequential(conv(c_in, c_out, k, stride=stride, padding=k // 2, bias=False), bn(c_out), nn.ReLU())
 
 
 # -- classifier ----------------------------------------------------------------------------
+def statistics_pool(f: torch.Tensor) -> torch.Tensor:
+    """Length-agnostic pooling of classifier features (N, C, T, D) -> (N, 2C): the mean of
+    every channel over time and depth, then the standard deviation over time of its depth
+    mean (how much it changes along the window: beat-to-beat intervals, sliding that comes
+    and goes; 0 for a single time row)."""
+    over_time = f.mean(dim=3)
+    return torch.cat([over_time.mean(dim=2), over_time.std(dim=2, correction=0)], dim=1)
+
+
 class ClassifierTeacher(nn.Module):
     """Conventional VGG-style CNN after :class:`TemporalContrast`: per stage two 3x3
-    conv-BN-ReLU then 2x2 max-pool; global average pool; linear.
+    conv-BN-ReLU then 2x2 max-pool; :func:`statistics_pool`; linear.
 
     config: {"stages": [[c1, c2], ...], "n_classes": int, "dropout": float}
     """
@@ -136,11 +145,10 @@ class ClassifierTeacher(nn.Module):
             c_in = c2
         self.features = nn.Sequential(*layers)
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(c_in, n_classes)
+        self.head = nn.Linear(2 * c_in, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.features(self.contrast(x)).mean(dim=(2, 3))
-        return self.head(self.dropout(f))
+        return self.head(self.dropout(statistics_pool(self.features(self.contrast(x)))))
 
     def config(self) -> dict[str, Any]:
         convs = [m for m in self.features.modules() if isinstance(m, nn.Conv2d)]
@@ -149,8 +157,9 @@ class ClassifierTeacher(nn.Module):
 
 
 class ClassifierStudent(nn.Module):
-    """Compact classifier after :class:`TemporalContrast`: 3x3 stride-2 stem,
-    inverted-residual + SE blocks, global average pool, linear.
+    """Compact classifier after :class:`TemporalContrast`: 3x3 stem (stride 2 in depth only,
+    so short windows keep their time resolution), inverted-residual + SE blocks,
+    :func:`statistics_pool`, linear.
 
     config: {"stem": c, "blocks": [[c_hidden, c_out, stride, se_hidden], ...],
     "n_classes": int, "dropout": float}
@@ -161,14 +170,13 @@ class ClassifierStudent(nn.Module):
     def __init__(self, stem: int, blocks: list[list[int]], n_classes: int, dropout: float = 0.1) -> None:
         super().__init__()
         self.contrast = TemporalContrast()
-        self.stem = _conv_bn_relu(nn.Conv2d, nn.BatchNorm2d, 2, stem, 3, stride=2)
+        self.stem = _conv_bn_relu(nn.Conv2d, nn.BatchNorm2d, 2, stem, 3, stride=(1, 2))
         self.blocks, c_in = _inverted_residuals(stem, blocks, dims=2)
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(c_in, n_classes)
+        self.head = nn.Linear(2 * c_in, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.blocks(self.stem(self.contrast(x))).mean(dim=(2, 3))
-        return self.head(self.dropout(f))
+        return self.head(self.dropout(statistics_pool(self.blocks(self.stem(self.contrast(x))))))
 
     def config(self) -> dict[str, Any]:
         return {

@@ -7,6 +7,10 @@ Weights are read with safetensors only (never unpickled). The model card is a JS
 ``input`` (the input spec, see :mod:`mmode.models.data`), ``params``, ``macs``,
 ``latency_ms``, ``metrics``, ``steps`` (compression steps with their measured effect),
 ``data`` (training data recipe: seeds, counts, parameter ranges) and ``format_version``.
+Classifier cards add ``cost_reference`` (the input ``params``, ``macs`` and ``latency_ms``
+are measured on: the longest window), ``macs_shortest_window``, ``metrics.by_length``
+(held-out metrics per window length) and ``notes`` (plain sentences, e.g. how short windows
+do on lung_point).
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ DEFAULT_CLASSIFIER = "classifier_student"
 DEFAULT_MOTION = "motion_student"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_]{0,63}$")
 _REQUIRED = ("name", "task", "arch", "config", "teacher", "input", "params", "macs", "metrics", "steps")
+#: Input spec keys a classifier card needs (:data:`mmode.models.data.CLASSIFIER_SPEC`; cards
+#: written before 0.2.0 had fixed ``window_s`` / ``n_time`` windows instead).
+_CLASSIFIER_INPUT = ("column_s", "min_window_s", "max_window_s", "hop_s", "n_depth")
 
 
 def _check_name(name: str) -> str:
@@ -61,6 +68,12 @@ def load_card(name: str, directory: Path | None = None) -> dict[str, Any]:
         raise ModelError(describe(path, f"keys {list(_REQUIRED)}", f"{missing} missing"))
     if card["task"] not in ("classify", "motion"):
         raise ModelError(describe(path, "task 'classify' or 'motion'", repr(card["task"])))
+    if card["task"] == "classify":
+        spec = card["input"]
+        missing = [k for k in _CLASSIFIER_INPUT if not isinstance(spec, dict) or k not in spec]
+        if missing:
+            raise ModelError(describe(path, f"a classifier input spec with {list(_CLASSIFIER_INPUT)} "
+                                            "(retrain with mmode train)", f"{missing} missing"))
     return card
 
 

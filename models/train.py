@@ -16,7 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -72,6 +72,11 @@ def curriculum_indices(snr_db: np.ndarray, epoch: int, curriculum_epochs: int, r
 
 
 # -- loops ---------------------------------------------------------------------------------
+#: A training batch: (inputs (B, ...), targets (B,) or (B, 1), sample or recording indices (B,)).
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+#: ``loss_fn(outputs, targets, inputs, indices)`` -> scalar loss of a batch.
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
 @dataclass(frozen=True)
 class FitSettings:
     """Optimisation settings: epochs, batch size, Adam learning rate (cosine decay),
@@ -87,9 +92,31 @@ class FitSettings:
     seed: int = 0
 
 
-def _batches(idx: np.ndarray, batch_size: int):
-    for i in range(0, len(idx), batch_size):
-        yield torch.from_numpy(idx[i : i + batch_size])
+def _train(model: nn.Module, epoch_batches: Callable[[int, np.random.Generator, torch.Generator], Iterator[Batch]],
+           n_steps: int, loss_fn: LossFn, settings: FitSettings) -> list[float]:
+    """AdamW with a one-cycle learning rate over ``n_steps`` steps; ``epoch_batches(epoch,
+    rng, generator)`` yields the (inputs, targets, sample indices) batches of each epoch.
+    Returns the mean loss of every epoch."""
+    torch.manual_seed(settings.seed)
+    gen = torch.Generator().manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=settings.lr, total_steps=max(n_steps, 1))
+    history = []
+    model.train()
+    for epoch in range(settings.epochs):
+        total, count = 0.0, 0
+        for xb, yb, idx in epoch_batches(epoch, rng, gen):
+            opt.zero_grad()
+            loss = loss_fn(model(xb), yb, xb, idx)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(yb)
+            count += len(yb)
+        history.append(total / max(count, 1))
+    model.eval()
+    return history
 
 
 def fit(
@@ -97,11 +124,12 @@ def fit(
     x: np.ndarray,
     y: np.ndarray,
     snr_db: np.ndarray,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    loss_fn: LossFn,
     settings: FitSettings,
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
 ) -> list[float]:
-    """Train ``model`` on (x, y) minimising ``loss_fn(outputs, y_batch, batch_indices)``.
+    """Train ``model`` on fixed samples (x, y) minimising ``loss_fn(outputs, y_batch, x_batch,
+    batch_indices)``.
 
     x : (N, ...) float32 inputs; y : (N,) int64 labels or (N, 1) float32 targets;
     snr_db : (N,) per-sample SNR for the curriculum; ``augment(x_batch, generator)``
@@ -109,36 +137,63 @@ def fit(
     """
     if len(x) == 0:
         raise DataError(describe("training data", "at least one sample", 0))
-    torch.manual_seed(settings.seed)
-    gen = torch.Generator().manual_seed(settings.seed)
-    rng = np.random.default_rng(settings.seed)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    n_steps = sum(
-        math.ceil(len(curriculum_indices(snr_db, e, settings.curriculum_epochs, rng)) / settings.batch_size)
-        for e in range(settings.epochs)
-    )
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=settings.lr, total_steps=max(n_steps, 1))
-    rng = np.random.default_rng(settings.seed)
-    history = []
-    model.train()
-    for epoch in range(settings.epochs):
+
+    def epoch_batches(epoch: int, rng: np.random.Generator, gen: torch.Generator) -> Iterator[Batch]:
         idx = curriculum_indices(snr_db, epoch, settings.curriculum_epochs, rng)
-        total, count = 0.0, 0
-        for b in _batches(idx, settings.batch_size):
+        for i in range(0, len(idx), settings.batch_size):
+            b = torch.from_numpy(idx[i : i + settings.batch_size])
             if len(b) < 2:  # batch norm needs two samples
                 continue
-            opt.zero_grad()
-            xb = xt[b] if augment is None else augment(xt[b], gen)
-            loss = loss_fn(model(xb), yt[b], b)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(b)
-            count += len(b)
-        history.append(total / max(count, 1))
-    model.eval()
-    return history
+            yield (xt[b] if augment is None else augment(xt[b], gen)), yt[b], b
+
+    rng = np.random.default_rng(settings.seed)
+    n_steps = sum(len(range(0, len(curriculum_indices(snr_db, e, settings.curriculum_epochs, rng)), settings.batch_size))
+                  for e in range(settings.epochs))
+    return _train(model, epoch_batches, n_steps, loss_fn, settings)
+
+
+def fit_windows(
+    model: nn.Module,
+    data: "mdata.ClassifierData",
+    loss_fn: LossFn,
+    settings: FitSettings,
+    crops_per_recording: int,
+    spec: dict = mdata.CLASSIFIER_SPEC,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+) -> list[float]:
+    """Train a classifier on windows of random length cut afresh every epoch from the
+    recordings of ``data`` (:meth:`~mmode.models.data.ClassifierData.crops`).
+
+    Each epoch visits every recording ``crops_per_recording`` times (the SNR curriculum
+    choosing the recordings in the first ``settings.curriculum_epochs`` epochs); each batch
+    has one length, drawn log-uniformly from the spec's column range (as many batches per
+    doubling of the length: short windows, the harder ones, come more often than under a
+    uniform draw), and one window per recording at a random start whose majority label
+    covers at least ``min_label_purity``.
+    ``loss_fn(outputs, y_batch, x_batch, recordings)``. Returns the mean loss of every epoch.
+    """
+    if data.n_recordings == 0:
+        raise DataError(describe("training data", "at least one recording", 0))
+    lo, hi = mdata.column_range(spec)
+
+    def recordings(epoch: int, rng: np.random.Generator) -> np.ndarray:
+        return np.concatenate([curriculum_indices(data.snr_db, epoch, settings.curriculum_epochs, rng)
+                               for _ in range(crops_per_recording)])
+
+    def epoch_batches(epoch: int, rng: np.random.Generator, gen: torch.Generator) -> Iterator[Batch]:
+        recs = recordings(epoch, rng)
+        for i in range(0, len(recs), settings.batch_size):
+            n_columns = min(int(np.exp(rng.uniform(np.log(lo), np.log(hi + 1)))), hi)
+            x, y, used = data.crops(recs[i : i + settings.batch_size], n_columns, rng, spec["min_label_purity"])
+            if len(y) < 2:  # batch norm needs two samples
+                continue
+            xb = torch.from_numpy(x)
+            yield (xb if augment is None else augment(xb, gen)), torch.from_numpy(y), torch.from_numpy(used)
+
+    rng = np.random.default_rng(settings.seed)
+    n_steps = sum(len(range(0, len(recordings(e, rng)), settings.batch_size)) for e in range(settings.epochs))
+    return _train(model, epoch_batches, n_steps, loss_fn, settings)
 
 
 def augment_windows(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -169,16 +224,44 @@ def predict(model: nn.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarra
     return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
 
 
-def classifier_metrics(model: nn.Module, test: "mdata.ClassifierData") -> dict[str, Any]:
-    """{"macro_f1", "per_class_f1" {class: f1}, "accuracy", "n_test"} on a held-out set."""
-    pred = predict(model, test.x).argmax(axis=1)
+def classifier_metrics(model: nn.Module, test: "mdata.ClassifierWindows") -> dict[str, Any]:
+    """{"macro_f1", "per_class_f1" {class: f1}, "accuracy", "n_test", "confusion" (rows truth,
+    columns prediction, in class order)} on held-out windows of one length."""
+    pred = predict(model, test.x).argmax(axis=1) if len(test.y) else np.zeros(0, np.int64)
     macro, per = f1_scores(test.y, pred, len(CLASSES))
+    confusion = np.zeros((len(CLASSES), len(CLASSES)), np.int64)
+    np.add.at(confusion, (test.y, pred), 1)
     return {
         "macro_f1": round(macro, 4),
         "per_class_f1": {c: round(f, 4) for c, f in zip(CLASSES, per)},
-        "accuracy": round(float(np.mean(pred == test.y)), 4),
+        "accuracy": round(float(np.mean(pred == test.y)), 4) if len(test.y) else None,
         "n_test": int(len(test.y)),
+        "confusion": confusion.tolist(),
     }
+
+
+#: Window lengths (s) the classifiers are scored at; the longest is the reference of the
+#: card's top-level metrics, MACs and latency. 2.25 s (36 columns) is the shortest window,
+#: what a recording of 2.3 s gets.
+EVAL_WINDOWS_S = (2.25, 3.0, 4.0, 5.0, 6.0)
+
+
+def classifier_test_windows(data: "mdata.ClassifierData", spec: dict = mdata.CLASSIFIER_SPEC,
+                            windows_s: tuple[float, ...] = EVAL_WINDOWS_S) -> dict[float, "mdata.ClassifierWindows"]:
+    """{window_s: windows of that length every ``hop_s`` from each recording's first line,
+    those at least ``min_label_purity`` pure} of a held-out set."""
+    hop = mdata.n_columns_in(spec["hop_s"], spec)
+    return {w: data.windows(mdata.n_columns_in(w, spec), hop, spec["min_label_purity"]) for w in windows_s}
+
+
+def classifier_report(model: nn.Module, tests: dict[float, "mdata.ClassifierWindows"]) -> dict[str, Any]:
+    """The classifier's metrics: :func:`classifier_metrics` of the longest window at the top
+    level (with ``reference_window_s``) and of every length in ``by_length`` (a list of
+    dicts with ``window_s`` and ``n_columns`` added)."""
+    by_length = [{"window_s": w, "n_columns": int(t.x.shape[2]), **classifier_metrics(model, t)} for w, t in tests.items()]
+    ref = max(by_length, key=lambda m: m["window_s"])
+    top = {k: ref[k] for k in ("macro_f1", "per_class_f1", "accuracy", "n_test")}
+    return {**top, "reference_window_s": ref["window_s"], "by_length": by_length}
 
 
 #: Pairs whose true displacement is at least this (m) count as "moving" in :func:`motion_metrics`.
@@ -222,24 +305,34 @@ def motion_metrics(model: nn.Module, test: "mdata.MotionData") -> dict[str, Any]
     }
 
 
-def classification_loss(weights: torch.Tensor) -> Callable:
-    """Weighted cross-entropy ``loss_fn`` for :func:`fit`."""
-    return lambda out, y, _b: F.cross_entropy(out, y, weight=weights)
+def classification_loss(weights: torch.Tensor) -> LossFn:
+    """Weighted cross-entropy ``loss_fn`` for :func:`fit` / :func:`fit_windows`."""
+    return lambda out, y, _x, _idx: F.cross_entropy(out, y, weight=weights)
 
 
-def kd_classification_loss(teacher_logits: torch.Tensor, weights: torch.Tensor, settings: FitSettings) -> Callable:
-    """Distillation ``loss_fn`` for :func:`fit`; ``teacher_logits`` (N, n_classes) precomputed."""
-    return lambda out, y, b: distillation_loss(
-        out, teacher_logits[b], y, settings.temperature, settings.alpha, weights
-    )
+def kd_window_loss(teacher: nn.Module, weights: torch.Tensor, settings: FitSettings) -> LossFn:
+    """Distillation ``loss_fn`` for :func:`fit_windows`: the teacher (eval mode, no gradient)
+    classifies the same (augmented) batch the student sees."""
+    teacher.eval()
+
+    def loss(out: torch.Tensor, y: torch.Tensor, x: torch.Tensor, _idx: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            teacher_logits = teacher(x)
+        return distillation_loss(out, teacher_logits, y, settings.temperature, settings.alpha, weights)
+
+    return loss
 
 
-def kd_regression_loss(teacher_pred: torch.Tensor, alpha: float) -> Callable:
-    """Regression distillation ``loss_fn`` for :func:`fit`; ``teacher_pred`` (N, 1)."""
-    return lambda out, y, b: regression_distillation_loss(out, teacher_pred[b], y, alpha)
+def kd_regression_loss(teacher_pred: torch.Tensor, alpha: float) -> LossFn:
+    """Regression distillation ``loss_fn`` for :func:`fit`; ``teacher_pred`` (N, 1) precomputed."""
+    return lambda out, y, _x, idx: regression_distillation_loss(out, teacher_pred[idx], y, alpha)
 
 
 # -- the full recipe -----------------------------------------------------------------------
+#: Random-length windows cut from each training recording per epoch (:func:`fit_windows`).
+CROPS_PER_RECORDING = 3
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Sizes of one ``mmode train`` run. ``full`` builds the shipped models (minutes on a
@@ -257,21 +350,26 @@ class Recipe:
     recording_s: tuple[float, float]
     motion_prune_ratio: float
     motion_fine_tune_epochs: int
+    crops_per_recording: int
 
     @classmethod
     def named(cls, name: str) -> "Recipe":
         if name == "full":
-            return cls(420, 140, 24, 20, 60, 16, 0.25, 3, 8, (8.0, 11.0), 0.3, 4)
+            return cls(700, 140, 24, 30, 60, 16, 0.25, 3, 12, (8.0, 11.0), 0.3, 4, CROPS_PER_RECORDING)
         if name == "smoke":
-            return cls(3, 2, 1, 1, 1, 1, 0.3, 1, 1, (7.0, 7.5), 0.3, 1)
+            return cls(3, 2, 1, 1, 1, 1, 0.3, 1, 1, (7.0, 7.5), 0.3, 1, 1)
         raise DataError(describe("training recipe", "'full' or 'smoke'", repr(name)))
 
 
 def _step(name: str, model: nn.Module, example: torch.Tensor, metrics: dict, applied: bool, **extra: Any) -> dict:
-    """One compression step's record: params, MACs, batch-1 latency and metrics after it."""
+    """One compression step's record: params, MACs, batch-1 latency and metrics after it
+    (a classifier's macro-F1 per window length as ``macro_f1_by_window_s``)."""
     c = compress.costs(model, example)
     lat = {"latency_ms": round(compress.latency_ms(model, example), 4)}
-    return {"step": name, "applied": applied, **c, **lat, **{k: metrics[k] for k in metrics if k != "per_class_f1"}, **extra}
+    kept = {k: metrics[k] for k in metrics if k not in ("per_class_f1", "by_length", "confusion")}
+    if "by_length" in metrics:
+        kept["macro_f1_by_window_s"] = {f"{m['window_s']:g}": m["macro_f1"] for m in metrics["by_length"]}
+    return {"step": name, "applied": applied, **c, **lat, **kept, **extra}
 
 
 def _measured_card(model: nn.Module, example: torch.Tensor, card: dict[str, Any]) -> dict[str, Any]:
@@ -279,37 +377,52 @@ def _measured_card(model: nn.Module, example: torch.Tensor, card: dict[str, Any]
     return {**card, **c, "latency_ms": round(compress.latency_ms(model, example), 4)}
 
 
-def _classifier_steps(student: nn.Module, test: "mdata.ClassifierData", example: torch.Tensor, workdir: Path) -> list[dict]:
+def _classifier_onnx_metric(model: nn.Module, tests: dict[float, "mdata.ClassifierWindows"]) -> Callable[[list[np.ndarray]], dict]:
+    """``metric(outputs per length)`` for :func:`_onnx_steps`: macro-F1 at the longest window,
+    per length, and the share of windows where the export decides as ``model`` does."""
+    ref_pred = [predict(model, t.x).argmax(axis=1) for t in tests.values()]
+    longest = int(np.argmax(list(tests)))
+
+    def metric(outs: list[np.ndarray]) -> dict:
+        f1 = [round(f1_scores(t.y, o.argmax(axis=1), len(CLASSES))[0], 4) for t, o in zip(tests.values(), outs)]
+        agree = np.concatenate([o.argmax(axis=1) == r for o, r in zip(outs, ref_pred)])
+        return {"macro_f1": f1[longest], "macro_f1_by_window_s": {f"{w:g}": f for w, f in zip(tests, f1)},
+                "decision_agreement": float(np.mean(agree))}
+
+    return metric
+
+
+def _classifier_steps(student: nn.Module, tests: dict[float, "mdata.ClassifierWindows"], example: torch.Tensor,
+                      workdir: Path) -> list[dict]:
     """Measured, not-applied compression steps on the final classifier student."""
     steps = []
     sparse = copy.deepcopy(student)
     stats = compress.prune_unstructured(sparse, 0.5)
-    steps.append(_step("unstructured_magnitude_50", sparse, example, classifier_metrics(sparse, test), False,
+    steps.append(_step("unstructured_magnitude_50", sparse, example, classifier_report(sparse, tests), False,
                        sparsity=round(stats["total"], 4), nonzero_weights=stats["nonzero"]))
     low, ranks = compress.factorize_low_rank(student, energy=0.9)
-    steps.append(_step("low_rank_svd_0.9", low, example, classifier_metrics(low, test), False, ranks=ranks))
-    steps.extend(_onnx_steps(student, test.x, lambda out: {
-        "macro_f1": round(f1_scores(test.y, out.argmax(axis=1), len(CLASSES))[0], 4),
-        "decision_agreement": float(np.mean(out.argmax(axis=1) == predict(student, test.x).argmax(axis=1))),
-    }, example, workdir))
+    steps.append(_step("low_rank_svd_0.9", low, example, classifier_report(low, tests), False, ranks=ranks))
+    steps.extend(_onnx_steps(student, [t.x for t in tests.values()], _classifier_onnx_metric(student, tests),
+                             example, workdir, variable_axes=(0, 2)))
     return steps
 
 
-def _onnx_steps(model: nn.Module, x: np.ndarray, metric: Callable[[np.ndarray], dict], example: torch.Tensor,
-                workdir: Path) -> list[dict]:
-    """ONNX float32 and ONNX Runtime int8 exports: difference from PyTorch, ``metric(outputs)``
-    on the test set, file size and latency."""
-    ref = predict(model, x)
-    onnx_path = compress.export_onnx(model, example, workdir / "model.onnx")
+def _onnx_steps(model: nn.Module, inputs: list[np.ndarray], metric: Callable[[list[np.ndarray]], dict],
+                example: torch.Tensor, workdir: Path, variable_axes: tuple[int, ...] = (0,)) -> list[dict]:
+    """ONNX float32 and ONNX Runtime int8 exports (``variable_axes`` of the input left
+    dynamic): largest difference from PyTorch over the test ``inputs``, ``metric(outputs per
+    input)``, file size and latency on ``example``."""
+    refs = [predict(model, x) for x in inputs]
+    onnx_path = compress.export_onnx(model, example, workdir / "model.onnx", variable_axes)
     q_path = compress.quantize_onnx_int8(onnx_path, workdir / "model_int8.onnx")
     steps = []
     for name, path in (("onnx_float32", onnx_path), ("onnx_int8_dynamic", q_path)):
-        out = compress.run_onnx(path, x)
+        outs = [compress.run_onnx(path, x) for x in inputs]
         steps.append({
             "step": name,
             "applied": False,
-            "max_abs_diff_vs_torch": float(np.max(np.abs(out - ref))),
-            **metric(out),
+            "max_abs_diff_vs_torch": max(float(np.max(np.abs(o - r))) for o, r in zip(outs, refs)),
+            **metric(outs),
             "file_bytes": path.stat().st_size,
             "latency_ms": round(compress.onnx_latency_ms(path, example.numpy()), 4),
         })
@@ -317,58 +430,91 @@ def _onnx_steps(model: nn.Module, x: np.ndarray, metric: Callable[[np.ndarray], 
 
 
 def train_classifiers(recipe: Recipe, seed: int, log: Callable[[str], None]) -> list[tuple[nn.Module, dict]]:
-    """(model, card) for the classifier teacher and its distilled, pruned student."""
+    """(model, card) for the classifier teacher and its distilled, pruned student, trained on
+    windows of random length (:func:`fit_windows`) and scored per length."""
     spec = mdata.CLASSIFIER_SPEC
     ranges = {**mdata.CLASSIFIER_RANGES, "seconds": list(recipe.recording_s)}
     train = mdata.classifier_dataset("train", recipe.n_train_recordings, seed, ranges)
     test = mdata.classifier_dataset("test", recipe.n_test_recordings, seed, ranges)
-    log(f"classifier data: {len(train.y)} train / {len(test.y)} test windows")
-    example = torch.zeros(1, 1, spec["n_time"], spec["n_depth"])
-    weights = class_weights(train.y, len(CLASSES))
+    tests = classifier_test_windows(test, spec)
+    log(f"classifier data: {train.n_recordings} train recordings ({len(train.columns)} columns), "
+        f"{test.n_recordings} test recordings: " + ", ".join(f"{len(t.y)} windows of {w:g} s" for w, t in tests.items()))
+    lo, hi = mdata.column_range(spec)
+    example = torch.zeros(1, 1, hi, spec["n_depth"])
+    shortest = torch.zeros(1, 1, lo, spec["n_depth"])
+    weights = class_weights(train.label_counts.argmax(axis=1), len(CLASSES))
     n_classes = len(CLASSES)
-    recipe_card = {"seed": seed, "train": train.recipe, "test": test.recipe}
+    crops = recipe.crops_per_recording
+    recipe_card = {"seed": seed, "train": train.recipe, "test": test.recipe, "crops_per_recording": crops,
+                   "window_columns": [lo, hi], "eval_windows_s": list(EVAL_WINDOWS_S)}
 
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     teacher = networks.build("classifier_teacher", {**networks.DEFAULT_CONFIGS["classifier_teacher"], "n_classes": n_classes})
-    fit(teacher, train.x, train.y, train.snr_db, classification_loss(weights),
-        FitSettings(epochs=recipe.teacher_epochs, seed=seed), augment_windows)
-    t_metrics = classifier_metrics(teacher, test)
-    log(f"teacher: macro_f1 {t_metrics['macro_f1']} ({time.perf_counter() - t0:.0f} s)")
+    fit_windows(teacher, train, classification_loss(weights), FitSettings(epochs=recipe.teacher_epochs, seed=seed),
+                crops, spec, augment_windows)
+    t_metrics = classifier_report(teacher, tests)
+    log(f"teacher: macro_f1 {_by_length(t_metrics)} ({time.perf_counter() - t0:.0f} s)")
 
-    teacher_logits = torch.from_numpy(predict(teacher, train.x))
     kd = FitSettings(epochs=recipe.student_epochs, seed=seed + 1)
     t0 = time.perf_counter()
     torch.manual_seed(seed + 1)
     student = networks.build("classifier_student", {**networks.DEFAULT_CONFIGS["classifier_student"], "n_classes": n_classes})
-    fit(student, train.x, train.y, train.snr_db, kd_classification_loss(teacher_logits, weights, kd), kd, augment_windows)
-    s_metrics = classifier_metrics(student, test)
+    fit_windows(student, train, kd_window_loss(teacher, weights, kd), kd, crops, spec, augment_windows)
+    s_metrics = classifier_report(student, tests)
     steps = [_step("distill_into_compact_student", student, example, s_metrics, True,
                    temperature=kd.temperature, alpha=kd.alpha, curriculum_epochs=kd.curriculum_epochs)]
-    log(f"student (distilled): macro_f1 {s_metrics['macro_f1']} ({time.perf_counter() - t0:.0f} s)")
+    log(f"student (distilled): macro_f1 {_by_length(s_metrics)} ({time.perf_counter() - t0:.0f} s)")
 
     t0 = time.perf_counter()
     fine = FitSettings(epochs=recipe.fine_tune_epochs, lr=1e-3, curriculum_epochs=0, seed=seed + 2)
     compress.prune_structured(
         student, example, recipe.prune_ratio, importance="magnitude", steps=recipe.prune_steps,
         ignored_layers=[student.head],
-        fine_tune=lambda m, _s: fit(m, train.x, train.y, train.snr_db,
-                                    kd_classification_loss(teacher_logits, weights, fine), fine, augment_windows),
+        fine_tune=lambda m, _s: fit_windows(m, train, kd_window_loss(teacher, weights, fine), fine, crops, spec,
+                                            augment_windows),
     )
-    p_metrics = classifier_metrics(student, test)
+    p_metrics = classifier_report(student, tests)
     steps.append(_step("structured_channel_pruning", student, example, p_metrics, True,
                        importance="group_magnitude_l2", ratio=recipe.prune_ratio, iterative_steps=recipe.prune_steps,
                        fine_tune="distillation"))
-    log(f"student (pruned): macro_f1 {p_metrics['macro_f1']} ({time.perf_counter() - t0:.0f} s)")
+    log(f"student (pruned): macro_f1 {_by_length(p_metrics)} ({time.perf_counter() - t0:.0f} s)")
     with tempfile.TemporaryDirectory() as tmp:
-        steps.extend(_classifier_steps(student, test, example, Path(tmp)))
+        steps.extend(_classifier_steps(student, tests, example, Path(tmp)))
 
-    common = {"task": "classify", "classes": list(CLASSES), "input": spec, "data": recipe_card}
+    common = {"task": "classify", "classes": list(CLASSES), "input": spec, "data": recipe_card,
+              "cost_reference": f"one window of {hi} columns ({spec['max_window_s']:g} s) x {spec['n_depth']} depth bins"}
+    lung_point = ("lung_point alternates sliding and no sliding with breathing (3-5 s per cycle); a window "
+                  "shorter than a cycle may hold one phase only. Held-out test split, ")
     t_card = _measured_card(teacher, example, {**common, "name": "classifier_teacher", "teacher": None,
-                                               "metrics": t_metrics, "steps": []})
+                                               "metrics": t_metrics, "steps": [],
+                                               "macs_shortest_window": compress.costs(teacher, shortest)["macs"],
+                                               "notes": [lung_point + confusion_note(t_metrics, "lung_point")]})
     s_card = _measured_card(student, example, {**common, "name": "classifier_student", "teacher": "classifier_teacher",
-                                               "metrics": p_metrics, "steps": steps})
+                                               "metrics": p_metrics, "steps": steps,
+                                               "macs_shortest_window": compress.costs(student, shortest)["macs"],
+                                               "notes": [lung_point + confusion_note(p_metrics, "lung_point")]})
     return [(teacher, t_card), (student, s_card)]
+
+
+def confusion_note(metrics: dict, name: str) -> str:
+    """One plain sentence per window length on class ``name`` from :func:`classifier_report`:
+    its F1, what its windows were called, and which other windows were called ``name``."""
+    k = CLASSES.index(name)
+    parts = []
+    for m in metrics["by_length"]:
+        conf = np.asarray(m["confusion"])
+        called = ", ".join(f"{int(conf[k, j])} {CLASSES[j]}" for j in np.argsort(-conf[k]) if conf[k, j] and j != k)
+        taken = ", ".join(f"{int(conf[i, k])} {CLASSES[i]}" for i in np.argsort(-conf[:, k]) if conf[i, k] and i != k)
+        parts.append(f"{m['window_s']:g} s windows: F1 {m['per_class_f1'][name]:.3f}, {int(conf[k, k])} of "
+                     f"{int(conf[k].sum())} {name} windows right" + (f" (called {called})" if called else "")
+                     + (f", other windows called {name}: {taken}" if taken else ""))
+    return "; ".join(parts)
+
+
+def _by_length(metrics: dict) -> str:
+    """"2.25 s 0.912, 3 s 0.94, ..." from :func:`classifier_report`."""
+    return ", ".join(f"{m['window_s']:g} s {m['macro_f1']:.3f}" for m in metrics["by_length"])
 
 
 def train_motion(recipe: Recipe, seed: int, log: Callable[[str], None]) -> list[tuple[nn.Module, dict]]:
@@ -379,7 +525,7 @@ def train_motion(recipe: Recipe, seed: int, log: Callable[[str], None]) -> list[
     log(f"motion data: {len(train.y)} train / {len(test.y)} test pairs")
     example = torch.zeros(1, spec["channels"], spec["n_samples"])
     recipe_card = {"seed": seed, "train": train.recipe, "test": test.recipe}
-    mse = lambda out, y, _b: F.mse_loss(out, y)  # noqa: E731
+    mse = lambda out, y, _x, _idx: F.mse_loss(out, y)  # noqa: E731
 
     t0 = time.perf_counter()
     torch.manual_seed(seed)
@@ -408,8 +554,8 @@ def train_motion(recipe: Recipe, seed: int, log: Callable[[str], None]) -> list[
                        iterative_steps=recipe.prune_steps, fine_tune="distillation"))
     log(f"motion student (pruned): rmse {s_metrics['rmse_m']:.3g} m")
     with tempfile.TemporaryDirectory() as tmp:
-        steps.extend(_onnx_steps(student, test.x, lambda out: {
-            "rmse_m": float(np.sqrt(np.mean(((out[:, 0] - test.y[:, 0]) * test.wavelength_m) ** 2)))}, example, Path(tmp)))
+        steps.extend(_onnx_steps(student, [test.x], lambda outs: {
+            "rmse_m": float(np.sqrt(np.mean(((outs[0][:, 0] - test.y[:, 0]) * test.wavelength_m) ** 2)))}, example, Path(tmp)))
 
     common = {"task": "motion", "classes": None, "input": spec, "data": recipe_card}
     t_card = _measured_card(teacher, example, {**common, "name": "motion_teacher", "teacher": None,
@@ -459,7 +605,7 @@ def compress_model(
     """Apply each compression step to shipped model ``name`` and measure its effect.
 
     Test data: ``n_recordings`` freshly simulated validation-split recordings (seeds never
-    used for training). Steps: structured channel pruning (``prune_ratio`` with
+    used for training; a classifier is scored at every length of :data:`EVAL_WINDOWS_S`). Steps: structured channel pruning (``prune_ratio`` with
     ``importance`` in ``prune_steps`` steps; with ``fine_tune_epochs`` > 0, distillation
     fine-tuning from the model's teacher on as many training-split recordings), then on
     copies of the pruned network: unstructured magnitude pruning at ``sparsity``, low-rank
@@ -471,16 +617,18 @@ def compress_model(
     spec = card["input"]
     classify = card["task"] == "classify"
     if classify:
-        test = mdata.classifier_dataset("val", n_recordings, seed)
-        example = torch.zeros(1, 1, spec["n_time"], spec["n_depth"])
-        metrics = lambda m: classifier_metrics(m, test)  # noqa: E731
-        out_metric = lambda out: {"macro_f1": round(f1_scores(test.y, out.argmax(axis=1), len(CLASSES))[0], 4)}  # noqa: E731
+        tests = classifier_test_windows(mdata.classifier_dataset("val", n_recordings, seed, spec=spec), spec)
+        test = tests[max(tests)]  # the longest windows: Taylor importance
+        example = torch.zeros(1, 1, mdata.column_range(spec)[1], spec["n_depth"])
+        metrics = lambda m: classifier_report(m, tests)  # noqa: E731
+        onnx_inputs, variable_axes = [t.x for t in tests.values()], (0, 2)
     else:
         test = mdata.motion_dataset("val", n_recordings, seed)
         example = torch.zeros(1, spec["channels"], spec["n_samples"])
         metrics = lambda m: motion_metrics(m, test)  # noqa: E731
-        out_metric = lambda out: {  # noqa: E731
-            "rmse_m": float(np.sqrt(np.mean(((out[:, 0] - test.y[:, 0]) * test.wavelength_m) ** 2)))}
+        onnx_inputs, variable_axes = [test.x], (0,)
+        out_metric = lambda outs: {  # noqa: E731
+            "rmse_m": float(np.sqrt(np.mean(((outs[0][:, 0] - test.y[:, 0]) * test.wavelength_m) ** 2)))}
     baseline = _step("baseline", model, example, metrics(model), False)
     log(f"{name}: {baseline['params']} params, {baseline['macs']} MACs")
     steps = []
@@ -491,14 +639,14 @@ def compress_model(
             teacher, _ = registry.load_model(card["teacher"])
             settings = FitSettings(epochs=fine_tune_epochs, lr=1e-3, curriculum_epochs=0, seed=seed)
             if classify:
-                train = mdata.classifier_dataset("train", n_recordings, seed)
-                t_out = torch.from_numpy(predict(teacher, train.x))
-                loss = kd_classification_loss(t_out, class_weights(train.y, len(CLASSES)), settings)
+                windows = mdata.classifier_dataset("train", n_recordings, seed, spec=spec)
+                loss = kd_window_loss(teacher, class_weights(windows.label_counts.argmax(axis=1), len(CLASSES)), settings)
+                fine_tune = lambda m, _s: fit_windows(m, windows, loss, settings, CROPS_PER_RECORDING, spec,  # noqa: E731
+                                                      augment_windows)
             else:
                 train = mdata.motion_dataset("train", n_recordings, seed)
                 loss = kd_regression_loss(torch.from_numpy(predict(teacher, train.x)), 0.5)
-            augment = augment_windows if classify else None
-            fine_tune = lambda m, _s: fit(m, train.x, train.y, train.snr_db, loss, settings, augment)  # noqa: E731
+                fine_tune = lambda m, _s: fit(m, train.x, train.y, train.snr_db, loss, settings)  # noqa: E731
         compress.prune_structured(model, example, prune_ratio, importance=importance, steps=prune_steps,
                                   ignored_layers=[model.head], fine_tune=fine_tune,
                                   taylor_loss=lambda m: _taylor_loss(m, test, classify))
@@ -517,7 +665,9 @@ def compress_model(
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(out_dir) if out_dir is not None else Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        steps.extend(_onnx_steps(model, test.x, out_metric, example, workdir))
+        if classify:
+            out_metric = _classifier_onnx_metric(model, tests)
+        steps.extend(_onnx_steps(model, onnx_inputs, out_metric, example, workdir, variable_axes))
         if out_dir is not None:
             new_name = out_name or f"{name}_compressed"
             (workdir / "model.onnx").replace(workdir / f"{new_name}.onnx")

@@ -39,14 +39,19 @@ def test_json_report(recording, capsys):
 
 
 
-def test_a_recording_shorter_than_a_window_says_why_it_has_no_class(recording, capsys):
-    path, _ = recording  # 3 s, shorter than the shipped classifier's 6 s window
+def test_a_recording_shorter_than_the_longest_window_is_classified_whole(recording, capsys):
+    """3 s (last line at 2.9975 s): the stream's first window (2.25 s) and then one window over
+    all of it, 47 whole columns of 62.5 ms, which the report keeps with a note saying so."""
+    path, _ = recording
     assert main(["process", str(path), "--json"]) == 0
     c = json.loads(capsys.readouterr().out)["classification"]
-    assert c["window_s"] == 6.0 and c["windows"] == []
-    assert c["summary"]["label"] is None and "shorter than the classifier's 6 s window" in c["summary"]["note"]
+    assert [(w["t_start_s"], w["t_end_s"]) for w in c["windows"]] == [(0.0, 47 / 16)]
+    assert c["window_s"] == 47 / 16 and c["max_window_s"] == 6.0
+    assert c["summary"]["label"] == c["windows"][0]["label"]
+    assert "shorter than the classifier's 6 s window: classified as one window of 2.9375 s" in c["summary"]["note"]
     assert main(["process", str(path)]) == 0
-    assert "shorter than the classifier's 6 s window" in capsys.readouterr().out
+    assert "(1 window of 2.9375 s" in capsys.readouterr().out
+
 
 def test_image_and_sidecar_match_the_processor(recording, tmp_path, capsys):
     path, sim = recording

@@ -28,10 +28,10 @@ def _net(arch: str) -> nn.Module:
     return networks.build(arch, cfg).eval()
 
 
-def _input(arch: str, n: int = 3) -> torch.Tensor:
+def _input(arch: str, n: int = 3, n_columns: int = 64) -> torch.Tensor:
     g = torch.Generator().manual_seed(1)
     if arch.startswith("classifier"):
-        return torch.randn(n, 1, 64, 64, generator=g)
+        return torch.randn(n, 1, n_columns, 64, generator=g)
     return torch.randn(n, 4, 16, generator=g)
 
 
@@ -55,6 +55,19 @@ def test_network_shapes_and_config_round_trip(arch):
     assert out.shape == ((3, 7) if arch.startswith("classifier") else (3, 1))
     rebuilt = networks.build(arch, model.config())
     rebuilt.load_state_dict(model.state_dict())  # strict: identical layer shapes
+
+
+@pytest.mark.parametrize("arch", ["classifier_teacher", "classifier_student"])
+def test_classifiers_take_every_window_length(arch):
+    """Global pooling over time: one network classifies 36 to 96 columns (2.25-6 s), and a
+    window's logits do not depend on the other windows of its batch."""
+    model = _net(arch)
+    _randomise_bn(model)
+    for n in (36, 37, 61, 96):
+        x = _input(arch, 2, n)
+        out = model(x)
+        assert out.shape == (2, 7) and torch.isfinite(out).all()
+        torch.testing.assert_close(model(x[1:]), out[1:], rtol=1e-4, atol=1e-5)
 
 
 def test_build_rejects_unknown_arch_and_bad_config():
@@ -252,8 +265,10 @@ def test_int8_and_onnx_agree_with_float(tmp_path):
     x = _input("classifier_student", 8)
     ref = model(x).detach().numpy()
     scale = float(np.ptp(ref))
-    path = compress.export_onnx(model, x, tmp_path / "m.onnx")
+    path = compress.export_onnx(model, x, tmp_path / "m.onnx", variable_axes=(0, 2))
     np.testing.assert_allclose(compress.run_onnx(path, x.numpy()), ref, atol=1e-4)
+    short = _input("classifier_student", 2, 36)  # the time axis is dynamic too
+    np.testing.assert_allclose(compress.run_onnx(path, short.numpy()), model(short).detach().numpy(), atol=1e-4)
     q = compress.quantize_onnx_int8(path, tmp_path / "q.onnx")
     assert np.max(np.abs(compress.run_onnx(q, x.numpy()) - ref)) < 0.05 * scale
     assert compress.onnx_latency_ms(path, x.numpy()) > 0
@@ -330,34 +345,42 @@ def test_window_input_averages_lines_in_time_bins():
     t_s = np.arange(4000) / prf
     binned = np.repeat(t_s[:, None], 64, axis=1).astype(np.float32)
     spec = mdata.CLASSIFIER_SPEC
-    x = mdata.window_input(binned, t_s, 1.3, spec)
-    dt = spec["window_s"] / spec["n_time"]
-    expected = np.array([t_s[(t_s >= 1.3 + j * dt) & (t_s < 1.3 + (j + 1) * dt)].mean() for j in range(spec["n_time"])])
-    expected = (expected - expected.mean()) / expected.std()
-    np.testing.assert_allclose(x[0, :, 0], expected, atol=1e-4)
-    assert x.shape == (1, spec["n_time"], spec["n_depth"])
+    dt = spec["column_s"]
+    for n in (36, 57, 96):  # any number of columns, each column_s long
+        x = mdata.window_input(binned, t_s, 1.3, n, spec)
+        expected = np.array([t_s[(t_s >= 1.3 + j * dt) & (t_s < 1.3 + (j + 1) * dt)].mean() for j in range(n)])
+        expected = (expected - expected.mean()) / expected.std()
+        np.testing.assert_allclose(x[0, :, 0], expected, atol=1e-4)
+        assert x.shape == (1, n, spec["n_depth"])
 
 
 def test_window_input_interpolates_bins_without_lines():
-    """At 5 lines/s most bins are empty: they take the linearly interpolated value."""
+    """At 5 lines/s most columns are empty: they take the linearly interpolated value."""
     t_s = np.arange(60) / 5.0
     binned = np.repeat((2.0 * t_s)[:, None], 64, axis=1).astype(np.float32)
     spec = mdata.CLASSIFIER_SPEC
-    x = mdata.window_input(binned, t_s, 0.0, spec)
-    dt = spec["window_s"] / spec["n_time"]
-    edges = np.arange(spec["n_time"] + 1) * dt
+    n, dt = 96, spec["column_s"]
+    x = mdata.window_input(binned, t_s, 0.0, n, spec)
+    edges = np.arange(n + 1) * dt
     expected = np.array([2 * t_s[(t_s >= a) & (t_s < b)].mean() if np.any((t_s >= a) & (t_s < b)) else a + b
                          for a, b in zip(edges[:-1], edges[1:])])
     expected = (expected - expected.mean()) / expected.std()
     np.testing.assert_allclose(x[0, :, 5], expected, atol=1e-4)
 
 
-def test_image_windows_start_every_hop_and_reject_bad_shapes():
-    t_s = np.arange(2001) / 200.0  # lines from 0 to 10 s
+def test_stream_windows_grow_from_the_minimum_then_slide():
+    """The schedule written out by hand: 2.25 s, then ends on the 1 s grid, growing to 6 s
+    from the first line, then 6 s windows sliding by 1 s."""
+    t_s = 5.0 + np.arange(2001) / 200.0  # lines from 5 to 15 s
     starts, x = mdata.image_windows(np.zeros((len(t_s), 100), np.float32), t_s)
-    np.testing.assert_allclose(starts, np.arange(5) * 1.0)  # 6 s windows every 1 s in 10 s
-    assert x.shape == (5, 1, 96, 64)
-    assert np.all(x == 0)  # a constant image standardises to zeros, not NaN
+    ends = [7.25, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0]
+    expected = [(max(5.0, e - 6.0), int(round((e - max(5.0, e - 6.0)) * 16))) for e in ends]
+    assert [(float(a), xi.shape[1]) for a, xi in zip(starts, x)] == expected
+    assert [xi.shape[1] for xi in x][:5] == [36, 48, 64, 80, 96]
+    assert all(np.all(xi == 0) for xi in x)  # a constant image standardises to zeros, not NaN
+    assert mdata.stream_windows(t_s[t_s < 7.2]) == []  # under 2.25 s of lines: no window
+    assert mdata.whole_stream_window(5.0, 9.8) == (5.0, 76)  # 4.8 s: 76 whole columns
+    assert mdata.whole_stream_window(5.0, 7.2) is None and mdata.whole_stream_window(5.0, 11.0) is None
     with pytest.raises(DataError):
         mdata.image_windows(np.zeros((10, 5)), np.arange(9.0))
 
@@ -365,9 +388,54 @@ def test_image_windows_start_every_hop_and_reject_bad_shapes():
 def test_window_labels_majority_and_purity():
     t_s = np.arange(10.0)
     labels = np.array([0, 0, 0, 1, 1, 1, 1, 1, 2, 2])
-    lab, purity = mdata.window_labels(labels, t_s, np.array([0.0, 4.0]), 4.0)
-    np.testing.assert_array_equal(lab, [0, 1])
-    np.testing.assert_allclose(purity, [0.75, 1.0])
+    lab, purity = mdata.window_labels(labels, t_s, np.array([0.0, 4.0, 0.0]), np.array([4.0, 8.0, 10.0]))
+    np.testing.assert_array_equal(lab, [0, 1, 1])
+    np.testing.assert_allclose(purity, [0.75, 1.0, 0.5])
+
+
+def test_recording_columns_cut_into_the_windows_the_product_makes():
+    """A window cut from a recording's columns is bit-identical to window_input at that time
+    (column edges are binary fractions), and the label counts are the line labels per column."""
+    rng = np.random.default_rng(3)
+    t_s = np.arange(3000) / 297.0
+    db = rng.normal(-30.0, 6.0, (len(t_s), 128)).astype(np.float32)
+    labels = (t_s > 4.1).astype(np.int64) * 4
+    columns, counts = mdata.recording_columns(db, t_s, labels)
+    assert columns.shape == (int(t_s[-1] * 16), 64)
+    binned = mdata.depth_bins(db, 64)
+    for first, n in ((0, 36), (7, 51), (40, 96)):
+        np.testing.assert_array_equal(mdata.standardise(columns[first : first + n])[None],
+                                      mdata.window_input(binned, t_s, first * 0.0625, n))
+    col = np.floor(t_s * 16).astype(int)
+    for j in (0, 65, 66, 100):
+        np.testing.assert_array_equal(counts[j], np.bincount(labels[col == j], minlength=7))
+
+
+def test_classifier_data_windows_and_crops_keep_pure_windows():
+    """Two recordings of 40 columns: class 1 throughout, and class 2 then class 3 from column
+    20. Fixed windows and random crops carry their majority label and are at least 75 % pure."""
+    counts = np.zeros((80, 7), np.int32)
+    counts[:40, 1] = 10
+    counts[40:60, 2] = 10
+    counts[60:, 3] = 10
+    columns = np.random.default_rng(0).normal(size=(80, 64)).astype(np.float32)
+    data = mdata.ClassifierData(columns, counts, np.array([0, 40, 80]), np.array([20.0, 10.0], np.float32), {})
+    w = data.windows(36, 4, 0.75)
+    # recording 0: starts 0, 4; recording 1: starts 40 (20/36 = 56 % class 2) and 44 (16 of class 2): not pure
+    np.testing.assert_array_equal(w.recording, [0, 0])
+    np.testing.assert_array_equal(w.y, [1, 1])
+    np.testing.assert_array_equal(w.x[1], mdata.standardise(columns[4:40])[None])
+    rng = np.random.default_rng(1)
+    x, y, used = data.crops(np.array([0, 1, 1, 1]), 24, rng, 0.75)
+    assert x.shape == (4, 1, 24, 64)
+    np.testing.assert_array_equal(used, [0, 1, 1, 1])
+    for xi, yi, r in zip(x, y, used):
+        starts = [s for s in range(40) if s + 24 <= 40]
+        match = [s for s in starts if np.array_equal(xi, mdata.standardise(columns[40 * r + s : 40 * r + s + 24])[None])]
+        assert len(match) == 1
+        lab = counts[40 * r + match[0] : 40 * r + match[0] + 24].sum(axis=0)
+        assert yi == lab.argmax() and lab.max() >= 0.75 * lab.sum()
+    assert len(data.crops(np.array([1]), 41, rng, 0.75)[1]) == 0  # longer than the recording: left out
 
 
 def test_motion_inputs_carry_the_phase_shift():

@@ -11,7 +11,7 @@ import torch
 from mmode.app.cli import main
 from mmode.models import registry
 from mmode.models.inference import Classifier, MotionNet
-from mmode.models.train import FitSettings, classification_loss, class_weights, fit
+from mmode.models.train import FitSettings, classification_loss, class_weights, fit, fit_windows
 
 
 def test_fit_learns_a_separable_toy_problem():
@@ -29,6 +29,35 @@ def test_fit_learns_a_separable_toy_problem():
     with torch.inference_mode():
         acc = (model(torch.from_numpy(x)).argmax(1).numpy() == y).mean()
     assert acc > 0.95
+
+
+def test_fit_windows_learns_from_random_length_crops():
+    """Recordings of a static depth profile (class 0) or of columns that change every 62.5 ms
+    (class 1), as time columns: windows of random length cut afresh each epoch train a
+    student that tells them apart at the shortest and the longest window."""
+    from mmode.models import data as mdata, networks
+
+    rng = np.random.default_rng(0)
+    n_rec, n_cols = 24, 120
+    label = np.arange(n_rec) % 2
+    columns = []
+    for k in label:
+        profile = rng.normal(size=64)
+        change = rng.normal(size=(n_cols, 64)) if k else 0.05 * rng.normal(size=(n_cols, 64))
+        columns.append((profile + change).astype(np.float32))
+    counts = np.zeros((n_rec * n_cols, 7), np.int32)
+    counts[np.arange(n_rec * n_cols), np.repeat(label, n_cols)] = 20
+    data = mdata.ClassifierData(np.concatenate(columns), counts, np.arange(n_rec + 1) * n_cols,
+                                np.full(n_rec, 20.0, np.float32), {})
+    torch.manual_seed(0)
+    model = networks.build("classifier_student", {**networks.DEFAULT_CONFIGS["classifier_student"], "n_classes": 7})
+    history = fit_windows(model, data, classification_loss(class_weights(label, 7)),
+                          FitSettings(epochs=8, batch_size=16, lr=3e-3, curriculum_epochs=0), crops_per_recording=6)
+    assert history[-1] < history[0]
+    for n_columns in mdata.column_range():
+        w = data.windows(n_columns, 16, 0.75)
+        with torch.inference_mode():
+            assert (model(torch.from_numpy(w.x)).argmax(1).numpy() == w.y).mean() > 0.95
 
 
 @pytest.mark.slow
@@ -54,9 +83,11 @@ def test_train_smoke_writes_loadable_models(tmp_path, monkeypatch, capsys):
     assert any(s["step"] == "onnx_int8_dynamic" for s in student["steps"])
     # the trained files work through the product wrappers
     clf = Classifier("classifier_student", out)
-    t_s = np.arange(1600) / 200.0  # 8 s: two complete 6 s windows, 1 s apart
+    t_s = np.arange(1600) / 200.0  # 8 s: windows ending at 2.25, 3, 4, 5, 6 and 7 s
     windows = clf.classify_image(np.random.default_rng(0).normal(-30, 5, (1600, 128)).astype(np.float32), t_s)
-    assert len(windows) == 2 and all(abs(w.probs.sum() - 1) < 1e-5 for w in windows)
+    assert [w.t_end_s for w in windows] == [2.25, 3.0, 4.0, 5.0, 6.0, 7.0]
+    assert all(abs(w.probs.sum() - 1) < 1e-5 for w in windows)
+    assert {r["window_s"] for r in student["metrics"]["by_length"]} == {2.25, 3.0, 4.0, 5.0, 6.0}
     assert MotionNet("motion_student", out).spec["n_samples"] == 16
 
 

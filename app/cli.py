@@ -48,6 +48,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _mline(text: str) -> tuple[float, float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4:
+        raise argparse.ArgumentTypeError(f"expected x0,y0,x1,y1 (four numbers, frame pixels), found {text!r}")
+    return values
+
+
+def _px_per_cm(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected pixels per cm > 0, found {text!r}")
+    return value
+
+
+def add_cine_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--mline`` and ``--px-per-cm``, the options of DICOM cine and video files."""
+    parser.add_argument("--mline", type=_mline, metavar="X0,Y0,X1,Y1",
+                        help="DICOM cine or video: the M-line in frame pixels (default: vertical through the centre "
+                             "of the 2D region, or of the frame)")
+    parser.add_argument("--px-per-cm", type=_px_per_cm, metavar="N",
+                        help="DICOM cine or video: pixels per cm, for a depth in metres without a calibrated region")
+
+
+def cine_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The :func:`~mmode.ingest.files.open_recording` options given by :func:`add_cine_arguments`."""
+    return {k: v for k, v in (("mline", args.mline), ("px_per_cm", args.px_per_cm)) if v is not None}
+
+
 def print_json(obj: Any) -> None:
     """Write ``obj`` as indented JSON to stdout (the ``--json`` output of every command)."""
     json.dump(obj, sys.stdout, indent=2, allow_nan=False)

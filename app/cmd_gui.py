@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mmode.app.cli import add_cine_arguments, cine_options
+
 DEMO_NAME = "demo.h5"
 DESCRIPTION = """The desktop app. With no source it opens the demo recording from sample_data/.
 --screenshot PNG --quit-after SECONDS saves the window and quits (works without a display).
@@ -31,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sweep", type=int, choices=(25, 50, 100, 200), help="sweep speed, mm/s")
     p.add_argument("--settings", metavar="INI", help="settings file (default: the user's QSettings)")
     p.add_argument("--json", action="store_true", help="on exit, print the drawing statistics as JSON")
+    add_cine_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -42,6 +45,8 @@ def _spec(args: argparse.Namespace):
         raise UsageError(describe("--speed", "> 0", args.speed))
     if not args.prf > 0:
         raise UsageError(describe("--prf", "> 0", args.prf))
+    if (args.stream or args.sim) and cine_options(args):
+        raise UsageError(describe("--mline/--px-per-cm", "a DICOM or video file to open", "a stream or simulator"))
     if args.stream:
         return SourceSpec("stream", args.stream)
     if args.sim:
@@ -60,8 +65,9 @@ def _spec(args: argparse.Namespace):
             raise DataError(describe(path, "the demo recording (make it with `mmode simulate`)", "no such file"))
     from mmode.ingest.files import open_recording
 
-    open_recording(str(path)).close()  # a bad file fails here with exit 3, before any window
-    return SourceSpec("file", str(path), speed=args.speed)
+    # a bad file (or an M-line outside the frame) fails here with exit 3, before any window
+    open_recording(str(path), **cine_options(args)).close()
+    return SourceSpec("file", str(path), speed=args.speed, mline=args.mline, px_per_cm=args.px_per_cm)
 
 
 def run(args: argparse.Namespace) -> int:

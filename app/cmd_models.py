@@ -5,8 +5,8 @@ params, macs and latency_ms (batch 1, one CPU thread, median of at least 100 run
 when the model was trained, or on this machine with ``--measure``) of one input as
 ``cost_reference`` says (a classifier: its longest window; ``macs_shortest_window`` for
 its shortest, null for motion nets), metrics on the held-out test
-split (a classifier: at its longest window, and per window length in
-``metrics.by_length``), the compression steps applied to it with their measured effect,
+split (a classifier: at its longest window, per window length in ``metrics.by_length``, and
+the same on scanner images in ``metrics.scanner``), the compression steps applied to it with their measured effect,
 classes, the input spec and the card's notes.
 """
 
@@ -80,9 +80,11 @@ def _text(models: list[dict]) -> str:
 
 
 def _f1_by_length(mt: dict) -> str:
-    """"6 s 0.981, 4 s 0.968, ..." (longest window first) from a classifier's metrics."""
+    """"6 s 0.981, 4 s 0.968, ...; scanner images 6 s 0.95, ..." (longest window first) from a
+    classifier's metrics."""
     rows = sorted(mt["by_length"], key=lambda r: -r["window_s"])
-    return ", ".join(f"{r['window_s']:g} s {r['macro_f1']:.3f}" for r in rows)
+    text = ", ".join(f"{r['window_s']:g} s {r['macro_f1']:.3f}" for r in rows)
+    return text + (f"; scanner images {_f1_by_length(mt['scanner'])}" if "scanner" in mt else "")
 
 
 def _motion_metric(mt: dict) -> str:
@@ -126,16 +128,20 @@ def markdown(models: list[dict]) -> str:
                 "| model | " + " | ".join(f"{w:g} s" for w in lengths) + " | windows |",
                 "|---|" + "---:|" * len(lengths) + "---|"]
         for m in classifiers:
-            rows = {r["window_s"]: r for r in m["metrics"]["by_length"]}
-            out.append(f"| {m['name']} | " + " | ".join(f"{rows[w]['macro_f1']:.3f}" for w in lengths)
-                       + " | " + ", ".join(f"{rows[w]['n_test']}" for w in lengths) + " |")
+            for look, mt in (("", m["metrics"]), (" (scanner images)", m["metrics"].get("scanner"))):
+                if mt is None:
+                    continue
+                rows = {r["window_s"]: r for r in mt["by_length"]}
+                out.append(f"| {m['name']}{look} | " + " | ".join(f"{rows[w]['macro_f1']:.3f}" for w in lengths)
+                           + " | " + ", ".join(f"{rows[w]['n_test']}" for w in lengths) + " |")
         classes = classifiers[0]["classes"]
         out += ["", "### Classifiers: per-class F1 per window length", "",
                 "| model | window | " + " | ".join(classes) + " |", "|---|---|" + "---:|" * len(classes)]
         for m in classifiers:
-            for r in m["metrics"]["by_length"]:
-                out.append(f"| {m['name']} | {r['window_s']:g} s | "
-                           + " | ".join(f"{r['per_class_f1'][c]:.3f}" for c in classes) + " |")
+            for look, mt in (("", m["metrics"]), (" (scanner images)", m["metrics"].get("scanner"))):
+                for r in [] if mt is None else mt["by_length"]:
+                    out.append(f"| {m['name']}{look} | {r['window_s']:g} s | "
+                               + " | ".join(f"{r['per_class_f1'][c]:.3f}" for c in classes) + " |")
     for m in models:
         if not m["steps"]:
             continue

@@ -4,7 +4,9 @@ Runs the whole :class:`~mmode.app.pipeline.Pipeline` over a recording, block by 
 reports the metadata, the processing speed and the features (schema: docs/process.md).
 ``--image`` writes the display image (float32 dB, n_lines x n_rows) as ``.npy``, written
 block by block through a memory map so a long file never sits in memory, and its row
-depths in the sidecar ``OUT.npy.json``. A progress bar goes to stderr when it is a terminal.
+depths in the sidecar ``OUT.npy.json`` (``depth_m``; ``depth_px`` instead for an image
+without a depth calibration). A progress bar goes to stderr when it is a terminal.
+DICOM cine and video files take ``--mline`` and ``--px-per-cm`` (docs/format.md).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import math
 import sys
 import time
 from pathlib import Path
+
+from mmode.app.cli import add_cine_arguments
 
 #: Lines per block (about 4 MiB of int16 RF at 2048 samples per line).
 DEFAULT_BLOCK_LINES = 1024
@@ -47,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--window-s", type=float, default=DEFAULT_WINDOW_S, help="feature window in seconds (default 1)")
     p.add_argument("--track-depth", type=float, metavar="METRES",
                    help="depth of the echo whose motion is tracked (default: the strongest moving echo)")
+    add_cine_arguments(p)
     p.add_argument("--model", default="classifier_student", metavar="NAME",
                    help="shipped classifier run on sliding windows (`mmode models`), or 'none' (default classifier_student)")
     p.set_defaults(func=run)
@@ -199,7 +204,12 @@ def analyse(rec, settings, *, block_lines: int = DEFAULT_BLOCK_LINES, window_s: 
     if image is not None:
         image.flush()
         del image
-        sidecar = {"depth_m": [float(d) for d in pipeline.row_depths_m], "shape": [rec.n_lines, n_rows],
+        if rec.meta.depth_calibrated:
+            depth = {"depth_m": [float(d) for d in pipeline.row_depths_m]}
+        else:  # one stored sample per pixel
+            depth = {"depth_px": [round(float(k), 6) for k in rec.meta.sample_at_depth(pipeline.row_depths_m)],
+                     "depth_calibrated": False}
+        sidecar = {**depth, "shape": [rec.n_lines, n_rows],
                    "dtype": "float32", "units": "dB", "dynamic_range_db": settings.processor.dynamic_range_db,
                    "prf_hz": rec.meta.prf_hz, "t0_s": float(t_s[0])}
         Path(str(image_path) + ".json").write_text(json.dumps(sidecar, indent=2) + "\n")
@@ -286,14 +296,27 @@ def _text(report: dict) -> str:
         ("entropy", f"{s['wavelet_entropy']:.3f} nats"),
         ("period", period),
     ]
+    meta = report["meta"]
+    if meta.get("depth_calibrated", True):
+        def length(x_m: float, digits: int) -> str:
+            return f"{x_m * 1e3:.{digits}f} mm"
+    else:  # one stored sample per pixel: every length in metres counts pixels of the nominal size
+        pixel_m = meta["c_m_s"] / (2 * meta["fs_hz"])
+        rows.append(("depth", f"uncalibrated: in pixels (no physical scale; {pixel_m * 1e3:g} mm per pixel "
+                              "in the JSON's metres)"))
+
+        def length(x_m: float, digits: int) -> str:
+            return f"{x_m / pixel_m:.{digits}f} px"
+    if "amplitude" in meta:
+        rows.append(("amplitude", f"{meta['amplitude']}: display grey levels, mapped linearly (no log)"))
     m, r = report["motion"], report["rates"]
     if m is None:
         rows.append(("motion", report["motion_note"]))
     else:
         d = m["displacement_m"]
         how = m["estimator"] + (", clutter-filtered" if m["representation"] == "clutter" else "")
-        gate = "" if m["track_depth_m"] is None else f", gate at {m['track_depth_m'] * 1e3:.1f} mm"
-        rows.append(("motion", f"echo at {m['depth_m'] * 1e3:.1f} mm{gate}, {(max(d) - min(d)) * 1e3:.2f} mm "
+        gate = "" if m["track_depth_m"] is None else f", gate at {length(m['track_depth_m'], 1)}"
+        rows.append(("motion", f"echo at {length(m['depth_m'], 1)}{gate}, {length(max(d) - min(d), 2)} "
                                f"peak to peak ({how})"))
     if r["rate_per_min"] is not None:
         rows.append(("rate", f"{r['rate_per_min']:.1f}/min (confidence {r['confidence']:.2f}), rhythm {r['rhythm']}"))
@@ -316,7 +339,7 @@ def _text(report: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmode.app.cli import print_json
+    from mmode.app.cli import cine_options, print_json
     from mmode.app.pipeline import PipelineSettings
     from mmode.dsp.processor import ProcessorSettings
     from mmode.errors import UsageError, describe
@@ -335,7 +358,7 @@ def run(args: argparse.Namespace) -> int:
         n_rows=args.n_rows, gain_db=args.gain_db, reference_db=args.reference_db, dynamic_range_db=args.dynamic_range_db,
         denoise=args.denoise, denoise_strength=args.denoise_strength), track_depth_m=args.track_depth,
         model=args.model)
-    with open_recording(args.file) as rec:
+    with open_recording(args.file, **cine_options(args)) as rec:
         progress = _Progress(rec.n_lines)
         try:
             report = analyse(rec, settings, block_lines=args.block_lines, window_s=args.window_s,

@@ -33,3 +33,9 @@ class ModelError(DataError):
 def describe(source: object, expected: str, found: object) -> str:
     """One-line message ``"<source>: expected <expected>, found <found>"``."""
     return f"{source}: expected {expected}, found {found}"
+
+
+def exception_text(exc: BaseException) -> str:
+    """``"<type>: <message>"`` of a third-party exception on one line (for ``describe``'s
+    ``found``): a message of several lines, as decoders write them, is joined with spaces."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"

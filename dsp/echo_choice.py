@@ -17,6 +17,11 @@ stream is never stalled. In short:
 3. If the winner does not move measurably (its track's spread within ``MOTION_SNR`` times
    its own line-to-line noise) or does not track back to where it started, nothing is
    tracked and the tracker says so.
+
+Envelope input has no phase: the candidate is the bright echo whose amplitude changes most.
+Scanner images (grey levels) take the best such candidate that tracks back to where it
+started, and measure how much that echo changes its step from line to line
+(:func:`_choose_on_grey`, :func:`_follow_grey`).
 """
 
 from __future__ import annotations
@@ -65,6 +70,11 @@ CLUTTER_PREFERENCE = 4.0
 #: times its line-to-line noise (RMS second difference / sqrt(6), the noise of each line
 #: for white errors).
 MOTION_SNR = 3.0
+#: Scanner images: a candidate tracked through the selection lines and back must return to
+#: within this many window lengths of where it started (:func:`_choose_on_grey`); further,
+#: it has left its echo for another on the way (half a window: the two windows then share
+#: less than half their samples).
+GREY_RELIABLE_WINDOWS = 0.5
 #: Lines demodulated, and depth samples scored, per step of the choice (bound the time of
 #: one step to a few milliseconds at 2048 samples per line).
 CHUNK_LINES = 32
@@ -349,10 +359,11 @@ def _score_track(tr, sel: _Selection, home: int, track: np.ndarray, rate_hz: flo
     return score, seg_a, seg_b
 
 
-def _forward_backward_m(tr, sel: _Selection, centre: int, track: np.ndarray, lags) -> float:
-    """RMS difference (m) between ``track`` and the same echo tracked back from the last line."""
+def _forward_backward_m(tr, sel: _Selection, centre: int, track: np.ndarray, lags, step_sigma=None) -> float:
+    """RMS difference (m) between ``track`` and the same echo tracked back from the last line
+    (``step_sigma``: that of :meth:`~mmode.dsp.tracker.MotionTracker.track_lines`)."""
     _, back = tr.track_lines(int(round(centre + track[-1])), sel.lines[::-1], sel.mode, lags, sel.renew_min_step,
-                             sel.rate_hz)
+                             sel.rate_hz, step_sigma=step_sigma)
     return float(np.sqrt(np.mean(((track - track[-1]) - back[::-1]) ** 2))) * tr.spacing_m
 
 
@@ -416,18 +427,18 @@ def _why_not_moving(tr, best: _Candidate | None) -> str | None:
     """None when ``best`` moves measurably and consistently, else the note saying why not."""
     if best is None:
         return "no echo below the ring-down to track"
-    depth_mm = tr.depth_of(best.centre) * 1e3
+    depth = tr.length_text(tr.depth_of(best.centre))
     coherence = track_coherence(best.seg_a, best.seg_b)
     if coherence < ECHO_MIN_COHERENCE:
-        return (f"no moving echo: the best candidate ({depth_mm:.1f} mm) holds no echo that stays alike from "
+        return (f"no moving echo: the best candidate ({depth}) holds no echo that stays alike from "
                 f"line to line (coherence {coherence:.2f}), only noise or speckle that decorrelates")
     if best.fb_m > RELIABLE_WRAPS * tr.wrap_m:
-        return (f"no moving echo tracked reliably: the best candidate ({depth_mm:.1f} mm) comes back "
-                f"{best.fb_m * 1e6:.0f} um off when tracked backwards")
-    return _spread_note(tr, best.track, depth_mm)
+        return (f"no moving echo tracked reliably: the best candidate ({depth}) comes back "
+                f"{tr.length_text(best.fb_m, 'um', 0)} off when tracked backwards")
+    return _spread_note(tr, best.track, depth)
 
 
-def _spread_note(tr, track: np.ndarray, depth_mm: float) -> str | None:
+def _spread_note(tr, track: np.ndarray, depth: str) -> str | None:
     """None when ``track`` (tracking samples) spreads beyond ``MOTION_SNR`` x its noise."""
     track_m = track * tr.spacing_m
     if track_m.shape[0] < 4:
@@ -436,8 +447,8 @@ def _spread_note(tr, track: np.ndarray, depth_mm: float) -> str | None:
     spread_m = float(np.std(track_m))
     if spread_m > MOTION_SNR * noise_m:
         return None
-    return (f"no moving echo: the best candidate ({depth_mm:.1f} mm) moved {spread_m * 1e6:.1f} um RMS over "
-            f"{tr.select_s:g} s, within {MOTION_SNR:g} x its tracking noise ({noise_m * 1e6:.1f} um)")
+    return (f"no moving echo: the best candidate ({depth}) moved {tr.length_text(spread_m, 'um')} RMS over "
+            f"{tr.select_s:g} s, within {MOTION_SNR:g} x its tracking noise ({tr.length_text(noise_m, 'um')})")
 
 
 def _choose_at_fixed_depth(tr, raw: _Selection, filt, rate_hz: float, lags):
@@ -466,9 +477,16 @@ def _choose_at_fixed_depth(tr, raw: _Selection, filt, rate_hz: float, lags):
 
 def _choose_on_envelope(tr, n: int, lines: np.ndarray, tracked: np.ndarray, lags, bounds):
     """Envelope input (no phase): the bright echo whose amplitude changes most, placed at the
-    first line, or the depth the user set; nothing moving is reported as for IQ."""
+    first line, or the depth the user set; nothing moving is reported as for IQ. Scanner
+    images choose among several such echoes by how well each is followed (:func:`_choose_on_grey`),
+    and measure how the echo moves (:func:`_follow_grey`), also at a depth the user set."""
     lo, hi = bounds
+    sel = _Selection(lines, MODE_ENVELOPE, np.empty(0), np.empty(0), tracked, tracked, tracked,
+                     tr.meta.prf_hz / (tracked[1] - tracked[0]) if tracked.shape[0] > 1 else tr.meta.prf_hz)
     if tr.fixed_centre is not None:
+        if tr.grey:
+            track, sigma, _ = _follow_grey(tr, sel, tr.fixed_centre, lags)
+            tr.set_echo_motion(track, sigma, sel.rate_hz)
         tr.set_echo(tr.fixed_centre, "raw")
         return
     env = tr.held_lines(np.arange(n)).astype(np.float64)
@@ -479,20 +497,85 @@ def _choose_on_envelope(tr, n: int, lines: np.ndarray, tracked: np.ndarray, lags
     if hi <= lo:
         tr.set_no_motion("no echo below the ring-down to track")
         return
-    centre = int(lo + np.argmax(score[lo:hi]))
-    start = centre - tr.window // 2  # the window centred on ``centre``, inside the line
-    k = int(np.argmax(np.mean(env[tracked, start : start + tr.window] ** 2, axis=1)))
-    energy = {0: env[0] ** 2, k: env[tracked[k]] ** 2}
-    sel = _Selection(lines, MODE_ENVELOPE, np.empty(0), np.empty(0), tracked, tracked, tracked,
-                     tr.meta.prf_hz / (tracked[1] - tracked[0]) if tracked.shape[0] > 1 else tr.meta.prf_hz)
-    centre0 = place_at_line0(tr, centre, k, bounds, sel, lags, score, energy)
+    if tr.grey:
+        yield from _choose_on_grey(tr, sel, env, score, power, lags, bounds)
+        return
+    centre0 = _place_envelope(tr, int(lo + np.argmax(score[lo:hi])), env, sel, score, lags, bounds)
     yield
     _, track = tr.track_lines(centre0, lines, MODE_ENVELOPE, lags, rate_hz=sel.rate_hz)
-    note = _spread_note(tr, track, tr.depth_of(centre0) * 1e3)
+    note = _spread_note(tr, track, tr.length_text(tr.depth_of(centre0)))
     if note is not None:
         tr.set_no_motion(note)
     else:
         tr.set_echo(centre0, "raw")
+
+
+def _place_envelope(tr, centre: int, env: np.ndarray, sel: _Selection, score: np.ndarray, lags, bounds) -> int:
+    """:func:`place_at_line0` for envelope lines ``env`` (n, n_samples): from the tracked line
+    where the window centred at ``centre`` holds the most energy."""
+    start = centre - tr.window // 2  # the window centred on ``centre``, inside the line
+    k = int(np.argmax(np.mean(env[sel.tracked, start : start + tr.window] ** 2, axis=1)))
+    energy = {0: env[0] ** 2, k: env[sel.tracked[k]] ** 2}
+    return place_at_line0(tr, centre, k, bounds, sel, lags, score, energy)
+
+
+def _choose_on_grey(tr, sel: _Selection, env: np.ndarray, score: np.ndarray, power: np.ndarray, lags, bounds):
+    """Scanner images (grey levels): the echo among the ``SELECTION_CANDIDATES`` best local
+    maxima of the envelope score (bright x changing) and of the power that is followed
+    reliably, and how much it may change its step from line to line.
+
+    On a scanner image every bright line looks alike, and the best-scoring window may hold a
+    flickering artefact, a faint echo in noise or the edge of the ring-down, which no trace
+    follows: there the trace wandered between echoes. So each candidate is placed at the
+    first line and followed through the selection lines and back (:func:`_follow_grey`);
+    one that does not come back is dropped, and the best score among the rest wins. Nothing
+    reliable, or nothing moving: no trace.
+    """
+    lo, hi = bounds
+    centres = []
+    for values in (score, power):
+        centres += [lo + i for i in _local_maxima(values[lo:hi], tr.window // 2, SELECTION_CANDIDATES)]
+    best, unreliable = None, None
+    for centre in sorted(dict.fromkeys(centres), key=lambda c: -score[c]):
+        centre0 = _place_envelope(tr, centre, env, sel, score, lags, bounds)
+        track, sigma, fb_m = _follow_grey(tr, sel, centre0, lags)
+        yield
+        if fb_m <= GREY_RELIABLE_WINDOWS * tr.window * tr.spacing_m:
+            best = (centre0, track, sigma)
+            break
+        if unreliable is None:
+            unreliable = (centre0, fb_m)
+    if best is None:
+        centre0, fb_m = unreliable
+        tr.set_no_motion(f"no echo tracked reliably: the best candidate ({tr.length_text(tr.depth_of(centre0))}) "
+                         f"comes back {tr.length_text(fb_m)} off when tracked backwards")
+        return
+    centre0, track, sigma = best
+    note = _spread_note(tr, track, tr.length_text(tr.depth_of(centre0)))
+    if note is not None:
+        tr.set_no_motion(note)
+        return
+    tr.set_echo_motion(track, sigma, sel.rate_hz)
+    tr.set_echo(centre0, "raw")
+
+
+def _follow_grey(tr, sel: _Selection, centre0: int, lags) -> tuple[np.ndarray, float, float]:
+    """Scanner images: ``(track, sigma, fb_m)`` of the echo centred at ``centre0`` in the first
+    selection line, followed under the narrowest expected change of step ``sigma`` (tracking
+    samples: 1, 2, 4, ... up to what ``TISSUE_ACCELERATION_M_S2`` allows) with which it comes
+    back to within ``GREY_RELIABLE_WINDOWS`` of a window when tracked backwards (``fb_m``,
+    metres, :func:`_forward_backward_m`). A wide expectation lets a slow echo wander between
+    the bright lines near it (a pleura among fascia and A-lines); a narrow one loses a fast
+    echo (a heart wall in systole), which then does not come back."""
+    cap = tr.step_sigma(sel.rate_hz)
+    sigma = 1.0
+    while True:
+        sigma = min(sigma, cap)
+        _, track = tr.track_lines(centre0, sel.lines, MODE_ENVELOPE, lags, rate_hz=sel.rate_hz, step_sigma=sigma)
+        fb_m = _forward_backward_m(tr, sel, centre0, track, lags, sigma)
+        if fb_m <= GREY_RELIABLE_WINDOWS * tr.window * tr.spacing_m or sigma >= cap:
+            return track, sigma, fb_m
+        sigma *= 2.0
 
 
 def place_at_line0(tr, centre: int, k: int, bounds, sel: _Selection, lags, score: np.ndarray,

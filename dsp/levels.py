@@ -19,6 +19,12 @@ then sits 14 dB below the top and the 5th percentile 25 dB below it.
 ``prf / SAMPLED_LINES_PER_S``, chosen by sequence number so that the sample does not depend
 on how lines are cut into blocks) for the last ``HISTORY_S`` seconds, so that the reference
 can be set again on any recent stretch (the GUI's *Auto* on what is on screen).
+
+Scanner images (``meta.amplitude == "grey"``: DICOM M-mode regions, anatomical M-mode from
+cine) hold display grey levels 0..255 that the scanner has already log-compressed with its
+own curve. They are not logged again: :func:`grey_db` maps them linearly, 255 to 0 dB and 0
+to ``-dynamic_range_db``, so the image looks as it did on the scanner; their level is fixed
+(mode "grey"), and neither the first second nor *Auto* moves it.
 """
 
 from __future__ import annotations
@@ -50,6 +56,17 @@ HISTORY_S = 60.0
 #: Envelope amplitudes below this (dB re one stored unit) are treated as this: an all-zero
 #: line (a dead channel, a blanked ring-down) must not pull the reference to -inf.
 FLOOR_DB = -300.0
+
+#: Top of the display grey scale of scanner images (8-bit grey levels).
+GREY_MAX = 255.0
+
+
+def grey_db(grey: np.ndarray, dynamic_range_db: float) -> np.ndarray:
+    """Display grey levels (any shape, 0..:data:`GREY_MAX`, already log-compressed) in dB of
+    the display: ``(grey / GREY_MAX - 1) * dynamic_range_db``, float32, linear (no log)."""
+    scale = np.float32(dynamic_range_db / GREY_MAX)
+    return (np.asarray(grey, dtype=np.float32) - np.float32(GREY_MAX)) * scale
+
 
 def full_scale_db(dtype: np.dtype) -> float | None:
     """Full scale of stored integer samples in dB re one unit (int16: 20 log10 32768 = 90.3);
@@ -110,8 +127,10 @@ class LevelMeter:
     def __init__(self) -> None:
         self.reference: LevelReference | None = None
 
-    def prepare(self, prf_hz: float, dtype: np.dtype, manual_db: float | None = None) -> None:
-        """Reset for a stream of ``dtype`` lines at ``prf_hz``; ``manual_db`` pins the reference."""
+    def prepare(self, prf_hz: float, dtype: np.dtype, manual_db: float | None = None, grey: bool = False) -> None:
+        """Reset for a stream of ``dtype`` lines at ``prf_hz``; ``manual_db`` pins the reference;
+        ``grey``: display grey levels, whose level is fixed (:func:`grey_db`; nothing to add)."""
+        self.grey = grey
         self.step = max(1, int(round(prf_hz / SAMPLED_LINES_PER_S)))
         self.level_lines = max(1, int(round(LEVEL_S * prf_hz)))
         self.full_scale_db = full_scale_db(dtype)
@@ -120,6 +139,9 @@ class LevelMeter:
         self._first: list[np.ndarray] = []
         self._lines_seen = 0
         self.reference = None if manual_db is None else LevelReference("manual", float(manual_db), "set by the user")
+        if grey and manual_db is None:
+            self.reference = LevelReference("grey", 0.0, f"scanner grey levels, already log-compressed: "
+                                            f"{GREY_MAX:g} is 0 dB, 0 the bottom of the range, linear")
 
     def sampled(self, seq: int, n_lines: int) -> np.ndarray:
         """Indices within a block (first line ``seq``, ``n_lines`` lines) of the lines to measure."""
@@ -146,6 +168,8 @@ class LevelMeter:
         """Fix the initial reference from the sampled lines ``env_db`` (k, n_rows) of the first
         ``n_lines`` lines of a recording (its first ``LEVEL_S``, or all of a shorter one), so
         that an offline run does not depend on how it is cut into blocks."""
+        if self.grey:
+            return
         if self.reference is None or self.reference.mode != "manual":
             self.reference = self._initial(env_db, n_lines, True)
             self._first = []
@@ -168,7 +192,9 @@ class LevelMeter:
     def relevel(self, t_from_s: float | None = None, t_to_s: float | None = None) -> LevelReference | None:
         """Set the reference from the sampled lines with ``t_from_s <= t <= t_to_s`` (all kept
         lines when none falls in that span, the last ``HISTORY_S`` s); None when nothing has
-        been seen yet (the reference is unchanged)."""
+        been seen yet (the reference is unchanged). Grey levels keep their fixed level."""
+        if self.grey:
+            return self.reference
         lo = -math.inf if t_from_s is None else t_from_s
         hi = math.inf if t_to_s is None else t_to_s
         rows = [r for t, r in self._history if lo <= t <= hi]

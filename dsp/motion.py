@@ -166,27 +166,10 @@ ENERGY_WEIGHT = 0.25
 
 
 @njit(nogil=True, cache=True)
-def _ncc_peak(ref, cur, start, lag_lo, lag_hi):
-    """Best normalised cross-correlation of ``ref`` (W,) against ``cur[start+lag : +W]``.
-
-    Lags ``lag_lo..lag_hi`` (inclusive) must keep the segment inside ``cur``. Returns
-    ``(shift, peak, agreement)``: the lag of the chosen NCC maximum refined by a parabola
-    through its neighbours (samples, float), the parabola's value there (the interpolated NCC
-    peak, <= 1) and the energy agreement ``2 sqrt(Ea Eb) / (Ea + Eb)`` of the two segments at
-    the chosen integer lag (1 when equally bright, 0.8 at half or double the amplitude).
-
-    NCC ignores amplitude, so a faint echo shaped like the reference (any lone pulse looks
-    like a bright specular one) can match about as well as the echo itself. The candidates
-    are the local NCC maxima within ``NCC_PEAK_MARGIN`` (0.05) of the best NCC; the one taken
-    is the best by ``NCC x agreement ** ENERGY_WEIGHT`` (1/4). Energy thus decides between
-    near-equal shapes (a copy 15 % as bright, agreement 0.29, scores 0.74 x its NCC), but not
-    against a clearly better shape: the tracked echo faded to 70 % (agreement 0.94) or 50 %
-    (0.8) of the reference keeps NCC 1 and scores 0.985 or 0.946, so a reference-bright echo
-    of another shape must match with a higher NCC than that to be taken. (Ranking by NCC x
-    agreement took it from NCC 0.94 at 70 % and 0.8 at 50 %.) The tracker renews its
-    keyframe when the agreement falls below ``KEYFRAME_ENERGY`` (0.8), so a fading echo is
-    never compared with a reference more than about twice as bright.
-    """
+def _ncc_curve(ref, cur, start, lag_lo, lag_hi):
+    """NCC of ``ref`` (W,) against ``cur[start+lag : +W]`` at lags ``lag_lo..lag_hi``
+    (inclusive, inside ``cur``), and the energy agreement ``2 sqrt(Ea Eb) / (Ea + Eb)`` of the
+    two mean-removed segments at each lag: two (n_lags,) float64 arrays."""
     w = ref.shape[0]
     ref_mean = 0.0
     for k in range(w):
@@ -214,27 +197,107 @@ def _ncc_peak(ref, cur, start, lag_lo, lag_hi):
         ncc[j] = cross / den if den > 0.0 else 0.0
         if den > 0.0:
             agree[j] = 2.0 * den / (ref_ss + cur_ss)
+    return ncc, agree
+
+
+@njit(nogil=True, cache=True)
+def _refine(ncc, best):
+    """Sub-sample offset of the NCC maximum at index ``best`` (parabola through it and its
+    neighbours; 0 at the ends or where the curve is not concave) and the parabola's value
+    there, at most 1: ``(frac, peak)``."""
+    frac = 0.0
+    peak = ncc[best]
+    if 0 < best < ncc.shape[0] - 1:
+        a, b, c = ncc[best - 1], ncc[best], ncc[best + 1]
+        curv = a - 2.0 * b + c
+        if curv < 0.0:
+            frac = 0.5 * (a - c) / curv
+            peak = min(1.0, b - 0.25 * (a - c) * frac)
+    return frac, peak
+
+
+@njit(nogil=True, cache=True)
+def _is_local_max(ncc, j):
+    """Whether ``ncc[j]`` is not below its neighbours (the ends count with their one neighbour)."""
+    n = ncc.shape[0]
+    return (j == 0 or ncc[j] >= ncc[j - 1]) and (j == n - 1 or ncc[j] >= ncc[j + 1])
+
+
+@njit(nogil=True, cache=True)
+def _ncc_peak(ref, cur, start, lag_lo, lag_hi):
+    """Best normalised cross-correlation of ``ref`` (W,) against ``cur[start+lag : +W]``.
+
+    Lags ``lag_lo..lag_hi`` (inclusive) must keep the segment inside ``cur``. Returns
+    ``(shift, peak, agreement)``: the lag of the chosen NCC maximum refined by a parabola
+    through its neighbours (samples, float), the parabola's value there (the interpolated NCC
+    peak, <= 1) and the energy agreement ``2 sqrt(Ea Eb) / (Ea + Eb)`` of the two segments at
+    the chosen integer lag (1 when equally bright, 0.8 at half or double the amplitude).
+
+    NCC ignores amplitude, so a faint echo shaped like the reference (any lone pulse looks
+    like a bright specular one) can match about as well as the echo itself. The candidates
+    are the local NCC maxima within ``NCC_PEAK_MARGIN`` (0.05) of the best NCC; the one taken
+    is the best by ``NCC x agreement ** ENERGY_WEIGHT`` (1/4). Energy thus decides between
+    near-equal shapes (a copy 15 % as bright, agreement 0.29, scores 0.74 x its NCC), but not
+    against a clearly better shape: the tracked echo faded to 70 % (agreement 0.94) or 50 %
+    (0.8) of the reference keeps NCC 1 and scores 0.985 or 0.946, so a reference-bright echo
+    of another shape must match with a higher NCC than that to be taken. (Ranking by NCC x
+    agreement took it from NCC 0.94 at 70 % and 0.8 at 50 %.) The tracker renews its
+    keyframe when the agreement falls below ``KEYFRAME_ENERGY`` (0.8), so a fading echo is
+    never compared with a reference more than about twice as bright.
+    """
+    ncc, agree = _ncc_curve(ref, cur, start, lag_lo, lag_hi)
+    n_lags = ncc.shape[0]
     best_ncc = -1.0
     for j in range(n_lags):
         best_ncc = max(best_ncc, ncc[j])
     best = -1
     best_key = 0.0
     for j in range(n_lags):
-        local_max = (j == 0 or ncc[j] >= ncc[j - 1]) and (j == n_lags - 1 or ncc[j] >= ncc[j + 1])
-        if local_max and ncc[j] >= best_ncc - NCC_PEAK_MARGIN:
+        if _is_local_max(ncc, j) and ncc[j] >= best_ncc - NCC_PEAK_MARGIN:
             key = ncc[j] * agree[j] ** ENERGY_WEIGHT
             if best < 0 or key > best_key:
                 best = j
                 best_key = key
-    frac = 0.0
-    peak = ncc[best]
-    if 0 < best < n_lags - 1:
-        a, b, c = ncc[best - 1], ncc[best], ncc[best + 1]
-        curv = a - 2.0 * b + c
-        if curv < 0.0:
-            frac = 0.5 * (a - c) / curv
-            peak = min(1.0, b - 0.25 * (a - c) * frac)
+    frac, peak = _refine(ncc, best)
     return lag_lo + best + frac, peak, agree[best]
+
+
+@njit(nogil=True, cache=True)
+def _ncc_peak_near(ref, cur, start, lag_lo, lag_hi, expected, sigma):
+    """The NCC maximum of ``ref`` (W,) in ``cur`` most likely to be the echo itself, given
+    that it is expected near lag ``expected`` (samples) with standard deviation ``sigma``
+    (samples): the tracker's choice on scanner images (grey levels at video rates).
+
+    Every local NCC maximum at lags ``lag_lo..lag_hi`` is a candidate, scored by ``NCC x
+    agreement ** ENERGY_WEIGHT x exp(-((lag - expected) / sigma) ** 2 / 2)``: shape, energy
+    (as :func:`_ncc_peak`) and closeness to the expected position. On such images every
+    bright line is a smooth bump that matches any other almost as well as itself (the pleura
+    and its A-lines, fascia), so shape alone cannot tell them apart, and where each one lies can.
+
+    Returns ``(shift, peak, agreement, confidence)``: the chosen lag refined by the NCC
+    parabola (samples), the interpolated NCC there, the energy agreement at its integer lag,
+    and ``(s1 - s2) / (s1 + s2)`` of its score ``s1`` and the score ``s2`` of the best
+    candidate at least half a window away (another echo; nearer ones share most of the window
+    with it), 1 without one: near 1 for a clear match, 0 when another echo is as likely.
+    """
+    ncc, agree = _ncc_curve(ref, cur, start, lag_lo, lag_hi)
+    # log scores: the Gaussian factor underflows far from ``expected``; -inf: no candidate
+    log_key = np.full(ncc.shape[0], -math.inf)
+    for j in range(ncc.shape[0]):
+        if _is_local_max(ncc, j) and ncc[j] > 0.0:
+            z = (lag_lo + j - expected) / sigma
+            log_key[j] = math.log(ncc[j]) + ENERGY_WEIGHT * math.log(agree[j]) - 0.5 * z * z
+    best = int(np.argmax(log_key))
+    if log_key[best] == -math.inf:  # no positive correlation anywhere: stay where expected
+        j = min(max(int(math.floor(expected + 0.5)) - lag_lo, 0), ncc.shape[0] - 1)
+        return float(lag_lo + j), max(ncc[j], 0.0), agree[j], 0.0
+    rival = -math.inf  # the best candidate at least half a window away: another echo
+    for j in range(ncc.shape[0]):
+        if 2 * abs(j - best) >= ref.shape[0]:
+            rival = max(rival, log_key[j])
+    frac, peak = _refine(ncc, best)
+    confidence = math.tanh(0.5 * (log_key[best] - rival))  # (s1 - s2) / (s1 + s2); 1 without a rival
+    return lag_lo + best + frac, peak, agree[best], confidence
 
 
 @njit(nogil=True, cache=True)

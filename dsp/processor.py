@@ -8,6 +8,10 @@
     as 0 dB (integer full scale, or set from the data: :mod:`mmode.dsp.levels`), clipped to
     [-dynamic_range_db, 0] -> features -> denoise
 
+Scanner grey levels (``meta.amplitude == "grey"``) are already log-compressed: they take the
+same FIR to the display rows, then :func:`mmode.dsp.levels.grey_db` (linear, 255 -> 0 dB)
+instead of the log, with the same TGC, gain and clipping.
+
 Features are computed before denoising, so they do not change with the display's denoise
 setting (persistence, in particular, would hide the speckle decorrelation they measure).
 
@@ -180,7 +184,7 @@ class Processor:
         self.settings = s
 
     def _prepare_levels(self, dtype: np.dtype, reference_db: float | None) -> None:
-        self._levels.prepare(self.meta.prf_hz, dtype, reference_db)
+        self._levels.prepare(self.meta.prf_hz, dtype, reference_db, grey=self.meta.amplitude == "grey")
         self._levels_dtype = np.dtype(dtype)
 
     @property
@@ -217,15 +221,20 @@ class Processor:
         t_s = block.t_s + np.arange(n, dtype=np.float64) / self.meta.prf_hz
         if lines.dtype != self._levels_dtype:
             self._prepare_levels(lines.dtype, s.reference_db)
-        pick = self._levels.sampled(block.seq, n)
+        grey = self.meta.amplitude == "grey"
+        pick = np.zeros(0, np.int64) if grey else self._levels.sampled(block.seq, n)
         if self._levels.reference is None and n and not pick.size:  # the stream's first line sets a level
             pick = np.zeros(1, np.int64)
         if pick.size:
             env_db = levels.envelope_db(envelope.envelope_rows(lines[pick], self._tables, check=False))
             self._levels.add(n, t_s[pick], env_db)
         reference_db = self._levels.reference.reference_db if self._levels.reference is not None else 0.0
-        db = envelope.display_rows_db(lines, self._tables, self._tgc_gain_db - np.float32(reference_db),
-                                      s.dynamic_range_db, check=False)
+        offset_db = self._tgc_gain_db - np.float32(reference_db)
+        if grey:
+            db = levels.grey_db(envelope.envelope_rows(lines, self._tables, check=False), s.dynamic_range_db)
+            np.clip(db + offset_db, -s.dynamic_range_db, 0.0, out=db)
+        else:
+            db = envelope.display_rows_db(lines, self._tables, offset_db, s.dynamic_range_db, check=False)
         features = self._features.process(db)
         db = self._denoise(db)
         if s.denoise != "none":

@@ -24,6 +24,15 @@ Two things real scanner data need that the tracker does on its own:
   on the lines as stored follows the clutter. The choice therefore also scores candidates
   on clutter-filtered IQ (:mod:`mmode.dsp.clutter`) and, when one of them wins, the
   tracker follows it on clutter-filtered lines (``representation == "clutter"``).
+
+Scanner images (``meta.amplitude == "grey"``: display grey levels of a cine, one line per
+frame at 15-60 lines/s) have no phase and show every bright line as a similar smooth bump:
+the pleura, its A-lines and fascia match a keyframe almost equally well, and at video rates
+the search spans several of them. There the NCC maximum is taken where the echo is expected
+(:func:`mmode.dsp.motion._ncc_peak_near`: a prior on the change of step, scaled to the
+echo's own motion by the choice), the search spans ``TISSUE_MAX_SPEED_M_S``, the quality
+drops when another echo is nearly as likely, and the keyframe is renewed only from a
+confident match (docs/motion.md, "Scanner images").
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ from scipy import signal
 
 from mmode.dsp import clutter
 from mmode.dsp.motion import (
-    ESTIMATORS, _demod_design, _ncc_peak, _phase_at, _phase_shift, _unwrap_to, iq_decimation, to_iq,
+    ESTIMATORS, _demod_design, _ncc_peak, _ncc_peak_near, _phase_at, _phase_shift, _unwrap_to, iq_decimation, to_iq,
 )
 from mmode.errors import DataError, describe
 from mmode.ingest.meta import AcquisitionMeta, LineBlock
@@ -81,6 +90,32 @@ NCC_SIGMA_SAMPLES = 0.25
 #: the echo and turned its phase (a 2nd-order Butterworth: 16 degrees at 5 x the cut-off, a
 #: 4 % of a wrap bias), and a keyframe taken then would carry that error into every later line.
 RENEW_MIN_SPEED_CUTOFFS = 5.0
+#: Scanner images (``meta.amplitude == "grey"``, 15-60 lines/s from a cine): the fastest
+#: tissue motion searched for between two lines, m/s, in place of ``max_velocity_m_s`` and
+#: ``max_acceleration_m_s2``, which are aliasing and RF-rate limits. Myocardium moves at up
+#: to about 0.2 m/s (pulsed tissue Doppler is set to a +-0.2 m/s scale for it: Nagueh et al.,
+#: J Am Soc Echocardiogr 2009, diastolic function recommendations; the simulator's
+#: pericardium peaks at 0.05-0.12 m/s); 0.3 m/s leaves half again as a margin.
+TISSUE_MAX_SPEED_M_S = 0.3
+#: Scanner images: standard deviation, m/s^2, of the change of velocity from one line to the
+#: next that the match expects (its distance from the constant-velocity prediction, in units
+#: of this acceleration x the line interval squared, weighs each NCC maximum:
+#: :func:`mmode.dsp.motion._ncc_peak_near`) until the echo's own motion is known
+#: (``ECHO_SIGMA_GAIN``). Peak myocardial accelerations are 1-3 m/s^2 (isovolumic
+#: acceleration, Vogel et al., Circulation 2002; the simulator's pericardium 1.0-3.2 m/s^2
+#: between lines 40 ms apart).
+TISSUE_ACCELERATION_M_S2 = 2.0
+#: Scanner images: the keyframe is renewed only from a match at least this confident
+#: (:func:`mmode.dsp.motion._ncc_peak_near`; 0.5: three times as likely as any other echo),
+#: so that an ambiguous line never becomes the reference of the lines after it.
+RENEW_MIN_CONFIDENCE = 0.5
+#: Scanner images: the match's expected distance from the constant-velocity prediction is
+#: this many times the RMS change of step per line of the chosen echo over the selection
+#: (:meth:`MotionTracker.set_echo_motion`), when that is less than ``TISSUE_ACCELERATION_M_S2``
+#: allows. Over 10 s of the simulator's views at 25 lines/s, the largest change of step of an
+#: echo is 2.4-2.9 times its RMS over the first second at a regular heart rhythm, up to 6.1
+#: in atrial fibrillation and 1.6-3.7 for breathing: at 5 times, about one standard deviation.
+ECHO_SIGMA_GAIN = 5.0
 
 
 @njit(nogil=True, cache=True)
@@ -115,7 +150,7 @@ def _fill(lines, i, mode, carrier, taps, dec, half, a, b, buf_iq, buf_env):
 @njit(nogil=True, cache=True)
 def _track_kernel(lines, mode, carrier, taps, dec, half, use_ncc, use_phase, state, ref_iq, ref_env, home,
                   max_lag, track_lag, f0_cycles_per_sample, keyframe_ncc, renew_min_step, sigma_pred, sigma_ncc,
-                  buf_iq, buf_env, out, out_quality):
+                  step_sigma, buf_iq, buf_env, out, out_quality):
     """Follow one echo through the lines of a block; displacement in IQ samples into ``out``
     and the quality of each line's match (its correlation coefficient, 0..1) into
     ``out_quality``.
@@ -134,7 +169,12 @@ def _track_kernel(lines, mode, carrier, taps, dec, half, use_ncc, use_phase, sta
     acceleration changes in one line). On finely sampled lines NCC is the sharper and decides (it follows any
     acceleration); on coarse IQ, where NCC cannot resolve half a wrap, the prediction does.
     Where the complex correlation is below ``PHASE_MIN_COHERENCE`` the phase is not used and
-    the line takes that weighted mean of NCC and prediction. The keyframe is renewed
+    the line takes that weighted mean of NCC and prediction. With ``step_sigma`` > 0
+    (scanner images) the NCC maximum is chosen by :func:`_ncc_peak_near` around the
+    prediction (standard deviation ``step_sigma`` samples, or the search half-range for the
+    first two lines, whose velocity is not known yet), the line's quality is its NCC times
+    the confidence of that choice, and the keyframe is renewed only from a match at least
+    ``RENEW_MIN_CONFIDENCE`` confident. The keyframe is renewed
     when the match quality falls below ``keyframe_ncc`` or the energy agreement of the NCC
     match below ``KEYFRAME_ENERGY``, on a line whose step, aliased to within half a wrap as
     the line rate sees it, is at least ``renew_min_step`` samples (clutter-filtered lines:
@@ -152,6 +192,7 @@ def _track_kernel(lines, mode, carrier, taps, dec, half, use_ncc, use_phase, sta
         d_prev = state[2]
         peak = 1.0
         agreement = 1.0
+        confidence = 1.0
         if use_ncc:
             if state[4] >= 2.0:  # constant velocity, trusted as far as the last match was good
                 expected = d_prev + state[5] * state[5] * (d_prev - state[3]) - d_ref
@@ -164,7 +205,12 @@ def _track_kernel(lines, mode, carrier, taps, dec, half, use_ncc, use_phase, sta
             lo = max(pred - reach, -ref_start)
             hi = min(pred + reach, n - w - ref_start)
             _fill(lines, i, mode, carrier, taps, dec, half, ref_start + lo, ref_start + hi + w, buf_iq, buf_env)
-            coarse, peak, agreement = _ncc_peak(ref_env, buf_env, ref_start, lo, hi)
+            if step_sigma > 0.0:  # scanner images: the candidate likeliest where the echo is expected
+                sigma = step_sigma if state[4] >= 2.0 else float(reach)
+                coarse, peak, agreement, confidence = _ncc_peak_near(ref_env, buf_env, ref_start, lo, hi, expected,
+                                                                     sigma)
+            else:
+                coarse, peak, agreement = _ncc_peak(ref_env, buf_env, ref_start, lo, hi)
             shift = coarse
             if use_phase:
                 lag = int(math.floor(coarse + 0.5))
@@ -191,8 +237,10 @@ def _track_kernel(lines, mode, carrier, taps, dec, half, use_ncc, use_phase, sta
             state[6] += VELOCITY_SMOOTHING * ((d - d_prev) - state[6]) if state[4] >= 2.0 else d - d_prev
         state[4] += 1.0
         state[5] = min(max(peak, 0.0), 1.0)
-        out_quality[i] = state[5]
+        out_quality[i] = state[5] * confidence
         renew = not use_ncc or peak < keyframe_ncc or agreement < KEYFRAME_ENERGY
+        if step_sigma > 0.0:  # never from an ambiguous match: the keyframe would hold another echo
+            renew = renew and confidence >= RENEW_MIN_CONFIDENCE
         if renew_min_step > 0.0:  # the step as the filter sees it: aliased to within half a wrap
             wrap_samples = 1.0 / f0_cycles_per_sample
             step = d - d_prev
@@ -218,9 +266,10 @@ class MotionBlock:
     velocity_m_s : (n,) float64 axial velocity (backward difference of the displacement
         times the line rate), m/s.
     quality : (n,) float64 in [0, 1], the correlation of each line's match with its
-        reference (complex correlation coefficient; NCC for envelope input): near 1 the
-        echo is followed closely, below about 0.5 the line is uncertain (the phase is not
-        used there) and a display dims it.
+        reference (complex correlation coefficient; NCC for envelope input, times the
+        confidence that no other echo fits as well on scanner images): near 1 the echo is
+        followed closely, below about 0.5 the line is uncertain (the phase is not used
+        there) and a display dims it.
     depth_m : depth of the tracked echo at the first line, metres (NaN before it is chosen).
     """
 
@@ -245,7 +294,9 @@ class MotionTracker:
     window_m : axial length of the tracked window, metres.
     max_velocity_m_s : largest speed searched by NCC between two lines (first lines).
     max_acceleration_m_s2 : largest change of speed searched around the constant-velocity
-        prediction once tracking (sets the NCC search at low line rates).
+        prediction once tracking (sets the NCC search at low line rates). Scanner images
+        (grey levels) use the physiological ``TISSUE_MAX_SPEED_M_S`` and
+        ``TISSUE_ACCELERATION_M_S2`` instead of these two.
     select_s : seconds of lines the choice uses (the echo when ``track_depth_m`` is None,
         and in any case whether to track the lines as stored or clutter-filtered); those lines
         are held back, then returned a few blocks at a time with the following blocks (or
@@ -316,6 +367,8 @@ class MotionTracker:
             self._carrier, self._taps, self._half = np.zeros(1, np.complex64), np.zeros(1, np.float32), 0
             self.n_iq = self._n_samples * self.upsample
         track_fs = meta.fs_hz / self.stride
+        self.grey = meta.amplitude == "grey"
+        self.echo_sigma: float | None = None  # :meth:`set_echo_motion`
         self.effective_estimator = "ncc" if meta.kind == "envelope" else self.estimator
         self.spacing_m = meta.c_m_s / (2.0 * track_fs)
         window_m = self.window_m
@@ -371,7 +424,11 @@ class MotionTracker:
     def search_lags(self, rate_hz: float) -> tuple[int, int]:
         """NCC search half-ranges (IQ samples) for lines ``1 / rate_hz`` apart: around the
         previous displacement for the first lines (``max_velocity_m_s``), then around the
-        constant-velocity prediction (``max_acceleration_m_s2``, at least ``TRACK_LAG_SAMPLES``)."""
+        constant-velocity prediction (``max_acceleration_m_s2``, at least ``TRACK_LAG_SAMPLES``).
+        Scanner images: ``TISSUE_MAX_SPEED_M_S`` for both (:meth:`step_sigma` weighs the lags)."""
+        if self.grey:
+            lag = int(math.ceil(TISSUE_MAX_SPEED_M_S / rate_hz / self.spacing_m)) + 1
+            return lag, lag
         max_lag = int(math.ceil(self.max_velocity_m_s / rate_hz / self.spacing_m)) + 1
         accel_lag = int(math.ceil(self.max_acceleration_m_s2 / rate_hz**2 / self.spacing_m))
         return max_lag, min(max_lag, max(TRACK_LAG_SAMPLES, accel_lag + 1))
@@ -389,6 +446,13 @@ class MotionTracker:
     def depth_of(self, index: float) -> float:
         """Depth (m) of tracking-grid sample ``index``."""
         return float(self.meta.depth_m(index * self.stride))
+
+    def length_text(self, length_m: float, unit: str = "mm", digits: int = 1) -> str:
+        """A length for a note, in ``unit`` ("mm" or "um"), or in pixels when the depth is
+        uncalibrated (``meta.depth_calibrated`` False: one stored sample per pixel)."""
+        if not self.meta.depth_calibrated:
+            return f"{length_m / self.meta.sample_spacing_m:.{digits}f} px"
+        return f"{length_m * (1e3 if unit == 'mm' else 1e6):.{digits}f} {unit}"
 
     # -- lines in the forms the kernels take -------------------------------------------------
     def interpolate(self, iq: np.ndarray) -> np.ndarray:
@@ -572,22 +636,47 @@ class MotionTracker:
         ``1 / rate_hz`` apart: what ``max_acceleration_m_s2`` changes in one line."""
         return self.max_acceleration_m_s2 / rate_hz**2 / self.spacing_m
 
+    def set_echo_motion(self, track: np.ndarray, sigma: float, rate_hz: float) -> None:
+        """Scanner images: scale the expected change of step (:meth:`step_sigma`) to the
+        chosen echo's own motion: ``track`` (tracking samples at lines ``1 / rate_hz`` apart,
+        the selection), followed under ``sigma`` (tracking samples at that rate); the larger
+        of ``sigma`` and ``ECHO_SIGMA_GAIN`` x the track's RMS second difference, per line at
+        the line rate. A lung's pleura, which moves by a fraction of a millimetre, is then not
+        expected to leap onto an A-line or a fascia a few millimetres away, as a heart wall might."""
+        step_change = np.diff(track, 2) if track.shape[0] > 3 else np.zeros(1)
+        sigma = max(sigma, ECHO_SIGMA_GAIN * float(np.sqrt(np.mean(step_change**2))))
+        self.echo_sigma = sigma * (rate_hz / self.meta.prf_hz) ** 2
+
+    def step_sigma(self, rate_hz: float) -> float:
+        """Scanner images: standard deviation (tracking samples, at least one) of a match's
+        distance from the constant-velocity prediction for lines ``1 / rate_hz`` apart: what
+        ``TISSUE_ACCELERATION_M_S2`` changes in one line, or less once the echo's own motion
+        is known (:meth:`set_echo_motion`); 0 otherwise (NCC's own choice)."""
+        if not self.grey:
+            return 0.0
+        sigma = TISSUE_ACCELERATION_M_S2 / rate_hz**2 / self.spacing_m
+        if self.echo_sigma is not None:
+            sigma = min(sigma, self.echo_sigma * (self.meta.prf_hz / rate_hz) ** 2)
+        return max(1.0, sigma)
+
     def track_lines(self, centre: int, lines: np.ndarray, mode: int, lags: tuple[int, int],
                     renew_min_step: float = 0.0, rate_hz: float | None = None,
-                    quality: np.ndarray | None = None) -> tuple[int, np.ndarray]:
+                    quality: np.ndarray | None = None, step_sigma: float | None = None) -> tuple[int, np.ndarray]:
         """The window centred at ``centre`` (tracking sample) in ``lines[0]``, tracked through
         ``lines`` (m, ...) in kernel form (:meth:`kernel_lines`, or clutter-filtered IQ with
         ``MODE_IQ``), evenly spaced lines in tracking order, with the combined tracker (NCC on
         the envelope for envelope input), which does not alias; ``lags`` are the NCC search
         half-ranges for that spacing (:meth:`search_lags`); ``renew_min_step`` that of
         :meth:`renew_min_step` for clutter-filtered lines, else 0; ``rate_hz`` the rate of
-        ``lines`` (default the line rate); ``quality`` (m,), when given, receives each line's.
+        ``lines`` (default the line rate); ``quality`` (m,), when given, receives each line's;
+        ``step_sigma`` replaces :meth:`step_sigma` (scanner images).
 
         Returns ``(start, track)``: the window's first sample in ``lines[0]`` and its
         displacement (m,) in tracking samples at each line.
         """
         w = self.window
         rate_hz = self.meta.prf_hz if rate_hz is None else rate_hz
+        step_sigma = self.step_sigma(rate_hz) if step_sigma is None else step_sigma
         home = min(max(centre - w // 2, 0), self.n_iq - w)
         lines = np.ascontiguousarray(lines)
         buf_iq = np.zeros(self.n_iq, np.complex64)
@@ -600,7 +689,7 @@ class MotionTracker:
         _track_kernel(
             lines, mode, self._carrier, self._taps, self._dec, self._half, True, mode != MODE_ENVELOPE, state,
             ref_iq, ref_env, float(home), lags[0], lags[1], self.f0_cycles_per_sample, self.keyframe_ncc,
-            renew_min_step, self.sigma_pred(rate_hz), self.sigma_ncc, buf_iq, buf_env, out,
+            renew_min_step, self.sigma_pred(rate_hz), self.sigma_ncc, step_sigma, buf_iq, buf_env, out,
             np.empty(lines.shape[0]) if quality is None else quality,
         )
         return home, out
@@ -632,7 +721,7 @@ class MotionTracker:
             kin, mode, self._carrier, self._taps, self._dec, self._half, est != "kasai", est != "ncc",
             self._state, self._ref_iq, self._ref_env, float(self._home), self._max_lag, self._track_lag,
             self.f0_cycles_per_sample, self.keyframe_ncc, self._renew_step, self.sigma_pred(self.meta.prf_hz),
-            self.sigma_ncc, self._buf_iq, self._buf_env, d_samples, quality,
+            self.sigma_ncc, self.step_sigma(self.meta.prf_hz), self._buf_iq, self._buf_env, d_samples, quality,
         )
         if d_samples.shape[0]:
             self._prev = d_samples[-1]

@@ -4,9 +4,11 @@ The tool listens to left clicks inside the M-mode plot (Shift+click places the t
 gate instead: :class:`mmode.gui.mmode_view.GateViewBox`), converts them to
 ``(t_s, depth_m)`` with the plot's own view mapping (x in s, y in cm) and, once the active
 kind (:data:`mmode.gui.measurements.KIND_POINTS`) has enough points, computes the
-measurement with :mod:`mmode.gui.measurements` and draws it: a movable handle per point, a
-line per point pair and a label. The measurement goes to the ``on_measurement`` callback;
-dragging a handle afterwards recomputes it and calls ``on_changed(old, new)``.
+measurement with :mod:`mmode.gui.measurements` in the units of the image's calibration
+(:meth:`CaliperTool.set_scale`, :mod:`mmode.gui.calibration`) and draws it: a movable handle
+per point, a line per point pair and a label. The measurement goes to the
+``on_measurement`` callback; dragging a handle afterwards recomputes it (with the scale it
+was made with) and calls ``on_changed(old, new)``.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class CaliperTool:
         self.kind = "time"
         self.n_cycles = 1
         self.enabled = True
+        self.scale = M.RF_SCALE
         self.points: list[M.Point] = []
         self._on_measurement = on_measurement
         self._on_changed = on_changed
@@ -65,6 +68,10 @@ class CaliperTool:
         self.kind, self.n_cycles = kind, int(n_cycles)
         self.points = []
         self._pending.setData([], [])
+
+    def set_scale(self, scale: M.CaliperScale) -> None:
+        """The calibration of the image new measurements are made on."""
+        self.scale = scale
 
     def _clicked(self, event) -> None:
         if not self.enabled or event.button() != Qt.MouseButton.LeftButton:
@@ -89,7 +96,7 @@ class CaliperTool:
         pts, self.points = self.points, []
         self._pending.setData([], [])
         try:
-            m = M.measure(self.kind, pts, self.n_cycles)
+            m = M.measure(self.kind, pts, self.n_cycles, self.scale)
         except DataError as exc:
             self._on_error(str(exc))
             return None
@@ -119,7 +126,7 @@ class CaliperTool:
     def _moved(self, drawn: "_Drawn") -> None:
         pts = [(h.pos().x(), h.pos().y() / 100.0) for h in drawn.handles]
         try:
-            m = M.measure(drawn.m.kind, pts, int(drawn.m.extra.get("n_cycles", 1)))
+            m = M.measure(drawn.m.kind, pts, int(drawn.m.extra.get("n_cycles", 1)), drawn.m.scale)
         except DataError as exc:  # e.g. a slope dragged to zero duration: keep the last value
             self._on_error(str(exc))
             return

@@ -251,9 +251,9 @@ class ControlPanel(QWidget):
             self.level_label.setText(text)
             self.level_label.setToolTip(tooltip)
 
-    def show_gate(self, depth_m: float | None) -> None:
-        """Show the tracking gate: its depth, or "automatic" (None)."""
-        self.gate_label.setText("auto (Shift+click)" if depth_m is None else f"{depth_m * 1e3:.1f} mm")
+    def show_gate(self, depth_m: float | None, scale: M.CaliperScale = M.RF_SCALE) -> None:
+        """Show the tracking gate: its depth (in the units of ``scale``), or "automatic" (None)."""
+        self.gate_label.setText("auto (Shift+click)" if depth_m is None else scale.depth_text(depth_m))
 
     def add_measurement(self, m: M.Measurement) -> None:
         self.table.insertRow(self.table.rowCount())
@@ -261,10 +261,14 @@ class ControlPanel(QWidget):
         self.table.scrollToBottom()
 
     def set_measurement(self, r: int, m: M.Measurement) -> None:
-        """Show measurement ``m`` in row ``r``."""
+        """Show measurement ``m`` in row ``r`` (a value in pixels: its note in the last column)."""
         value = QTableWidgetItem(m.value_text())
-        normal = QTableWidgetItem("" if m.normal is None else
-                                  ("ok " if m.in_range else "out ") + m.normal.text(m.unit))
+        if m.note:
+            normal = QTableWidgetItem(m.note)
+            normal.setToolTip(m.note)
+        else:
+            normal = QTableWidgetItem("" if m.normal is None else
+                                      ("ok " if m.in_range else "out ") + m.normal.text(m.unit))
         if m.in_range is False:
             normal.setForeground(Qt.GlobalColor.red)
         for c, item in enumerate((QTableWidgetItem(m.name), value, normal)):

@@ -13,11 +13,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from mmode.errors import DataError, describe
+from mmode.gui.cine import CineMmode, CineSource
+from mmode.gui.measurements import RF_SCALE, CaliperScale
 from mmode.gui.settings import TGC_DEPTHS_FRACTION, GuiSettings
 from mmode.ingest.igtl import DEFAULT_PORT as DEFAULT_IGTL_PORT
 from mmode.ingest.stream import DEFAULT_PORT as DEFAULT_STREAM_PORT
@@ -33,24 +35,38 @@ ENGINE_NICE = 10
 class SourceSpec:
     """What to open. kind: "file" (value = path), "stream" (value = "HOST:PORT", or
     "igtl://HOST:PORT" for OpenIGTLink), "sim" (value = scenario name).
-    speed : file playback speed; start_line : first file line; prf_hz : simulator line rate."""
+    speed : file playback speed; start_line : first file line; prf_hz : simulator line rate.
+    mline, px_per_cm : the M-line (x0, y0, x1, y1 frame pixels; None: the default line) and
+    the pixel size of a DICOM cine or video file. cine : the M-mode of such a file along
+    ``mline`` in memory (:class:`mmode.gui.cine.CineMmode`; the window sets it), played
+    instead of reading the file again."""
 
     kind: str
     value: str
     speed: float = 1.0
     start_line: int = 0
     prf_hz: float = 1000.0
+    mline: tuple[float, float, float, float] | None = None
+    px_per_cm: float | None = None
+    cine: CineMmode | None = field(default=None, compare=False, repr=False)
 
     def title(self) -> str:
         return {"file": "File", "stream": "Stream", "sim": "Simulator"}.get(self.kind, self.kind) + f": {self.value}"
+
+    def file_options(self) -> dict:
+        """The :func:`~mmode.ingest.files.open_recording` options of a cine file (none unset)."""
+        return {k: v for k, v in (("mline", self.mline), ("px_per_cm", self.px_per_cm)) if v is not None}
 
 
 def make_source(spec: SourceSpec):
     """The :mod:`mmode.ingest.sources` source for ``spec`` (not opened)."""
     from mmode.ingest import sources
 
+    if spec.kind == "file" and spec.cine is not None:
+        return CineSource(spec.cine, speed=spec.speed, start_line=spec.start_line)
     if spec.kind == "file":
-        return sources.FileSource(spec.value, speed=spec.speed, loop=False, start_line=spec.start_line)
+        return sources.FileSource(spec.value, speed=spec.speed, loop=False, start_line=spec.start_line,
+                                  options=spec.file_options())
     if spec.kind == "sim":
         from mmode.ingest.scenarios import SCENARIOS
 
@@ -281,24 +297,25 @@ def level_text(level) -> tuple[str, str]:
     return short, f"{detail}; 0 dB = {reference_db:.1f} dB re one stored unit"
 
 
-def motion_text(state: dict, running: bool = True) -> tuple[str, str]:
+def motion_text(state: dict, running: bool = True, scale: CaliperScale = RF_SCALE) -> tuple[str, str]:
     """(short line, tooltip) of the motion tracker's state (``Results.motion_state``).
 
     Says where it tracks (the user's gate or automatic), whether it is still choosing, on
     which lines it follows the echo (clutter-filtered or stored), and when there is no trace
     why not (the tracker's note). Empty before the first state. running : False once the
     engine has stopped (a file paused or ended): a choice still open then never finishes.
+    Depths in the units of ``scale`` (pixels on an uncalibrated depth).
     """
     status = state.get("status")
     gate_m = state.get("track_depth_m")
-    where = "auto" if gate_m is None else f"gate {gate_m * 1e3:.1f} mm"
+    where = "auto" if gate_m is None else f"gate {scale.depth_text(gate_m)}"
     note = state.get("note") or ""
     if status == "choosing":
         text = (f"Motion: {where}, choosing the echo (about 1 s)" if running else
                 f"Motion: {where}, stopped before an echo was chosen")
     elif status == "tracking":
         depth_m = state.get("depth_m")
-        at = f" {depth_m * 1e3:.1f} mm" if depth_m is not None and math.isfinite(depth_m) else ""
+        at = f" {scale.depth_text(depth_m)}" if depth_m is not None and math.isfinite(depth_m) else ""
         lines = ", clutter-filtered" if state.get("representation") == "clutter" else ""
         text = f"Motion: {where}, tracking{at}{lines}"
     elif status == "no_motion":

@@ -17,6 +17,15 @@ pause, seek, speed) keeps that level: the new engine gets it as ``reference_db``
 Tracking gate: Shift+click or Shift+drag on the image sets the depth the motion tracker
 follows (``track_depth_m`` of the pipeline settings; the tracker restarts there); G returns
 to the automatic choice. Plain clicks stay with the calipers.
+
+Cine files (a DICOM multi-frame with a 2D region, a video): the window decodes the frames
+once and shows a B-mode pane beside the M-mode (:class:`~mmode.gui.cine_view.BModeView`):
+the frame of the M-mode's current line (the newest line while playing, the review cursor
+when frozen) with the M-line on it. Releasing a dragged M-line recomputes the M-mode from
+the frames in memory (:mod:`mmode.gui.cine`) and plays it again from the start; the
+calipers and the gate of the old line are cleared. Calipers measure in the units of the
+image's calibration (:func:`mmode.gui.calibration.caliper_scale`): pixels, with a note,
+where the depth is not calibrated.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import math
 import threading
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -45,7 +55,10 @@ from PyQt6.QtWidgets import (
 from mmode.errors import MmodeError
 from mmode.gui import export, settings
 from mmode.gui.aline_view import ALineView
+from mmode.gui.calibration import caliper_scale, mline_text
 from mmode.gui.calipers import HINTS, CaliperTool
+from mmode.gui.cine import CINE_FORMATS, CineMmode, cine_mmode, clip_line, frame_at, load_cine
+from mmode.gui.cine_view import BModeView
 from mmode.gui.controls import ControlPanel, ReviewBar
 from mmode.gui.engine_link import (
     ResultsReader,
@@ -56,10 +69,11 @@ from mmode.gui.engine_link import (
     motion_text,
     pipeline_settings,
 )
-from mmode.gui.measurements import Measurement
+from mmode.gui.measurements import RF_SCALE, CaliperScale, Measurement
 from mmode.gui.mmode_data import DisplayRing, OverlayRate, SweepClock, overlay_rate
-from mmode.gui.mmode_view import MModeView
+from mmode.gui.mmode_view import MModeView, set_depth_axis
 from mmode.gui.status import FrameStats, StatusBar, status_fields
+from mmode.ingest.cine import default_mline_of
 from mmode.ingest.meta import CLASSES
 
 FRAME_INTERVAL_MS = 16
@@ -106,6 +120,8 @@ class MainWindow(QMainWindow):
         self.recording_path: Path | None = None
         self.file_times_s: np.ndarray | None = None
         self.file_meta: dict | None = None
+        self.cine_frames = None  # a cine file's frames in memory (ArrayFrames), else None
+        self.scale: CaliperScale = RF_SCALE  # the calibration of the image on screen
         self._last_seq = 0
         self._dirty = False
         self._last_status_s = 0.0
@@ -115,6 +131,8 @@ class MainWindow(QMainWindow):
         self._report_job: tuple[threading.Thread, dict, Path] | None = None
 
         self.mview = MModeView()
+        self.bview = BModeView()
+        self.bview.setVisible(False)
         self.aline = ALineView()
         self.aline.plot.setYLink(self.mview.plot)
         self.panel = ControlPanel(self.s, scenarios or tuple(CLASSES))
@@ -126,6 +144,7 @@ class MainWindow(QMainWindow):
         self.motion_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.status.addWidget(self.motion_label, 4)
         self.mview.on_paint = self.frames.painted
+        self.bview.view.on_paint = self.frames.painted
         self.aline.on_paint = self.frames.painted
         self.calipers = CaliperTool(self.mview.plot, self._add_measurement, self._measurement_changed,
                                     self._show_error)
@@ -134,6 +153,7 @@ class MainWindow(QMainWindow):
         images = QWidget()
         row = QHBoxLayout(images)
         row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.bview, stretch=1)
         row.addWidget(self.mview, stretch=1)
         row.addWidget(self.aline)
         self.view_area = images
@@ -168,6 +188,7 @@ class MainWindow(QMainWindow):
         p.auto_level_requested.connect(self.auto_level)
         p.auto_gate_requested.connect(lambda: self.set_gate(None))
         self.mview.gate_requested.connect(self._gate_moved)
+        self.bview.line_moved.connect(self._mline_moved)
         r = self.review
         r.play_toggled.connect(lambda on: self.set_frozen(not on))
         r.seek.connect(self.seek)
@@ -206,6 +227,8 @@ class MainWindow(QMainWindow):
         self.reader = ResultsReader()
         self.file_times_s = None
         self.file_meta = None
+        self.cine_frames = None
+        self.bview.clear()
         self.spec = spec
         self._last_seq = spec.start_line
         self.sweep.reset()
@@ -215,20 +238,19 @@ class MainWindow(QMainWindow):
         self._show_gate(None)  # a depth in one recording means nothing in the next
         try:
             if spec.kind == "file":
-                from mmode.ingest.files import open_recording
-
-                rec = open_recording(spec.value)
-                try:
-                    self.file_times_s = np.asarray(rec.timestamps_s(), np.float64)
-                    self.file_meta = rec.meta.to_dict()
-                finally:
-                    rec.close()
+                spec = self.spec = self._open_file(spec)
+            else:
+                self._set_scale(RF_SCALE)
             self.engine = self.engine_factory(spec, pipeline_settings(self.s))
             self.engine.start()
         except (MmodeError, OSError) as exc:
             self.engine = None
+            self.cine_frames = None
+            self.bview.clear()
+            self.bview.setVisible(False)
             self._show_error(str(exc))
             return
+        self.bview.setVisible(self.cine_frames is not None)
         self.frozen = False
         self._show_frozen(False)
         self.review.speed.setEnabled(spec.kind == "file")
@@ -255,7 +277,7 @@ class MainWindow(QMainWindow):
         self._stop_engine()
         if clear and self.ring is not None:
             self.ring.clear()
-        self.spec = SourceSpec("file", self.spec.value, speed=self.spec.speed, start_line=int(line))
+        self.spec = replace(self.spec, start_line=int(line))
         self._last_seq = int(line)
         if self._auto_level_used and self.reader.level is not None:
             # the new engine would level the file from its first second again: keep the Auto level
@@ -267,10 +289,78 @@ class MainWindow(QMainWindow):
             self.engine = None
             self._show_error(str(exc))
 
+    def _open_file(self, spec: SourceSpec) -> SourceSpec:
+        """Read a file's line times, metadata and calibration; a cine's frames go into memory
+        and the returned spec plays its M-mode along the M-line from there."""
+        from mmode.ingest.files import open_recording
+
+        rec = open_recording(spec.value, **spec.file_options())
+        try:
+            self.file_times_s = np.asarray(rec.timestamps_s(), np.float64)
+            self.file_meta = rec.meta.to_dict()
+            scale = caliper_scale(rec.meta, rec.info())
+            is_cine = rec.file_format in CINE_FORMATS
+        finally:
+            rec.close()
+        if not is_cine:
+            self._set_scale(scale)
+            return spec
+        self.cine_frames = load_cine(spec.value)
+        self.bview.set_cine(self.cine_frames)
+        mmode = cine_mmode(self.cine_frames, spec.mline or default_mline_of(self.cine_frames), spec.px_per_cm)
+        return self._use_mline(spec, mmode)
+
+    # -- cine files: the B-mode pane and the M-line ---------------------------------------------
+    def _use_mline(self, spec: SourceSpec, mmode: CineMmode) -> SourceSpec:
+        """Make ``mmode`` (the M-mode along a new M-line) the file the window plays and
+        measures on: its times, metadata and calibration, the line on the B-mode; returns
+        ``spec`` playing it from its first line."""
+        n = mmode.lines.shape[0]
+        self.file_times_s = np.arange(n, dtype=np.float64) / mmode.meta.prf_hz
+        self.file_meta = mmode.meta.to_dict()
+        scale = caliper_scale(mmode.meta, mmode.info, self.cine_frames.regions)
+        self._set_scale(scale)
+        self.bview.set_line(mmode.line, mline_text(mmode.line, mmode.info["mline"]["step_m"], scale.note))
+        return replace(spec, mline=mmode.line, cine=mmode, start_line=0)
+
+    def _mline_moved(self, line: tuple[float, float, float, float]) -> None:
+        """A drag of the M-line ended: recompute the M-mode from the frames in memory and play
+        it from the start (a line that makes no M-mode puts the old one back)."""
+        if self.cine_frames is None:
+            return
+        try:
+            mmode = cine_mmode(self.cine_frames, clip_line(line, self.cine_frames.shape), self.spec.px_per_cm)
+        except MmodeError as exc:
+            self._show_error(f"M-line: {exc}")
+            old = self.spec.cine
+            self.bview.set_line(old.line, mline_text(old.line, old.info["mline"]["step_m"], self.scale.note))
+            return
+        self.clear_measurements()  # they were made on the old line's M-mode
+        self._show_gate(None)
+        self.spec = self._use_mline(self.spec, mmode)
+        self.ring = None  # the new line has its own depths
+        self.row_depths_m = None
+        self.reader = ResultsReader()
+        self.shown_span_s = None
+        self.sweep.reset()
+        self.frozen = False
+        self._show_frozen(False)
+        self._restart_file(0, clear=False)
+        self.statusBar().showMessage("M-mode recomputed along the new M-line", 5000)
+
+    def _set_scale(self, scale: CaliperScale) -> None:
+        """The calibration of the image on screen: new calipers, the depth axes and the gate."""
+        self.scale = scale
+        self.calipers.set_scale(scale)
+        set_depth_axis(self.mview.plot, scale.m_per_px)
+        set_depth_axis(self.aline.plot, scale.m_per_px, label=False)
+        self.panel.show_gate(self.gate_depth_m, scale)
+
     def _source_requested(self, kind: str, value: str) -> None:
         if kind == "file" and not value:
             value, _ = QFileDialog.getOpenFileName(self, "Open recording", self.s.last_file,
-                                                   "Recordings (*.h5 *.npy *.npz *.mat *.raw *.bin);;All files (*)")
+                                                   "Recordings (*.h5 *.npy *.npz *.mat *.raw *.bin *.dcm *.mp4 *.avi "
+                                                   "*.mov);;All files (*)")
             if not value:
                 return
         self.open_source(SourceSpec(kind, value, speed=self._speed()))
@@ -283,7 +373,7 @@ class MainWindow(QMainWindow):
     def _speed_changed(self, speed: float) -> None:
         if self.spec is None or self.spec.kind != "file":
             return
-        self.spec = SourceSpec("file", self.spec.value, speed=speed, start_line=self.spec.start_line)
+        self.spec = replace(self.spec, speed=speed)
         if self.engine is not None:  # playing: go on at the new speed from the next line
             self._restart_file(self._next_file_line(), clear=False)
 
@@ -352,13 +442,13 @@ class MainWindow(QMainWindow):
             return
         self._show_gate(depth_m)
         self._send_settings()
-        where = "automatic" if depth_m is None else f"{depth_m * 1e3:.1f} mm"
+        where = "automatic" if depth_m is None else self.scale.depth_text(depth_m)
         self.statusBar().showMessage(f"Tracking gate: {where} (G: automatic)", 4000)
 
     def _show_gate(self, depth_m: float | None) -> None:
         self.gate_depth_m = None if depth_m is None else float(depth_m)
         self.mview.set_gate(self.gate_depth_m)
-        self.panel.show_gate(self.gate_depth_m)
+        self.panel.show_gate(self.gate_depth_m, self.scale)
         self._dirty = True
 
     def _update_class_note(self) -> None:
@@ -492,6 +582,9 @@ class MainWindow(QMainWindow):
         self.mview.classes = classes
         self.mview.render(w, self.col_dt_s, self.window_s(), x_end, float(w.t_s[cursor]) if self.frozen else None,
                           motion=not in_air)
+        if self.cine_frames is not None:  # the B-mode frame of the current line
+            prf_hz = self.spec.cine.meta.prf_hz
+            self.bview.show_frame(frame_at(float(w.t_s[cursor]), prf_hz, self.cine_frames.n_frames))
         now = time.perf_counter()
         # the A-line and the review bar change little between frames: a few times a second
         # while live (their repaint would double the frame time), every frame in review
@@ -536,7 +629,7 @@ class MainWindow(QMainWindow):
 
     def _update_motion_and_level(self) -> None:
         """The tracker's state in the status bar and the display level under the gain."""
-        text, tip = motion_text(self.reader.motion_state, running=self.engine is not None)
+        text, tip = motion_text(self.reader.motion_state, running=self.engine is not None, scale=self.scale)
         if text != self.motion_label.text():
             self.motion_label.setText(text)
             self.motion_label.setToolTip(tip)
@@ -752,13 +845,14 @@ class MainWindow(QMainWindow):
             return
         box: dict = {}
         path_in, settings_in = self.spec.value, self._pipeline_settings()
+        options = self.spec.file_options()  # a cine's current M-line and pixel size
 
         def work() -> None:
             try:
                 from mmode.app.cmd_process import analyse
                 from mmode.ingest.files import open_recording
 
-                rec = open_recording(path_in)
+                rec = open_recording(path_in, **options)
                 try:
                     box["process"] = analyse(rec, settings_in)
                 finally:

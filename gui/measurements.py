@@ -5,6 +5,13 @@ metres (depth increases away from the probe). Every function returns a
 :class:`Measurement` whose value carries its unit; presets also carry their usual normal
 range and say whether the value lies inside it.
 
+Units follow the calibration of the image (:class:`CaliperScale`, from
+:mod:`mmode.gui.calibration`; :func:`measure` applies it): RF lines in ms, mm and mm/s;
+scanner images (DICOM, video) in the units of a DICOM region, s, cm and cm/s (TAPSE and
+EPSS stay in mm, the unit of their normal ranges); an image whose depth is not calibrated
+(a video without a scale, an M-line that leaves the calibrated region) gives lengths and
+slopes in pixels, px and px/s, with a note that says why, never in cm it does not have.
+
 Normal ranges (adult, transthoracic; see docs/gui.md for the references):
 
 - TAPSE (tricuspid annular plane systolic excursion): >= 17 mm
@@ -20,7 +27,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
 
 from mmode.errors import DataError, describe
@@ -64,11 +71,45 @@ KIND_POINTS = {
 
 
 @dataclass(frozen=True)
+class CaliperScale:
+    """How caliper points ``(t_s, depth_m)`` become values: the calibration of the image.
+
+    image_units : time in s, depth in cm, slopes in cm/s (the units of DICOM regions, for
+        scanner images); False: ms, mm and mm/s (RF lines).
+    m_per_px : None when the depth is calibrated; else the metres per image pixel of the
+        plot's nominal depth axis: lengths are given in pixels, ``depth_m / m_per_px``.
+    note : why lengths are in pixels, shown with every measurement given in pixels.
+    """
+
+    image_units: bool = False
+    m_per_px: float | None = None
+    note: str = ""
+
+    @property
+    def depth_calibrated(self) -> bool:
+        return self.m_per_px is None
+
+    def depth_px(self, depth_m: float) -> float:
+        """A point's depth in image pixels (needs ``m_per_px``)."""
+        return depth_m / self.m_per_px
+
+    def depth_text(self, depth_m: float) -> str:
+        """A depth for the status texts: ``"34.0 mm"``, or ``"340 px"`` when not calibrated."""
+        return f"{depth_m * 1e3:.1f} mm" if self.depth_calibrated else f"{self.depth_px(depth_m):.0f} px"
+
+
+#: Lines of RF recordings: ms, mm, mm/s.
+RF_SCALE = CaliperScale()
+
+
+@dataclass(frozen=True)
 class Measurement:
     """One measurement: ``value`` in ``unit``, from caliper ``points`` [(t_s, depth_m), ...].
 
-    ``normal`` is the preset's normal range (``None`` for plain calipers); ``extra`` holds
-    intermediate values (e.g. LVIDd and LVIDs in mm for FS, n cycles for heart rate).
+    ``normal`` is the preset's normal range (``None`` for plain calipers and for values in
+    pixels); ``extra`` holds intermediate values (e.g. LVIDd and LVIDs in mm, or px, for FS,
+    n cycles for heart rate). ``scale`` is the calibration the value was computed with;
+    ``note`` says why a value is in pixels ("" otherwise).
     """
 
     kind: str
@@ -78,6 +119,8 @@ class Measurement:
     points: tuple[Point, ...]
     normal: NormalRange | None = None
     extra: dict[str, float] = field(default_factory=dict)
+    scale: CaliperScale = RF_SCALE
+    note: str = ""
 
     @property
     def in_range(self) -> bool | None:
@@ -89,16 +132,19 @@ class Measurement:
         return f"{self.value:.{_decimals(self.unit)}f} {self.unit}"
 
     def text(self) -> str:
-        """Short label such as ``"TAPSE 21.0 mm (normal >= 17 mm)"``."""
+        """Short label such as ``"TAPSE 21.0 mm (normal >= 17 mm)"``, or with the note of a
+        value in pixels, ``"Depth 212 px [depth in pixels: ...]"``."""
         s = f"{self.name} {self.value_text()}"
         if self.normal is not None:
             flag = "normal" if self.in_range else "outside normal"
             s += f" ({flag} {self.normal.text(self.unit)})"
+        if self.note:
+            s += f" [{self.note}]"
         return s
 
 
 def _decimals(unit: str) -> int:
-    return {"s": 3, "ms": 0, "mm": 1, "mm/s": 1, "cm/s": 1, "bpm": 0, "%": 1}.get(unit, 2)
+    return {"s": 3, "ms": 0, "mm": 1, "mm/s": 1, "cm/s": 1, "bpm": 0, "%": 1, "px": 0, "px/s": 0}.get(unit, 2)
 
 
 def _check(points: Sequence[Point], n: int, what: str) -> tuple[Point, ...]:
@@ -172,32 +218,63 @@ def fractional_shortening(lvidd: tuple[Point, Point], lvids: tuple[Point, Point]
     return Measurement("fs", "FS", fs, "%", pts, FS_NORMAL, extra={"lvidd_mm": d_mm, "lvids_mm": s_mm})
 
 
-def measure(kind: str, points: Sequence[Point], n_cycles: int = 1) -> Measurement:
-    """Dispatch on ``kind`` (a key of :data:`KIND_POINTS`) with its number of points."""
+def measure(kind: str, points: Sequence[Point], n_cycles: int = 1, scale: CaliperScale = RF_SCALE) -> Measurement:
+    """Dispatch on ``kind`` (a key of :data:`KIND_POINTS`) with its number of points, in the
+    units of ``scale`` (:func:`in_scale`)."""
     if kind not in KIND_POINTS:
         raise DataError(describe("measurement", f"kind one of {tuple(KIND_POINTS)}", repr(kind)))
     pts = _check(points, KIND_POINTS[kind], f"{kind} calipers")
     if kind == "time":
-        return time_interval(*pts)
-    if kind == "depth":
-        return depth_distance(*pts)
-    if kind == "slope":
-        return slope(*pts)
-    if kind == "heart_rate":
-        return heart_rate(*pts, n_cycles=n_cycles)
-    if kind == "tapse":
-        return tapse(*pts)
-    if kind == "epss":
-        return epss(*pts)
-    return fractional_shortening(pts[:2], pts[2:])
+        m = time_interval(*pts)
+    elif kind == "depth":
+        m = depth_distance(*pts)
+    elif kind == "slope":
+        m = slope(*pts)
+    elif kind == "heart_rate":
+        m = heart_rate(*pts, n_cycles=n_cycles)
+    elif kind == "tapse":
+        m = tapse(*pts)
+    elif kind == "epss":
+        m = epss(*pts)
+    else:
+        m = fractional_shortening(pts[:2], pts[2:])
+    return in_scale(m, scale)
+
+
+#: Kinds whose value is a length along depth (or a length per time).
+LENGTH_KINDS = ("depth", "slope", "tapse", "epss")
+#: RF unit -> (unit of DICOM regions, factor), for the plain calipers on scanner images.
+IMAGE_UNITS = {"ms": ("s", 1e-3), "mm": ("cm", 0.1), "mm/s": ("cm/s", 0.1)}
+
+
+def in_scale(m: Measurement, scale: CaliperScale) -> Measurement:
+    """``m`` (computed in ms, mm, mm/s from points in seconds and metres) in the units of
+    ``scale``: without a depth calibration, lengths in px and slopes in px/s, with the
+    scale's note and no normal range (FS, a ratio of two lengths along one line, keeps its
+    value; its LVIDd and LVIDs become px); with ``image_units``, the plain time, depth and
+    slope calipers in s, cm, cm/s. Time and heart rate need no depth calibration."""
+    if not scale.depth_calibrated and m.kind in LENGTH_KINDS:
+        mm_per_px = scale.m_per_px * 1e3
+        return replace(m, value=m.value / mm_per_px, unit="px/s" if m.kind == "slope" else "px", normal=None,
+                       scale=scale, note=scale.note)
+    if not scale.depth_calibrated and m.kind == "fs":
+        mm_per_px = scale.m_per_px * 1e3
+        extra = {"lvidd_px": m.extra["lvidd_mm"] / mm_per_px, "lvids_px": m.extra["lvids_mm"] / mm_per_px}
+        return replace(m, extra=extra, scale=scale)
+    if scale.image_units and m.kind in ("time", "depth", "slope"):
+        unit, factor = IMAGE_UNITS[m.unit]
+        return replace(m, value=m.value * factor, unit=unit, scale=scale)
+    return replace(m, scale=scale)
 
 
 CSV_COLUMNS = ("name", "kind", "value", "unit", "normal_low", "normal_high", "in_range", "points_t_s",
-               "points_depth_mm", "normal_source")
+               "points_depth_mm", "normal_source", "points_depth_px", "note")
 
 
 def to_csv(measurements: Iterable[Measurement]) -> str:
-    """CSV text, one row per measurement, header :data:`CSV_COLUMNS`; points joined by ';'."""
+    """CSV text, one row per measurement, header :data:`CSV_COLUMNS`; points joined by ';'.
+    The points' depths are in ``points_depth_mm`` on a calibrated depth, else in
+    ``points_depth_px`` (the other column empty)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
@@ -209,21 +286,30 @@ def to_csv(measurements: Iterable[Measurement]) -> str:
             "" if n is None or n.high is None else f"{n.high:g}",
             "" if m.in_range is None else str(m.in_range).lower(),
             ";".join(f"{t:.6f}" for t, _ in m.points),
-            ";".join(f"{z * 1e3:.4f}" for _, z in m.points),
+            ";".join(f"{z * 1e3:.4f}" for _, z in m.points) if m.scale.depth_calibrated else "",
             "" if n is None else n.source,
+            "" if m.scale.depth_calibrated else ";".join(f"{m.scale.depth_px(z):.2f}" for _, z in m.points),
+            m.note,
         ])
     return buf.getvalue()
 
 
 def to_dict(m: Measurement) -> dict:
-    """JSON-safe dict of one measurement (for the JSON report)."""
+    """JSON-safe dict of one measurement (for the JSON report); points as ``{t_s, depth_m}``,
+    or ``{t_s, depth_px}`` on an uncalibrated depth, and the ``note`` when there is one."""
+    if m.scale.depth_calibrated:
+        points = [{"t_s": t, "depth_m": z} for t, z in m.points]
+    else:
+        points = [{"t_s": t, "depth_px": m.scale.depth_px(z)} for t, z in m.points]
     d = {
         "name": m.name,
         "kind": m.kind,
         "value": m.value,
         "unit": m.unit,
-        "points": [{"t_s": t, "depth_m": z} for t, z in m.points],
+        "points": points,
     }
+    if m.note:
+        d["note"] = m.note
     if m.normal is not None:
         d["normal"] = {"low": m.normal.low, "high": m.normal.high, "source": m.normal.source}
         d["in_range"] = m.in_range

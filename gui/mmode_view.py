@@ -47,6 +47,15 @@ def quiet_axes(plot: pg.PlotItem) -> None:
     plot.getAxis("left").setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
 
 
+def set_depth_axis(plot: pg.PlotItem, m_per_px: float | None, label: bool = True) -> None:
+    """The depth axis of ``plot`` (y in cm) in cm, or, when ``m_per_px`` is given (a depth
+    that is not calibrated), in image pixels: never in cm the image does not have."""
+    axis = plot.getAxis("left")
+    axis.setScale(1.0 if m_per_px is None else 1.0 / (100.0 * m_per_px))
+    if label:
+        plot.setLabel("left", "Depth (cm)" if m_per_px is None else "Depth (px, not calibrated)")
+
+
 class GateViewBox(pg.ViewBox):
     """The M-mode plot's view box: a left Shift+click, or a left drag begun with Shift held,
     reports the depth under the mouse to ``on_gate(depth_m, finished)`` (``finished``: the
@@ -102,7 +111,7 @@ class MModeView(TimedPaint, pg.GraphicsLayoutWidget):
         self.plot = self.addPlot(row=1, col=0, axisItems={"bottom": TimeAxis()},
                                  viewBox=GateViewBox(self.gate_requested.emit))
         self.plot.invertY(True)
-        self.plot.setLabel("left", "Depth (cm)")
+        set_depth_axis(self.plot, None)
         self.plot.setLabel("bottom", "Time (s)")
         self.plot.setMouseEnabled(x=False, y=False)
         self.plot.hideButtons()

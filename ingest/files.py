@@ -11,6 +11,11 @@
 | ``.mat``          | MATLAB v5 / v7.3 (:func:`~mmode.ingest.readers.read_mat`)       |
 | ``.bin``, ``.dat`` | raw samples + JSON sidecar (:func:`~mmode.ingest.readers.read_raw`) |
 | ``.raw``          | raw samples when a JSON sidecar is beside it, else Clarius       |
+| ``.dcm``, ``.dicom``, none with the DICOM marker | DICOM: an M-mode region, else the cine's anatomical M-mode (:func:`~mmode.ingest.dicom.read_dicom`) |
+| ``.mp4``, ``.avi``, ``.mov`` | video: the anatomical M-mode of the cine (:func:`~mmode.ingest.video.read_video`) |
+
+``open_frames(path)`` opens a DICOM file or a video as a cine frame source
+(:mod:`mmode.ingest.cine`), for a display that shows the B-mode frames.
 """
 
 from __future__ import annotations
@@ -24,14 +29,32 @@ from mmode.ingest import readers
 from mmode.ingest.h5format import read_h5
 from mmode.ingest.recording import Recording
 
+#: Suffixes of DICOM files and videos (lower case); a file without a suffix that has the
+#: DICOM Part 10 marker is DICOM too.
+DICOM_SUFFIXES = (".dcm", ".dicom")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov")
 #: Suffixes :func:`open_recording` accepts (lower case).
-SUFFIXES = (".h5", ".hdf5", ".npy", ".npz", ".mat", ".bin", ".dat", ".raw")
+SUFFIXES = (".h5", ".hdf5", ".npy", ".npz", ".mat", ".bin", ".dat", ".raw", *DICOM_SUFFIXES, *VIDEO_SUFFIXES)
+#: Options of the cine readers: the M-line (x0, y0, x1, y1 frame pixels) and the pixel size.
+CINE_OPTIONS = ("mline", "px_per_cm")
 
 #: Reader-specific options beyond the metadata overrides of :data:`readers.META_KEYS`.
 _READER_OPTIONS = {
     ".npz": ("lines_key",),
     ".mat": ("variables", "lines_axis"),
+    **{suffix: CINE_OPTIONS for suffix in (*DICOM_SUFFIXES, *VIDEO_SUFFIXES)},
 }
+
+
+def _suffix(p: Path) -> str:
+    """The reader's suffix of ``p``: its own (lower case), ``.dcm`` for a DICOM file without one."""
+    suffix = p.suffix.lower()
+    if not suffix and p.is_file():
+        from mmode.ingest.dicom import is_dicom
+
+        if is_dicom(p):
+            return ".dcm"
+    return suffix
 
 
 def open_recording(path: str | Path, **options: Any) -> Recording:
@@ -41,8 +64,10 @@ def open_recording(path: str | Path, **options: Any) -> Recording:
     ----------
     path : file to open; the suffix (case-insensitive) selects the reader (:data:`SUFFIXES`).
     options : metadata overrides (``kind``, ``fs_hz``, ``f0_hz``, ``prf_hz``, ``c_m_s``,
-        ``t0_s``, ``probe``, ``description``) that win over what the file and its sidecar
-        say, plus ``lines_key`` for ``.npz`` and ``variables``, ``lines_axis`` for ``.mat``.
+        ``t0_s``, ``probe``, ``description``, ``amplitude``, ``depth_calibrated``) that win
+        over what the file and its sidecar say, plus ``lines_key`` for ``.npz``,
+        ``variables``, ``lines_axis`` for ``.mat`` and ``mline`` (x0, y0, x1, y1 frame
+        pixels), ``px_per_cm`` for DICOM and video.
 
     Raises
     ------
@@ -51,7 +76,7 @@ def open_recording(path: str | Path, **options: Any) -> Recording:
     UsageError : an option the reader does not take.
     """
     p = Path(path)
-    suffix = p.suffix.lower()
+    suffix = _suffix(p)
     if suffix not in SUFFIXES:
         raise DataError(
             describe(p, f"a file ending in one of {', '.join(SUFFIXES)}", f"suffix {p.suffix or '(none)'!r}")
@@ -84,7 +109,34 @@ def open_recording(path: str | Path, **options: Any) -> Recording:
         return readers.read_mat(p, **extra, **overrides)
     if suffix == ".raw" and readers.sidecar_path(p) is None:
         return readers.read_clarius(p, **overrides)
+    if suffix in DICOM_SUFFIXES:
+        from mmode.ingest.dicom import read_dicom
+
+        return read_dicom(p, **extra, **overrides)
+    if suffix in VIDEO_SUFFIXES:
+        from mmode.ingest.video import read_video
+
+        return read_video(p, **extra, **overrides)
     return readers.read_raw(p, **overrides)
+
+
+def open_frames(path: str | Path):
+    """Open a DICOM file or a video as a cine frame source (:class:`mmode.ingest.cine.FrameSource`),
+    headers only; :class:`DataError` for another format or a bad file."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(describe(p, "an existing file", "no such file"))
+    suffix = _suffix(p)
+    if suffix in DICOM_SUFFIXES:
+        from mmode.ingest.dicom import DicomFrames
+
+        return DicomFrames(p)
+    if suffix in VIDEO_SUFFIXES:
+        from mmode.ingest.video import VideoFrames
+
+        return VideoFrames(p)
+    raise DataError(describe(p, f"a cine ending in one of {', '.join((*DICOM_SUFFIXES, *VIDEO_SUFFIXES))}",
+                             f"suffix {p.suffix or '(none)'!r}"))
 
 
 def sample_data_dir() -> Path:

@@ -16,6 +16,10 @@ import numpy as np
 from mmode.errors import DataError, describe
 
 KINDS = ("rf", "iq", "envelope")
+#: What the stored amplitudes are: "linear" (echo amplitude, log-compressed by the display)
+#: or "grey" (display grey levels 0..255 of a scanner image, already log-compressed: the
+#: display maps them linearly to dB, :func:`mmode.dsp.levels.grey_db`). "grey" is an envelope.
+AMPLITUDES = ("linear", "grey")
 
 #: The class taxonomy (DESIGN section 4), in the order every model and file uses.
 CLASSES = (
@@ -55,6 +59,10 @@ class AcquisitionMeta:
     c_m_s : speed of sound in m/s.
     t0_s : time of the first stored sample after the transmit, in seconds.
     probe, description : free text.
+    amplitude : one of :data:`AMPLITUDES`; "grey" only with kind "envelope".
+    depth_calibrated : False when the stored samples are image pixels of unknown size (a
+        video without a scale): one sample per pixel, and ``fs_hz``/``t0_s`` give a nominal
+        depth that is not a physical one; reports give depths in pixels then.
     """
 
     kind: str
@@ -65,6 +73,8 @@ class AcquisitionMeta:
     t0_s: float = 0.0
     probe: str | None = None
     description: str | None = None
+    amplitude: str = "linear"
+    depth_calibrated: bool = True
     source: str = field(default="metadata", compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -90,6 +100,13 @@ class AcquisitionMeta:
             raise DataError(describe(src, "t0_s >= 0 and finite", t0))
         object.__setattr__(self, "f0_hz", f0)
         object.__setattr__(self, "t0_s", t0)
+        if self.amplitude not in AMPLITUDES:
+            raise DataError(describe(src, f"amplitude one of {AMPLITUDES}", repr(self.amplitude)))
+        if self.amplitude == "grey" and self.kind != "envelope":
+            raise DataError(describe(src, "kind 'envelope' for grey-level amplitudes", repr(self.kind)))
+        if not isinstance(self.depth_calibrated, (bool, np.bool_)):
+            raise DataError(describe(src, "depth_calibrated true or false", repr(self.depth_calibrated)))
+        object.__setattr__(self, "depth_calibrated", bool(self.depth_calibrated))
         for name in ("probe", "description"):
             v = getattr(self, name)
             if v is not None and not isinstance(v, str):
@@ -122,9 +139,14 @@ class AcquisitionMeta:
 
     # -- (de)serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict of the contract fields (optional ones only when set); JSON-safe."""
+        """Plain dict of the contract fields (optional ones only when set, ``amplitude`` and
+        ``depth_calibrated`` only when not "linear" / True); JSON-safe."""
         d = asdict(self)
         d.pop("source")
+        if d["amplitude"] == "linear":
+            d.pop("amplitude")
+        if d["depth_calibrated"]:
+            d.pop("depth_calibrated")
         return {k: v for k, v in d.items() if v is not None}
 
     @classmethod
@@ -144,7 +166,7 @@ class AcquisitionMeta:
             return v
 
         kw: dict[str, Any] = {k: text(attrs[k]) for k in ("kind", "fs_hz", "f0_hz", "prf_hz")}
-        for k in ("c_m_s", "t0_s", "probe", "description"):
+        for k in ("c_m_s", "t0_s", "probe", "description", "amplitude", "depth_calibrated"):
             if k in attrs and attrs[k] is not None:
                 kw[k] = text(attrs[k])
         return cls(**kw, source=source)

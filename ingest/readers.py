@@ -37,7 +37,8 @@ from mmode.ingest.meta import AcquisitionMeta
 from mmode.ingest.recording import Annotation, Recording
 
 #: Metadata fields a sidecar or a keyword override may set.
-META_KEYS = ("kind", "fs_hz", "f0_hz", "prf_hz", "c_m_s", "t0_s", "probe", "description")
+META_KEYS = ("kind", "fs_hz", "f0_hz", "prf_hz", "c_m_s", "t0_s", "probe", "description", "amplitude",
+             "depth_calibrated")
 #: A JSON sidecar larger than this is refused unread.
 MAX_SIDECAR_BYTES = 1 << 20
 #: Largest array a reader loads whole (compressed .npz member, MAT v5 variable).

@@ -7,7 +7,7 @@ Every file reader returns a :class:`Recording`. Nothing reads the lines until as
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -39,6 +39,7 @@ class Recording:
     close_fn : releases the file handle.
     file_format : short name of the on-disk format (``"mmode-h5 v1"``, ``"clarius-raw"``, ...),
         reported by :meth:`info`.
+    extra_info : more entries for :meth:`info` (``dicom``, ``video``, ``mline``: docs/format.md).
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class Recording:
         annotations: tuple[Annotation, ...] = (),
         close_fn: Callable[[], None] | None = None,
         file_format: str = "",
+        extra_info: Mapping[str, Any] | None = None,
     ) -> None:
         self.source = source
         self.meta = meta
@@ -65,6 +67,7 @@ class Recording:
         self._truth_fn = truth_fn
         self._close_fn = close_fn
         self.file_format = file_format
+        self.extra_info = dict(extra_info or {})
 
     # -- properties ------------------------------------------------------------------------
     @property
@@ -127,7 +130,9 @@ class Recording:
         return None if self._truth_fn is None else self._truth_fn()
 
     def info(self) -> dict:
-        """Summary used by ``mmode info --json``."""
+        """Summary used by ``mmode info --json``. Without a depth calibration
+        (``meta.depth_calibrated`` False) ``depth_m`` is None and ``depth_px`` gives the first
+        and last sample in pixels."""
         d = self.meta.to_dict()
         d.update(
             source=self.source,
@@ -142,6 +147,9 @@ class Recording:
                 {"start_line": a.start_line, "end_line": a.end_line, "label": a.label} for a in self.annotations
             ],
         )
+        if not self.meta.depth_calibrated:
+            d.update(depth_m=None, depth_px=[0, self.n_samples - 1])
+        d.update(self.extra_info)
         return d
 
     # -- lifetime --------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -153,6 +153,7 @@ class ArraySource(Source):
 
 class FileSource(Source):
     """Plays a recording back at its PRF times ``speed``, optionally looping; seekable.
+    ``options`` go to :func:`~mmode.ingest.files.open_recording` (e.g. ``mline`` of a cine).
 
     ``seq`` of a block is ``loop_index * n_lines + line`` and ``t_s`` the file time of its
     first line plus ``loop_index`` times the file duration, so a loop continues the sequence
@@ -167,6 +168,7 @@ class FileSource(Source):
         loop: bool = False,
         start_line: int = 0,
         block_lines: int | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if not speed > 0:
@@ -179,11 +181,12 @@ class FileSource(Source):
         self._lock = threading.Lock()
         self._pending_seek: int | None = None
         self._recording = None
+        self.options = dict(options or {})
 
     def open(self) -> AcquisitionMeta:
         from mmode.ingest.files import open_recording
 
-        rec = open_recording(self.path)
+        rec = open_recording(self.path, **self.options)
         if not 0 <= self._start_line < rec.n_lines:
             rec.close()
             raise DataError(describe(self.path, f"start line in [0, {rec.n_lines})", self._start_line))

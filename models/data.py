@@ -475,19 +475,36 @@ def classifier_recording(index: int, seed: int, ranges: dict = CLASSIFIER_RANGES
     proc = Processor(settings)
     proc.prepare(meta, lines.shape[1])
     out = proc.process(LineBlock(0, 0.0, lines))
-    return out.display_db, out.t_s, labels, params["snr_db"], {"scenarios": scen, "rate_scale": rate_scale, **params}
+    return out.display_db, out.t_s, labels, params["snr_db"], {
+        "scenarios": scen, "rate_scale": rate_scale, **params, "n_rows": settings.n_rows,
+        "dynamic_range_db": settings.dynamic_range_db}
 
 
 #: Recordings per cache file of :func:`classifier_dataset`.
 CHUNK_RECORDINGS = 35
 
 
-def _classifier_chunk(split: str, first: int, last: int, seed: int, ranges: dict, spec: dict) -> dict:
-    """Columns of recordings ``first .. last-1`` of a split: arrays columns, label_counts,
-    n_columns (per recording) and snr_db (per recording)."""
+#: Looks of the classifier's training and test images: "rf", the product's display of the
+#: simulated lines; "scanner", that display as a scanner's 8-bit image of it
+#: (:func:`mmode.models.scanner.scanner_image`) through the product's grey-level path.
+LOOKS = ("rf", "scanner")
+#: Seed offset of the scanner conditions drawn for a recording (apart from its own seed).
+SCANNER_SEED_OFFSET = 7_777_777
+
+
+def _classifier_chunk(split: str, first: int, last: int, seed: int, ranges: dict, spec: dict, look: str) -> dict:
+    """Columns of recordings ``first .. last-1`` of a split in ``look``: arrays columns,
+    label_counts, n_columns (per recording) and snr_db (per recording)."""
+    from mmode.models import scanner
+
     cols, counts, n_cols, snrs = [], [], [], []
     for i in range(first, last):
-        display_db, t_s, labels, snr_db, _ = classifier_recording(i, seed + SPLIT_OFFSETS[split] + i, ranges)
+        rec_seed = seed + SPLIT_OFFSETS[split] + i
+        display_db, t_s, labels, snr_db, info = classifier_recording(i, rec_seed, ranges)
+        if look == "scanner":
+            rng = np.random.default_rng(rec_seed + SCANNER_SEED_OFFSET)
+            grey, t_s, labels, _ = scanner.scanner_image(display_db, t_s, labels, info["dynamic_range_db"], rng)
+            display_db, t_s = scanner.scanner_display(grey, t_s, info["n_rows"])
         c, k = recording_columns(display_db, t_s, labels, spec)
         cols.append(c)
         counts.append(k)
@@ -506,13 +523,20 @@ def _check_split(split: str, n_recordings: int) -> None:
 
 
 def classifier_dataset(split: str, n_recordings: int, seed: int = 0, ranges: dict = CLASSIFIER_RANGES,
-                       spec: dict = CLASSIFIER_SPEC, cache: bool = True) -> ClassifierData:
+                       spec: dict = CLASSIFIER_SPEC, cache: bool = True, look: str = "rf") -> ClassifierData:
     """``n_recordings`` simulated recordings of ``split`` ("train", "val", "test") as time
-    columns (:class:`ClassifierData`). Cached under ``runs/cache`` in chunks of
+    columns (:class:`ClassifierData`), in ``look`` (:data:`LOOKS`; a scanner look shows the
+    same simulated recordings as the rf look). Cached under ``runs/cache`` in chunks of
     :data:`CHUNK_RECORDINGS`, so a larger set reuses a smaller one."""
+    from mmode.models.scanner import SCANNER_RANGES
+
     _check_split(split, n_recordings)
+    if look not in LOOKS:
+        raise DataError(describe("classifier data look", f"one of {LOOKS}", repr(look)))
     recipe = {"task": "classify", "split": split, "n_recordings": n_recordings, "seed": seed,
               "seed_offset": SPLIT_OFFSETS[split], "ranges": ranges, "spec": spec, "version": 2}
+    if look != "rf":
+        recipe = {**recipe, "look": look, "scanner_ranges": SCANNER_RANGES}
     fields = ("columns", "label_counts", "n_columns", "snr_db")
     chunks = []
     for first in range(0, n_recordings, CHUNK_RECORDINGS):
@@ -521,13 +545,22 @@ def classifier_dataset(split: str, n_recordings: int, seed: int = 0, ranges: dic
         path = _cache_path("classify", chunk_recipe)
         chunk = _load_cached(path, fields) if cache else None
         if chunk is None:
-            chunk = _classifier_chunk(split, first, last, seed, ranges, spec)
+            chunk = _classifier_chunk(split, first, last, seed, ranges, spec, look)
             if cache:
                 _save_cached(path, chunk)
         chunks.append(chunk)
     joined = {f: np.concatenate([c[f] for c in chunks]) for f in fields}
     first_column = np.concatenate([[0], np.cumsum(joined["n_columns"])]).astype(np.int64)
     return ClassifierData(joined["columns"], joined["label_counts"], first_column, joined["snr_db"], recipe)
+
+
+def concatenate(sets: list[ClassifierData]) -> ClassifierData:
+    """One :class:`ClassifierData` holding the recordings of ``sets`` one after the other
+    (recipe: the list of their recipes)."""
+    offsets = np.cumsum([0] + [len(d.columns) for d in sets[:-1]])
+    first = np.concatenate([[0]] + [d.first_column[1:] + o for d, o in zip(sets, offsets)]).astype(np.int64)
+    return ClassifierData(np.concatenate([d.columns for d in sets]), np.concatenate([d.label_counts for d in sets]),
+                          first, np.concatenate([d.snr_db for d in sets]), {"parts": [d.recipe for d in sets]})
 
 
 #: Parameter ranges of the motion recordings.

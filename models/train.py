@@ -254,14 +254,19 @@ def classifier_test_windows(data: "mdata.ClassifierData", spec: dict = mdata.CLA
     return {w: data.windows(mdata.n_columns_in(w, spec), hop, spec["min_label_purity"]) for w in windows_s}
 
 
-def classifier_report(model: nn.Module, tests: dict[float, "mdata.ClassifierWindows"]) -> dict[str, Any]:
+def classifier_report(model: nn.Module, tests: dict[float, "mdata.ClassifierWindows"],
+                      scanner: dict[float, "mdata.ClassifierWindows"] | None = None) -> dict[str, Any]:
     """The classifier's metrics: :func:`classifier_metrics` of the longest window at the top
     level (with ``reference_window_s``) and of every length in ``by_length`` (a list of
-    dicts with ``window_s`` and ``n_columns`` added)."""
+    dicts with ``window_s`` and ``n_columns`` added), on the rf look; with ``scanner`` test
+    windows, the same report of those under ``scanner``."""
     by_length = [{"window_s": w, "n_columns": int(t.x.shape[2]), **classifier_metrics(model, t)} for w, t in tests.items()]
     ref = max(by_length, key=lambda m: m["window_s"])
     top = {k: ref[k] for k in ("macro_f1", "per_class_f1", "accuracy", "n_test")}
-    return {**top, "reference_window_s": ref["window_s"], "by_length": by_length}
+    out = {**top, "reference_window_s": ref["window_s"], "by_length": by_length}
+    if scanner is not None:
+        out["scanner"] = classifier_report(model, scanner)
+    return out
 
 
 #: Pairs whose true displacement is at least this (m) count as "moving" in :func:`motion_metrics`.
@@ -329,8 +334,9 @@ def kd_regression_loss(teacher_pred: torch.Tensor, alpha: float) -> LossFn:
 
 
 # -- the full recipe -----------------------------------------------------------------------
-#: Random-length windows cut from each training recording per epoch (:func:`fit_windows`).
-CROPS_PER_RECORDING = 3
+#: Random-length windows cut from each training recording per epoch (:func:`fit_windows`);
+#: every simulated recording is in the training set twice, in each look (:data:`mdata.LOOKS`).
+CROPS_PER_RECORDING = 2
 
 
 @dataclass(frozen=True)
@@ -366,9 +372,12 @@ def _step(name: str, model: nn.Module, example: torch.Tensor, metrics: dict, app
     (a classifier's macro-F1 per window length as ``macro_f1_by_window_s``)."""
     c = compress.costs(model, example)
     lat = {"latency_ms": round(compress.latency_ms(model, example), 4)}
-    kept = {k: metrics[k] for k in metrics if k not in ("per_class_f1", "by_length", "confusion")}
+    kept = {k: metrics[k] for k in metrics if k not in ("per_class_f1", "by_length", "confusion", "scanner")}
     if "by_length" in metrics:
         kept["macro_f1_by_window_s"] = {f"{m['window_s']:g}": m["macro_f1"] for m in metrics["by_length"]}
+    if "scanner" in metrics:
+        kept["scanner_macro_f1_by_window_s"] = {f"{m['window_s']:g}": m["macro_f1"]
+                                                for m in metrics["scanner"]["by_length"]}
     return {"step": name, "applied": applied, **c, **lat, **kept, **extra}
 
 
@@ -431,14 +440,19 @@ def _onnx_steps(model: nn.Module, inputs: list[np.ndarray], metric: Callable[[li
 
 def train_classifiers(recipe: Recipe, seed: int, log: Callable[[str], None]) -> list[tuple[nn.Module, dict]]:
     """(model, card) for the classifier teacher and its distilled, pruned student, trained on
-    windows of random length (:func:`fit_windows`) and scored per length."""
+    windows of random length (:func:`fit_windows`) of every simulated recording in both looks
+    (the product's display and a scanner's image of it) and scored per length and look."""
     spec = mdata.CLASSIFIER_SPEC
     ranges = {**mdata.CLASSIFIER_RANGES, "seconds": list(recipe.recording_s)}
-    train = mdata.classifier_dataset("train", recipe.n_train_recordings, seed, ranges)
+    train = mdata.concatenate([mdata.classifier_dataset("train", recipe.n_train_recordings, seed, ranges, look=look)
+                               for look in mdata.LOOKS])
     test = mdata.classifier_dataset("test", recipe.n_test_recordings, seed, ranges)
     tests = classifier_test_windows(test, spec)
-    log(f"classifier data: {train.n_recordings} train recordings ({len(train.columns)} columns), "
-        f"{test.n_recordings} test recordings: " + ", ".join(f"{len(t.y)} windows of {w:g} s" for w, t in tests.items()))
+    scanner_tests = classifier_test_windows(
+        mdata.classifier_dataset("test", recipe.n_test_recordings, seed, ranges, look="scanner"), spec)
+    log(f"classifier data: {train.n_recordings} train recordings ({len(train.columns)} columns, both looks), "
+        f"{test.n_recordings} test recordings: " + ", ".join(f"{len(t.y)} windows of {w:g} s" for w, t in tests.items())
+        + "; scanner look: " + ", ".join(f"{len(t.y)}" for t in scanner_tests.values()))
     lo, hi = mdata.column_range(spec)
     example = torch.zeros(1, 1, hi, spec["n_depth"])
     shortest = torch.zeros(1, 1, lo, spec["n_depth"])
@@ -453,7 +467,7 @@ def train_classifiers(recipe: Recipe, seed: int, log: Callable[[str], None]) -> 
     teacher = networks.build("classifier_teacher", {**networks.DEFAULT_CONFIGS["classifier_teacher"], "n_classes": n_classes})
     fit_windows(teacher, train, classification_loss(weights), FitSettings(epochs=recipe.teacher_epochs, seed=seed),
                 crops, spec, augment_windows)
-    t_metrics = classifier_report(teacher, tests)
+    t_metrics = classifier_report(teacher, tests, scanner_tests)
     log(f"teacher: macro_f1 {_by_length(t_metrics)} ({time.perf_counter() - t0:.0f} s)")
 
     kd = FitSettings(epochs=recipe.student_epochs, seed=seed + 1)
@@ -461,7 +475,7 @@ def train_classifiers(recipe: Recipe, seed: int, log: Callable[[str], None]) -> 
     torch.manual_seed(seed + 1)
     student = networks.build("classifier_student", {**networks.DEFAULT_CONFIGS["classifier_student"], "n_classes": n_classes})
     fit_windows(student, train, kd_window_loss(teacher, weights, kd), kd, crops, spec, augment_windows)
-    s_metrics = classifier_report(student, tests)
+    s_metrics = classifier_report(student, tests, scanner_tests)
     steps = [_step("distill_into_compact_student", student, example, s_metrics, True,
                    temperature=kd.temperature, alpha=kd.alpha, curriculum_epochs=kd.curriculum_epochs)]
     log(f"student (distilled): macro_f1 {_by_length(s_metrics)} ({time.perf_counter() - t0:.0f} s)")
@@ -474,7 +488,7 @@ def train_classifiers(recipe: Recipe, seed: int, log: Callable[[str], None]) -> 
         fine_tune=lambda m, _s: fit_windows(m, train, kd_window_loss(teacher, weights, fine), fine, crops, spec,
                                             augment_windows),
     )
-    p_metrics = classifier_report(student, tests)
+    p_metrics = classifier_report(student, tests, scanner_tests)
     steps.append(_step("structured_channel_pruning", student, example, p_metrics, True,
                        importance="group_magnitude_l2", ratio=recipe.prune_ratio, iterative_steps=recipe.prune_steps,
                        fine_tune="distillation"))
@@ -513,8 +527,9 @@ def confusion_note(metrics: dict, name: str) -> str:
 
 
 def _by_length(metrics: dict) -> str:
-    """"2.25 s 0.912, 3 s 0.94, ..." from :func:`classifier_report`."""
-    return ", ".join(f"{m['window_s']:g} s {m['macro_f1']:.3f}" for m in metrics["by_length"])
+    """"2.25 s 0.912, 3 s 0.94, ...; scanner 2.25 s 0.85, ..." from :func:`classifier_report`."""
+    text = ", ".join(f"{m['window_s']:g} s {m['macro_f1']:.3f}" for m in metrics["by_length"])
+    return text + (f"; scanner {_by_length(metrics['scanner'])}" if "scanner" in metrics else "")
 
 
 def train_motion(recipe: Recipe, seed: int, log: Callable[[str], None]) -> list[tuple[nn.Module, dict]]:

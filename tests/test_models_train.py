@@ -88,6 +88,8 @@ def test_train_smoke_writes_loadable_models(tmp_path, monkeypatch, capsys):
     assert [w.t_end_s for w in windows] == [2.25, 3.0, 4.0, 5.0, 6.0, 7.0]
     assert all(abs(w.probs.sum() - 1) < 1e-5 for w in windows)
     assert {r["window_s"] for r in student["metrics"]["by_length"]} == {2.25, 3.0, 4.0, 5.0, 6.0}
+    # scored on scanner images too (issue 13.5), per length
+    assert {r["window_s"] for r in student["metrics"]["scanner"]["by_length"]} == {2.25, 3.0, 4.0, 5.0, 6.0}
     assert MotionNet("motion_student", out).spec["n_samples"] == 16
 
 

@@ -106,13 +106,19 @@ class Histogram:
         return {"p50": r(self.percentile(50)), "p99": r(self.percentile(99)), "max": r(self.max_ms) if self.n else None}
 
 
+#: Most bytes of lines the recorder holds while the disk catches up (a few seconds of the
+#: fastest stream, 5 kHz x 2048 int16 samples = 20 MB/s, bounded whatever the sample type).
+MAX_RECORDER_QUEUE_BYTES = 256 << 20
+
+
 class Recorder:
     """Writes raw lines to a format v1 file from its own thread; :meth:`submit` never blocks.
 
     The file is flushed at least every ``flush_interval_s`` while lines arrive (and when
     idle), so a process killed mid-recording leaves a file that opens with every line up to
-    the last flush. When the disk cannot keep up, whole blocks beyond ``max_queue_lines``
-    are dropped and counted in :attr:`lines_dropped`.
+    the last flush. When the disk cannot keep up, whole blocks beyond ``max_queue_bytes`` of
+    queued samples are dropped and counted in :attr:`lines_dropped` (bounded in bytes, not
+    lines: 65 536 lines are 256 MiB of int16 RF at 2048 samples but 1 GiB of complex64 IQ).
     """
 
     def __init__(
@@ -123,7 +129,7 @@ class Recorder:
         dtype: np.dtype,
         *,
         flush_interval_s: float = 1.0,
-        max_queue_lines: int = 1 << 16,
+        max_queue_bytes: int = MAX_RECORDER_QUEUE_BYTES,
     ) -> None:
         from mmode.ingest.h5format import H5Writer
 
@@ -136,8 +142,8 @@ class Recorder:
             raise DataError(describe(self.path, "a file that can be created for writing", exc)) from None
         self._queue: queue.SimpleQueue[LineBlock | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._queued_lines = 0
-        self.max_queue_lines = int(max_queue_lines)
+        self._queued_bytes = 0
+        self.max_queue_bytes = int(max_queue_bytes)
         self.lines_written = 0
         self.lines_dropped = 0
         self.error: BaseException | None = None
@@ -148,10 +154,10 @@ class Recorder:
     def submit(self, block: LineBlock) -> bool:
         """Queue a block for writing; False (and counted) if the queue is full or closed."""
         with self._lock:
-            if self._closed or self.error is not None or self._queued_lines + block.n_lines > self.max_queue_lines:
+            if self._closed or self.error is not None or self._queued_bytes + block.lines.nbytes > self.max_queue_bytes:
                 self.lines_dropped += block.n_lines
                 return False
-            self._queued_lines += block.n_lines
+            self._queued_bytes += block.lines.nbytes
         self._queue.put(block)
         return True
 
@@ -171,7 +177,7 @@ class Recorder:
             if block is None:
                 break
             with self._lock:
-                self._queued_lines -= block.n_lines
+                self._queued_bytes -= block.lines.nbytes
             if self.error is not None:
                 with self._lock:
                     self.lines_dropped += block.n_lines

@@ -35,6 +35,14 @@ LINE_DTYPES = {"rf": ("int16", "float32"), "envelope": ("int16", "float32"), "iq
 MAX_SAMPLES = 1 << 20
 #: Largest number of annotations a file may declare (read whole by ``mmode info``).
 MAX_ANNOTATIONS = 1 << 20
+#: Best compression of real data by deflate (gzip), the filter format v1 writes: a
+#: 258-byte match coded in about 2 bits gives at most 1032:1 (RFC 1951). A dataset declaring
+#: more bytes than that times what the file stores for it (plus one chunk that a crash may
+#: have left unwritten) is forged or damaged: reading it would return fill values.
+MAX_COMPRESSION_RATIO = 1032
+#: Largest dataset read whole into memory (``/timestamps_s``, ``/truth/*``): 1 GiB is the
+#: times of 37 hours at 1 kHz, or 37 minutes at 60 kHz.
+MAX_WHOLE_BYTES = 1 << 30
 
 
 def _check_dtype(meta: AcquisitionMeta, dtype: np.dtype, source: str) -> np.dtype:
@@ -240,6 +248,22 @@ def _attr_text(v: object) -> str:
     return v.decode("utf-8") if isinstance(v, bytes) else str(v)
 
 
+def _check_storage(ds: h5py.Dataset, path: str, whole: bool = False) -> None:
+    """Raise FormatError unless dataset ``ds`` can hold the data its shape declares (at most
+    :data:`MAX_COMPRESSION_RATIO` times the bytes the file stores for it, plus one chunk) and,
+    when it is read ``whole``, fits :data:`MAX_WHOLE_BYTES`. Reads no data: a forged header
+    declaring 10^10 samples fails at once, in bounded memory."""
+    declared = int(np.prod(ds.shape, dtype=np.float64)) * ds.dtype.itemsize
+    chunk = int(np.prod(ds.chunks)) * ds.dtype.itemsize if ds.chunks else 0
+    stored = ds.id.get_storage_size()
+    where = f"{path}:{ds.name}"
+    if declared > MAX_COMPRESSION_RATIO * stored + chunk:
+        raise FormatError(describe(where, f"stored data for its declared shape {ds.shape} ({declared} bytes)",
+                                   f"{stored} bytes stored"))
+    if whole and declared > MAX_WHOLE_BYTES:
+        raise FormatError(describe(where, f"at most {MAX_WHOLE_BYTES} bytes to read whole", f"{declared} bytes"))
+
+
 def read_h5(path: str | Path) -> Recording:
     """Open a format v1 file; raises :class:`FormatError` naming what is wrong."""
     path = str(path)
@@ -266,11 +290,13 @@ def read_h5(path: str | Path) -> Recording:
         if n_lines == 0:
             raise FormatError(describe(f"{path}:/lines", "at least one line", "0 lines"))
         _check_dtype(meta, ds.dtype, path)
+        _check_storage(ds, path)
         timestamps_fn = None
         if "timestamps_s" in f:
             tds = f["timestamps_s"]
             if tds.ndim != 1 or tds.shape[0] == 0 or tds.dtype.kind != "f":
                 raise FormatError(describe(f"{path}:/timestamps_s", f"float shape ({n_lines},)", f"{tds.dtype} {tds.shape}"))
+            _check_storage(tds, path, whole=True)
             # a live recording stopped between the two resizes of an append holds more
             # lines than times: open it up to its last complete line
             n_lines = min(n_lines, tds.shape[0])
@@ -342,6 +368,8 @@ def _truth_loader(f: h5py.File, path: str, n_lines: int):
     n_depths = g["depths_m"].shape[0]
     if g["displacement_m"].shape != (n_lines, n_depths):
         raise FormatError(describe(f"{path}:/truth/displacement_m", f"shape ({n_lines}, {n_depths})", g["displacement_m"].shape))
+    for name in ("labels", "depths_m", "displacement_m"):
+        _check_storage(g[name], path, whole=True)
 
     def load() -> Truth:
         classes = tuple(_attr_text(c) for c in g["labels"].attrs["classes"])

@@ -99,14 +99,19 @@ def test_exit_codes(tmp_path):
 
 
 def test_info_reads_headers_only(tmp_path, monkeypatch, capsys):
-    """A recording declaring 8 GB of lines (never written: chunks are allocated lazily, so the
-    file is tiny) is summarised without one call to Recording.read or its timestamps."""
+    """A recording of 8 GB of lines (allocated in the file, which stays sparse on disk) is
+    summarised without one call to Recording.read or its timestamps."""
     path = tmp_path / "huge.h5"
+    n_lines = 1_000_000
     with h5py.File(path, "w") as f:
         f.attrs.update({"format": "mmode", "format_version": 1, **META.to_dict()})
-        f.create_dataset("lines", shape=(1_000_000, 4096), maxshape=(None, 4096), chunks=(16, 4096), dtype=np.int16)
-        f.create_dataset("timestamps_s", shape=(1_000_000,), chunks=(4096,), dtype=np.float64)
-    assert path.stat().st_size < 1_000_000
+        for name, shape, h5type in (("lines", (n_lines, 4096), h5py.h5t.NATIVE_INT16),
+                                    ("timestamps_s", (n_lines,), h5py.h5t.NATIVE_DOUBLE)):
+            dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)  # storage allocated now, never filled
+            dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+            dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+            h5py.h5d.create(f.id, name.encode(), h5type, h5py.h5s.create_simple(shape), dcpl=dcpl)
+    assert path.stat().st_blocks * 512 < 1_000_000  # sparse: nothing written
 
     def forbidden(*args, **kwargs):
         raise AssertionError("mmode info read line data")

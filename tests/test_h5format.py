@@ -208,3 +208,31 @@ def test_recording_stopped_between_resizes_opens_up_to_last_complete_line(tmp_pa
         assert rec.n_lines == 7
         np.testing.assert_array_equal(rec.read(), lines[:7])
         np.testing.assert_array_equal(rec.timestamps_s(), np.arange(7) / 1000.0)
+
+
+@pytest.mark.parametrize("forged", ["lines", "timestamps_s", "truth"])
+def test_forged_shapes_fail_before_any_read(tmp_path, forged):
+    """A few-kB file whose header declares 10^10 lines (or times, or truth depths): refused
+    from the storage the file really holds, at once, not after reading fill values."""
+    import time
+
+    path = tmp_path / "forged.h5"
+    n = 10**10
+    write_recording(path, RF, _lines(RF, "int16", 8, 64), timestamps_s=np.arange(8) / 1000.0,
+                    truth=Truth(np.zeros(8, np.int64), CLASSES, np.array([0.01]), np.zeros((8, 1))))
+    with h5py.File(path, "a") as f:
+        if forged == "lines":
+            del f["lines"]
+            f.create_dataset("lines", shape=(n, 64), dtype=np.int16, chunks=(256, 64), compression="gzip")
+        elif forged == "timestamps_s":
+            del f["timestamps_s"]
+            f.create_dataset("timestamps_s", shape=(n,), dtype=np.float64, chunks=(4096,))
+        else:
+            del f["truth/depths_m"], f["truth/displacement_m"]
+            f["truth"].create_dataset("depths_m", shape=(n,), dtype=np.float64, chunks=(4096,))
+            f["truth"].create_dataset("displacement_m", shape=(8, n), dtype=np.float32, chunks=(8, 4096))
+    assert path.stat().st_size < 100_000
+    t0 = time.perf_counter()
+    with pytest.raises(FormatError, match="stored data for its declared shape"):
+        read_h5(path)
+    assert time.perf_counter() - t0 < 5.0  # a bound on a hang, not a speed figure

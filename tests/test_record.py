@@ -30,7 +30,7 @@ def test_recorder_writes_blocks_with_line_times_and_counts_what_it_drops(tmp_pat
     path = tmp_path / "r.h5"
     rng = np.random.default_rng(0)
     lines = rng.integers(-2000, 2000, (2000, 64)).astype(np.int16)
-    rec = Recorder(path, META, 64, np.int16, max_queue_lines=100)
+    rec = Recorder(path, META, 64, np.int16, max_queue_bytes=100 * 64 * 2)  # 100 lines
     accepted = []
     for s in range(0, 2000, 50):
         if rec.submit(LineBlock(seq=s, t_s=10.0 + s / META.prf_hz, lines=lines[s : s + 50])):

@@ -22,8 +22,9 @@ from mmode.app.ring import LineRing
 from mmode.errors import DataError, describe
 from mmode.ingest.h5format import read_h5, write_recording
 from mmode.ingest.meta import AcquisitionMeta, LineBlock
-from mmode.ingest.sources import ArraySource, FileSource, Source, TcpSource
+from mmode.ingest.sources import ArraySource, FileSource, TcpSource
 from mmode.ingest.stream import encode_block, encode_end, encode_hello
+from test_engine import ScriptedSource  # plays scripted blocks once, shared with the engine tests
 
 MMODE = str(Path(sys.executable).with_name("mmode"))
 META = AcquisitionMeta("rf", fs_hz=20e6, f0_hz=5e6, prf_hz=1000.0)
@@ -216,29 +217,13 @@ def test_ring_cuts_a_chunk_where_a_blocks_time_does_not_continue():
     assert (second.seq, second.n_lines, second.t_s) == (10, 20, 1.0096)
 
 
-class Scripted(Source):
-    def __init__(self, blocks: list[LineBlock]) -> None:
-        super().__init__()
-        self.blocks = list(blocks)
-
-    def open(self):
-        self.meta, self.n_samples, self.dtype = META, 16, np.dtype(np.float32)
-        return META
-
-    def read_block(self, timeout_s):
-        if not self.blocks:
-            self.finished = True
-            return None
-        return self.blocks.pop(0)
-
-
 def test_a_slow_sender_clock_is_followed_and_chunk_times_still_increase():
     """Each 16-line frame starts 0.45 ms (under half a line period) earlier than the last
     one's lines continue: every frame keeps its own time, and the pipeline, given chunks of
     up to 64 lines timed from their first line, still sees strictly increasing times."""
     blocks = [LineBlock(16 * k, k * (0.016 - 0.00045), np.ones((16, 16), np.float32)) for k in range(200)]
     pipe = StrictPipeline(META.prf_hz)
-    s = run_engine(Engine(Scripted(blocks), pipeline=pipe, ring_seconds=10, max_latency_s=10, max_block_lines=64))
+    s = run_engine(Engine(ScriptedSource(blocks, META), pipeline=pipe, ring_seconds=10, max_latency_s=10, max_block_lines=64))
     assert s["state"] == "ended", s["message"]
     assert s["frames_retimed"] == 0 and s["lines_processed"] == 3200
     np.testing.assert_allclose([pipe.line_t_s[16 * k] for k in range(200)], [b.t_s for b in blocks], rtol=0, atol=1e-12)

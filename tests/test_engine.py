@@ -122,25 +122,31 @@ def test_overload_skips_to_newest_counts_exactly_and_bounds_memory():
     assert s["latency_ms"]["max"] < 1000
 
 
+class ScriptedSource(Source):
+    """Plays the given blocks once, with their own seq, times and samples (gaps, restarts,
+    bad times as scripted), then ends; line width and dtype from the first block."""
+
+    def __init__(self, blocks, meta: AcquisitionMeta = META) -> None:
+        super().__init__()
+        self.blocks = list(blocks)
+        self._meta = meta
+
+    def open(self):
+        first = self.blocks[0].lines
+        self.meta, self.n_samples, self.dtype = self._meta, first.shape[1], first.dtype
+        return self.meta
+
+    def read_block(self, timeout_s):
+        if not self.blocks:
+            self.finished = True
+            return None
+        return self.blocks.pop(0)
+
+
 def test_sequence_gaps_and_restarts_are_counted():
-    class Scripted(Source):
-        def __init__(self, blocks):
-            super().__init__()
-            self.blocks = list(blocks)
-
-        def open(self):
-            self.meta, self.n_samples, self.dtype = META, 32, np.dtype(np.int16)
-            return META
-
-        def read_block(self, timeout_s):
-            if not self.blocks:
-                self.finished = True
-                return None
-            return self.blocks.pop(0)
-
     spans = [(0, 10), (10, 10), (25, 5), (30, 10), (100, 1), (0, 10)]  # gap 5, gap 60, restart
     pipe = RecordingPipeline()
-    engine = Engine(Scripted(LineBlock(s, s / 2000, seq_lines(n, start=s)) for s, n in spans), pipeline=pipe)
+    engine = Engine(ScriptedSource(LineBlock(s, s / 2000, seq_lines(n, start=s)) for s, n in spans), pipeline=pipe)
     results = run_to_end(engine)
     s = engine.stats()
     assert (s["gaps"], s["lines_missing"], s["restarts"]) == (2, 65, 1)

@@ -410,7 +410,8 @@ def _save_cached(path: Path, arrays: dict) -> None:
     tmp.replace(path)
 
 
-def _draw(rng: np.random.Generator, lo_hi: list[float]) -> float:
+def draw_uniform(rng: np.random.Generator, lo_hi: list[float]) -> float:
+    """One uniform draw from the range ``[lo, hi]`` of a recipe (the data and scanner ranges)."""
     return float(rng.uniform(lo_hi[0], lo_hi[1]))
 
 
@@ -449,27 +450,27 @@ def classifier_recording(index: int, seed: int, ranges: dict = CLASSIFIER_RANGES
     order = np.random.default_rng(seed - index).permutation(len(names))
     first = names[int(order[index % len(names)])]
     info = SCENARIOS[first]
-    total_s = _draw(rng, ranges["seconds"])
-    f0 = info.f0_hz * _draw(rng, [0.7, 1.3])
+    total_s = draw_uniform(rng, ranges["seconds"])
+    f0 = info.f0_hz * draw_uniform(rng, [0.7, 1.3])
     params = dict(
-        prf_hz=_draw(rng, ranges["prf_hz"]),
+        prf_hz=draw_uniform(rng, ranges["prf_hz"]),
         f0_hz=f0,
-        fs_hz=f0 * _draw(rng, [3.2, 5.0]),
-        depth_m=info.depth_m * _draw(rng, ranges["depth_scale"]),
-        snr_db=_draw(rng, ranges["snr_db"]),
+        fs_hz=f0 * draw_uniform(rng, [3.2, 5.0]),
+        depth_m=info.depth_m * draw_uniform(rng, ranges["depth_scale"]),
+        snr_db=draw_uniform(rng, ranges["snr_db"]),
     )
-    rate_scale = _draw(rng, ranges["rate_scale"])
+    rate_scale = draw_uniform(rng, ranges["rate_scale"])
     # transitions stay within a view (lung <-> lung, heart <-> heart) or lift the probe off
     partners = [n for n in names if n != first and (SCENARIOS[n].depth_m == info.depth_m or n == "no_contact")]
     scen, secs = [first], [total_s]
     if rng.uniform() < ranges["transition_fraction"] and partners:
-        split = _draw(rng, [0.35, 0.65]) * total_s
+        split = draw_uniform(rng, [0.35, 0.65]) * total_s
         scen, secs = [first, partners[int(rng.integers(len(partners)))]], [split, total_s - split]
     meta, lines, labels, _ = _simulate_recording(scen, secs, params, seed, rate_scale)
     settings = ProcessorSettings(
         n_rows=int(rng.choice([128, 256])),
-        gain_db=_draw(rng, ranges["gain_db"]),
-        dynamic_range_db=_draw(rng, [45.0, 70.0]),
+        gain_db=draw_uniform(rng, ranges["gain_db"]),
+        dynamic_range_db=draw_uniform(rng, [45.0, 70.0]),
         denoise=str(rng.choice(["none", "median_persist"])),
     )
     proc = Processor(settings)
@@ -600,11 +601,11 @@ def motion_dataset(split: str, n_recordings: int, seed: int = 0, ranges: dict = 
             rng = np.random.default_rng(rec_seed)
             name = ranges["scenarios"][i % len(ranges["scenarios"])]
             info = SCENARIOS[name]
-            f0 = info.f0_hz * _draw(rng, ranges["f0_scale"])
-            snr_db = _draw(rng, ranges["snr_db"])
+            f0 = info.f0_hz * draw_uniform(rng, ranges["f0_scale"])
+            snr_db = draw_uniform(rng, ranges["snr_db"])
             _, lines, _, sims = _simulate_recording(
                 [name], [ranges["seconds"]],
-                dict(prf_hz=_draw(rng, ranges["prf_hz"]), f0_hz=f0, fs_hz=f0 * _draw(rng, [4.0, 5.0]),
+                dict(prf_hz=draw_uniform(rng, ranges["prf_hz"]), f0_hz=f0, fs_hz=f0 * draw_uniform(rng, [4.0, 5.0]),
                      depth_m=info.depth_m, snr_db=snr_db), rec_seed)
             sim = sims[0]
             iq, _fs, stride = to_iq(lines, sim.meta)

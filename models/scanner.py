@@ -19,6 +19,7 @@ import numpy as np
 from scipy import ndimage
 
 from mmode.ingest.meta import AcquisitionMeta, LineBlock
+from mmode.models.data import draw_uniform
 
 #: Ranges of the scanner conditions (uniform draws unless a list of choices). Frame rates:
 #: cine loops of handheld and cart scanners; depth pixels: the line through a 350-800 px
@@ -43,10 +44,6 @@ SCANNER_RANGES = {
     "blank_fraction": 0.3,
     "blank_bottom": [0.0, 0.25],
 }
-
-
-def _draw(rng: np.random.Generator, lo_hi: list[float]) -> float:
-    return float(rng.uniform(lo_hi[0], lo_hi[1]))
 
 
 def frame_sample(t_s: np.ndarray, frame_rate_hz: float, phase: float) -> np.ndarray:
@@ -117,20 +114,20 @@ def scanner_image(display_db: np.ndarray, t_s: np.ndarray, labels: np.ndarray, d
     """
     r = ranges
     cond = {
-        "frame_rate_hz": _draw(rng, r["frame_rate_hz"]),
+        "frame_rate_hz": draw_uniform(rng, r["frame_rate_hz"]),
         "depth_px": int(rng.integers(r["depth_px"][0], r["depth_px"][1] + 1)),
-        "top_fraction": _draw(rng, r["top_fraction"]),
-        "bottom_fraction": _draw(rng, r["bottom_fraction"]),
-        "curve_low": _draw(rng, r["curve_low"]),
-        "curve_high": _draw(rng, r["curve_high"]),
+        "top_fraction": draw_uniform(rng, r["top_fraction"]),
+        "bottom_fraction": draw_uniform(rng, r["bottom_fraction"]),
+        "curve_low": draw_uniform(rng, r["curve_low"]),
+        "curve_high": draw_uniform(rng, r["curve_high"]),
         "curve_gamma": float(np.exp(rng.uniform(np.log(r["curve_gamma"][0]), np.log(r["curve_gamma"][1])))),
-        "blur_px": _draw(rng, r["blur_px"]),
+        "blur_px": draw_uniform(rng, r["blur_px"]),
         "median_px": int(rng.choice(r["median_px"])),
         "jpeg_quality": int(rng.integers(r["jpeg_quality"][0], r["jpeg_quality"][1] + 1))
         if rng.uniform() < r["jpeg_fraction"] else None,
-        "extension_fade_db": _draw(rng, r["extension_fade_db"]),
-        "depth_fade_db": _draw(rng, r["depth_fade_db"]),
-        "blank_bottom": _draw(rng, r["blank_bottom"]) if rng.uniform() < r["blank_fraction"] else 0.0,
+        "extension_fade_db": draw_uniform(rng, r["extension_fade_db"]),
+        "depth_fade_db": draw_uniform(rng, r["depth_fade_db"]),
+        "blank_bottom": draw_uniform(rng, r["blank_bottom"]) if rng.uniform() < r["blank_fraction"] else 0.0,
     }
     pick = frame_sample(np.asarray(t_s, np.float64), cond["frame_rate_hz"], float(rng.uniform()))
     rows = depth_window(np.asarray(display_db, np.float32)[pick], cond["top_fraction"], cond["bottom_fraction"],

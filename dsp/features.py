@@ -17,9 +17,10 @@ Per line (arrays of length n_lines in each block, identical for any block split)
 
 The stream starts still (the lines before the first are taken equal to it).
 
-Per block (scalars, computed on the last ``window_s`` of ``mean_db`` history ending at the
-block's last line): ``period_s`` and ``periodicity`` (its confidence, 0..1) from
-:func:`periodicity`, i.e. the same estimator as the motion rates (:mod:`mmode.dsp.rates`).
+:func:`periodicity` gives the dominant period of a trace such as ``mean_db`` (the same
+estimator as the motion rates, :mod:`mmode.dsp.rates`); ``mmode process`` reports it for the
+whole recording. It is not computed per block: over an 8 s history it cost more than all the
+other features together at 20 kHz (issue 15), and no view used it.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from mmode.errors import DataError, UsageError, describe
 MIN_PERIOD_S, MAX_PERIOD_S = 0.3, 10.0
 #: Lag of ``decorrelation_lag`` and the decorrelation rate, seconds of slow time.
 DECORRELATION_LAG_S = 0.1
-#: Longest periodicity history (lines) a FeatureExtractor keeps (8 MiB of float64).
-MAX_HISTORY_LINES = 1 << 20
+#: Most values (lines x rows) of the decorrelation tail a FeatureExtractor keeps (8 MiB of float64).
+MAX_TAIL_VALUES = 1 << 20
 
 
 def periodicity(trace: np.ndarray, rate_hz: float, min_period_s: float = MIN_PERIOD_S,
@@ -55,16 +56,15 @@ def periodicity(trace: np.ndarray, rate_hz: float, min_period_s: float = MIN_PER
 
 
 class FeatureExtractor:
-    """Streaming features of display blocks (carries the last lines and a history).
+    """Streaming features of display blocks (carries the last ``lag_s`` of lines).
 
     Parameters: row_depths_m (R,), prf_hz, feature_depth_m (rows at or below this depth
-    are used; None = the lower half of the image), wavelet name, levels, window_s of the
-    periodicity history, lag_s of the decorrelation rate.
+    are used; None = the lower half of the image), wavelet name, levels, lag_s of the
+    decorrelation rate.
     """
 
     def __init__(self, row_depths_m: np.ndarray, prf_hz: float, feature_depth_m: float | None = None,
-                 wavelet: str = "db4", levels: int = 4, window_s: float = 8.0,
-                 lag_s: float = DECORRELATION_LAG_S) -> None:
+                 wavelet: str = "db4", levels: int = 4, lag_s: float = DECORRELATION_LAG_S) -> None:
         depths = np.asarray(row_depths_m, dtype=np.float64)
         n_rows = depths.shape[0]
         if feature_depth_m is None:
@@ -81,15 +81,10 @@ class FeatureExtractor:
         m = n_rows - r0
         self.levels = max(1, min(int(levels), int(np.log2(m)) - 1))
         self._m = (m >> self.levels) << self.levels  # rows analysed: a multiple of 2**levels
-        n_history = int(round(window_s * self.prf_hz))
-        if not 0 < n_history <= MAX_HISTORY_LINES:
-            raise UsageError(describe("periodicity window", f"1 to {MAX_HISTORY_LINES} lines (window_s x prf_hz)",
-                                      f"{window_s:g} s x {self.prf_hz:g} Hz"))
         self.lag_lines = max(2, int(round(lag_s * self.prf_hz)))
-        if self.lag_lines > MAX_HISTORY_LINES // m:
-            raise UsageError(describe("decorrelation lag", f"at most {MAX_HISTORY_LINES // m} lines", self.lag_lines))
-        self._history = np.zeros(n_history, np.float64)
-        self._n_seen = 0
+        if self.lag_lines > MAX_TAIL_VALUES // m:
+            raise UsageError(describe("decorrelation lag", f"at most {MAX_TAIL_VALUES // m} lines (lag_s x prf_hz)",
+                                      f"{lag_s:g} s x {self.prf_hz:g} Hz"))
         self._tail: np.ndarray | None = None  # (lag_lines, m) last normalised lines
 
     def process(self, display_db: np.ndarray) -> dict:
@@ -117,16 +112,6 @@ class FeatureExtractor:
         coeffs = wavelets.wavedec(centred[:, : self._m] - centred[:, : self._m].mean(axis=1, keepdims=True),
                                   self.wavelet, self.levels)
         rel = wavelets.relative_energies(wavelets.subband_energies(coeffs))
-        # history of mean_db (ring of the last window_s)
-        h = self._history
-        if n >= h.shape[0]:
-            h[:] = mean_db[-h.shape[0]:]
-        elif n:
-            h[:-n] = h[n:].copy()
-            h[-n:] = mean_db
-        self._n_seen += n
-        avail = min(self._n_seen, h.shape[0])
-        period_s, strength = periodicity(h[h.shape[0] - avail:], self.prf_hz)
         return {
             "mean_db": mean_db.astype(np.float32),
             "decorrelation": decor_1.astype(np.float32),
@@ -134,6 +119,4 @@ class FeatureExtractor:
             "decorrelation_rate_per_s": rate.astype(np.float32),
             "wavelet_rel_energy": rel.astype(np.float32),
             "wavelet_entropy": wavelets.wavelet_entropy(rel).astype(np.float32),
-            "period_s": period_s,
-            "periodicity": strength,
         }

@@ -58,7 +58,6 @@ class ProcessorSettings:
     0..1 (median over 3 rows and persistence time constant 0..40 ms; wavelet threshold
     x0..2 of BayesShrink; SRAD 5..45 iterations). feature_depth_m : features use rows at or below
     this depth (None: lower half). wavelet, wavelet_levels : DWT of the features.
-    periodicity_window_s : history for ``period_s`` / ``periodicity``.
     """
 
     n_rows: int = 256
@@ -71,7 +70,6 @@ class ProcessorSettings:
     feature_depth_m: float | None = None
     wavelet: str = "db4"
     wavelet_levels: int = 4
-    periodicity_window_s: float = 8.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.n_rows, int) or not 8 <= self.n_rows <= 8192:
@@ -86,8 +84,6 @@ class ProcessorSettings:
             raise UsageError(describe("denoise", f"one of {DENOISE_METHODS}", repr(self.denoise)))
         if not 0.0 <= self.denoise_strength <= 1.0:
             raise UsageError(describe("denoise_strength", "in [0, 1]", self.denoise_strength))
-        if not (math.isfinite(self.periodicity_window_s) and self.periodicity_window_s > 0):
-            raise UsageError(describe("periodicity_window_s", "> 0", self.periodicity_window_s))
         if self.feature_depth_m is not None and not (math.isfinite(self.feature_depth_m) and self.feature_depth_m >= 0):
             raise UsageError(describe("feature_depth_m", "None or a depth >= 0 in metres", self.feature_depth_m))
         if not isinstance(self.wavelet_levels, int) or not 1 <= self.wavelet_levels <= 8:
@@ -161,9 +157,8 @@ class Processor:
             return
         old = self.settings
         reset = (settings.n_rows, settings.denoise, settings.feature_depth_m, settings.wavelet,
-                 settings.wavelet_levels, settings.periodicity_window_s) != (
-                old.n_rows, old.denoise, old.feature_depth_m, old.wavelet, old.wavelet_levels,
-                old.periodicity_window_s)
+                 settings.wavelet_levels) != (
+                old.n_rows, old.denoise, old.feature_depth_m, old.wavelet, old.wavelet_levels)
         self._apply_settings(settings, reset=reset)
 
     def _apply_settings(self, s: ProcessorSettings, reset: bool) -> None:
@@ -172,8 +167,7 @@ class Processor:
         if reset:
             tables = envelope.envelope_tables(meta, self.n_samples, s.n_rows)
             depths = envelope.row_depths_m(meta, self.n_samples, s.n_rows)
-            features = FeatureExtractor(depths, meta.prf_hz, s.feature_depth_m, s.wavelet, s.wavelet_levels,
-                                        s.periodicity_window_s)
+            features = FeatureExtractor(depths, meta.prf_hz, s.feature_depth_m, s.wavelet, s.wavelet_levels)
             self._tables, self.row_depths_m, self._features = tables, depths, features
             self._persist_state: np.ndarray | None = None
             self._srad_context = np.zeros((0, s.n_rows), np.float32)

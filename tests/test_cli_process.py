@@ -109,14 +109,21 @@ def test_bad_usage_exit_2(recording, capsys):
     capsys.readouterr()
 
 
-def test_bench_reports_the_three_rates(capsys):
-    assert main(["bench", "--json", "--lines", "1024", "--repeats", "1"]) == 0
+def test_bench_reports_the_rates(capsys):
+    assert main(["bench", "--json", "--lines", "1024", "--repeats", "1", "--pipeline-seconds", "0.2"]) == 0
     result = json.loads(capsys.readouterr().out)
     for key in ("envelope_lines_per_s", "chain_lines_per_s", "reference_lines_per_s"):
         assert result[key] > 0
     assert result["envelope_vs_reference"] == pytest.approx(
         result["envelope_lines_per_s"] / result["reference_lines_per_s"])
     assert set(result["chain_by_denoise_lines_per_s"]) == {"none", "median_persist", "wavelet", "srad"}
+    # the pipeline at 20 kHz: 10 ms blocks (200 lines) beside 1024-line blocks, and the
+    # fixed + per-line cost model that both timings give back
+    pl = result["pipeline"]
+    assert (pl["prf_hz"], pl["live_block_lines"], pl["large_block_lines"]) == (20000.0, 200, 1024)
+    assert pl["live_blocks_lines_per_s"] > 0 and pl["large_blocks_lines_per_s"] > 0
+    for n, rate in ((200, pl["live_blocks_lines_per_s"]), (1024, pl["large_blocks_lines_per_s"])):
+        assert pl["fixed_ms_per_block"] + n * pl["us_per_line"] * 1e-3 == pytest.approx(n / rate * 1e3)
     assert main(["bench", "--lines", "10"]) == 2
     capsys.readouterr()
 

@@ -92,7 +92,7 @@ class FakeEngine:
         gate = self.settings.track_depth_m
         depth = TRACK_DEPTH_M if gate is None else gate
         return [Results(
-            s0, self.seq, t, db, ROW_DEPTHS_M, {"period_s": 4.0, "periodicity": 0.9},
+            s0, self.seq, t, db, ROW_DEPTHS_M, {},
             motion=MotionBlock(t, disp, np.gradient(disp) * PRF_HZ, self.quality(t), depth),
             classification=FakeClassification(np.array([t[-1]]), probs, CLASSES),
             level=self.level,

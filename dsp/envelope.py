@@ -23,15 +23,12 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.signal
 
-from mmode.dsp import kernels
+from mmode.dsp import demod, kernels
 from mmode.errors import DataError, UsageError, describe
 from mmode.ingest.meta import AcquisitionMeta
 
 #: Smallest number of FIR taps (odd so the filter is centred on the row's sample).
 MIN_TAPS = 33
-#: For RF, the highest baseband low-pass cut-off as a fraction of f0: halfway between the
-#: echo (at 0 after mixing) and the 2 f0 image; a constant DC is removed exactly by the mean.
-RF_CUTOFF_FRACTION_OF_F0 = 1.0
 
 
 def row_sample_indices(n_samples: int, n_rows: int) -> np.ndarray:
@@ -50,16 +47,15 @@ def row_depths_m(meta: AcquisitionMeta, n_samples: int, n_rows: int) -> np.ndarr
 def lowpass_taps(meta: AcquisitionMeta, n_samples: int, n_rows: int) -> np.ndarray:
     """Low-pass FIR (Hamming windowed sinc, unit DC gain, odd length) used before the rows.
 
-    Cut-off: the row Nyquist ``fs/(2 D)`` with ``D = n_samples / n_rows`` (when ``D > 1``),
-    and for RF at most ``f0`` so that the ``2 f0`` mixing image is rejected.
-    IQ or envelope input without decimation (``D <= 1``) gets the identity filter.
+    Cut-off :func:`mmode.dsp.demod.baseband_cutoff_hz`: the row Nyquist ``fs/(2 D)`` with
+    ``D = n_samples / n_rows`` (when ``D > 1``), and for RF at most ``f0`` and ``fs/2 - f0``
+    so that the mixer's image is rejected (a constant DC is removed exactly by the mean). IQ
+    or envelope input without decimation (``D <= 1``) gets the identity filter.
     Length ``max(33, 4 ceil(D) + 1)``. Returns the taps, (n_taps,) float64, symmetric
     (zero phase about the centre tap, so row depths are not delayed).
     """
     decim = n_samples / n_rows
-    cutoff_hz = meta.fs_hz / (2 * decim) if decim > 1 else math.inf
-    if meta.kind == "rf":
-        cutoff_hz = min(cutoff_hz, RF_CUTOFF_FRACTION_OF_F0 * meta.f0_hz)
+    cutoff_hz = demod.baseband_cutoff_hz(meta.fs_hz, meta.f0_hz, decim, rf=meta.kind == "rf")
     if not math.isfinite(cutoff_hz):
         return np.ones(1)
     n_taps = max(MIN_TAPS, 4 * math.ceil(decim) + 1)
@@ -105,9 +101,9 @@ def envelope_tables(meta: AcquisitionMeta, n_samples: int, n_rows: int) -> Envel
     # rows; the one-sided filter there still lets some of the 2 f0 image through, +-1.5 dB)
     weights /= weights.sum(axis=1, keepdims=True)
     if meta.kind == "rf":
-        phase = 2 * np.pi * meta.f0_hz * k / meta.fs_hz
-        tab_i = 2 * weights * np.cos(phase)
-        tab_q = -2 * weights * np.sin(phase)
+        carrier = demod.mixer(k, meta.fs_hz, meta.f0_hz)
+        tab_i = 2 * weights * carrier.real
+        tab_q = 2 * weights * carrier.imag
     else:
         tab_i = weights
         tab_q = np.zeros_like(weights)

@@ -20,7 +20,7 @@ so column edges computed from any column boundary are bit-identical (training cr
 from a recording's columns equal the windows the product cuts at those times).
 
 Motion input spec (:data:`MOTION_SPEC`): two consecutive IQ lines (RF is demodulated with
-:func:`mmode.dsp.motion.to_iq`), ``n_samples`` IQ samples centred on the depth of interest.
+:func:`mmode.dsp.demod.to_iq`), ``n_samples`` IQ samples centred on the depth of interest.
 Channels: real and imaginary part of the lag-one product ``conj(x_k) x_{k+1}`` divided by the
 mean of ``|x_k| |x_{k+1}|``, and ``|x_k|``, ``|x_{k+1}|`` divided by their RMS. The product
 is independent of the absolute echo phase, which the network need not learn. Target: axial
@@ -584,7 +584,8 @@ def motion_dataset(split: str, n_recordings: int, seed: int = 0, ranges: dict = 
     the true inter-line displacement is interpolated from the simulator's 1 mm truth grid.
     Each pair also carries the classic Kasai estimate on the same samples.
     """
-    from mmode.dsp.motion import phase_to_displacement_m, to_iq
+    from mmode.dsp.demod import to_iq
+    from mmode.dsp.motion import phase_to_displacement_m
     from mmode.ingest.scenarios import SCENARIOS
 
     _check_split(split, n_recordings)

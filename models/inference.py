@@ -300,7 +300,7 @@ class MotionNet:
         lines : (n_lines >= 2, n_samples) RF or IQ; depths_m : (n_depths,) metres.
         Returns (n_lines - 1, n_depths) float32.
         """
-        from mmode.dsp.motion import to_iq
+        from mmode.dsp.demod import to_iq
 
         lines = np.asarray(lines)
         depths_m = np.atleast_1d(np.asarray(depths_m, dtype=np.float64))

@@ -246,7 +246,8 @@ def test_scanner_images_of_recordings_it_never_trained_on():
 
 def test_motion_student_beats_kasai_at_10_db():
     """Against simulator truth on a fresh cardiac recording at 10 dB SNR."""
-    from mmode.dsp.motion import phase_to_displacement_m, to_iq
+    from mmode.dsp.demod import to_iq
+    from mmode.dsp.motion import phase_to_displacement_m
     from mmode.models import data as mdata
 
     sim = simulate("cardiac_regular", seed=8_000_001, seconds=0.6, prf_hz=1000.0, snr_db=10.0, f0_hz=3e6, fs_hz=12e6)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from mmode.dsp import echo_choice, motion
+from mmode.dsp import demod, echo_choice, motion
 from mmode.dsp.tracker import MotionTracker
 from mmode.errors import DataError
 from mmode.ingest.meta import AcquisitionMeta, LineBlock
@@ -55,8 +55,8 @@ def track(lines, meta, estimator, block=100, **kw):
 def test_rf_to_iq_matches_hilbert_analytic_signal(fs):
     n = int(512 * fs / FS)
     rf = gaussian_pulse_rf([4e-6, 6.3e-6], n=n, fs=fs)
-    iq = motion.rf_to_iq(rf, fs, F0)
-    dec = motion.iq_decimation(fs, F0)
+    iq = demod.rf_to_iq(rf, fs, F0)
+    dec = demod.iq_decimation(fs, F0)
     ref = signal.hilbert(rf.astype(np.float64), axis=1)[:, ::dec] * np.exp(-2j * np.pi * F0 / fs * np.arange(0, n, dec))
     strong = np.abs(ref) > 0.2
     np.testing.assert_allclose(np.abs(iq[strong]), np.abs(ref[strong]), rtol=0.04)
@@ -66,13 +66,13 @@ def test_rf_to_iq_matches_hilbert_analytic_signal(fs):
 @pytest.mark.parametrize("fs", [2 * F0, 1.5 * F0])
 def test_rf_below_twice_f0_is_a_data_error(fs):
     with pytest.raises(DataError, match="fs_hz > 2"):
-        motion.rf_to_iq(np.ones((2, 64), np.float32), fs, F0)
+        demod.rf_to_iq(np.ones((2, 64), np.float32), fs, F0)
 
 
 def test_to_iq_rejects_envelope():
     meta = AcquisitionMeta("envelope", FS, 0.0, 1000.0)
     with pytest.raises(DataError, match="kind 'rf' or 'iq'"):
-        motion.to_iq(np.ones((2, 64), np.float32), meta)
+        demod.to_iq(np.ones((2, 64), np.float32), meta)
 
 
 # -- analytic single scatterer --------------------------------------------------------------
@@ -81,8 +81,8 @@ def test_single_scatterer_subsample_shift(fraction):
     spacing_rf = C / (2 * FS)
     d_m = np.array([0.0, (3 + fraction) * spacing_rf])  # 3.x RF samples
     rf = gaussian_pulse_rf(5e-6 + 2 * d_m / C)
-    iq = motion.rf_to_iq(rf, FS, F0)
-    spacing_iq = spacing_rf * motion.iq_decimation(FS, F0)
+    iq = demod.rf_to_iq(rf, FS, F0)
+    spacing_iq = spacing_rf * demod.iq_decimation(FS, F0)
     win = 24
     start = int(round((5e-6 * FS / 4))) - win // 2
     iq_win = iq[:, start : start + win + 8]
@@ -99,7 +99,7 @@ def test_kasai_constant_velocity_phase_and_aliasing():
     n_lines = 8
     for v, expected in ((0.3 * v_nyq, 0.3 * v_nyq), (-0.7 * v_nyq, -0.7 * v_nyq), (1.4 * v_nyq, -0.6 * v_nyq)):
         d = v * np.arange(n_lines) / prf
-        iq = motion.rf_to_iq(speckle_rf(d, snr_db=60), FS, F0)
+        iq = demod.rf_to_iq(speckle_rf(d, snr_db=60), FS, F0)
         # theory: lag-one phase -4 pi f0 v / (c prf); the mean over depth recovers v
         vel = motion.kasai_velocity(iq, prf, F0, C, depth_samples=64, ensemble=4)
         est = float(np.median(vel[:, 100:-100]))
@@ -174,8 +174,8 @@ def test_tracker_is_block_size_independent():
 def test_tracker_iq_input_matches_truth():
     prf = 1000.0
     d = 0.3e-3 * np.sin(2 * np.pi * 1.0 * np.arange(800) / prf)
-    iq = motion.rf_to_iq(speckle_rf(d, snr_db=30, seed=7), FS, F0)
-    meta = AcquisitionMeta("iq", FS / motion.iq_decimation(FS, F0), F0, prf)
+    iq = demod.rf_to_iq(speckle_rf(d, snr_db=30, seed=7), FS, F0)
+    meta = AcquisitionMeta("iq", FS / demod.iq_decimation(FS, F0), F0, prf)
     _, est, _, _ = track(iq, meta, "combined", track_depth_m=0.02)
     assert np.sqrt(np.mean((est - d) ** 2)) < 5e-6
 
@@ -305,7 +305,7 @@ def test_strain_snr_and_cnr_formulas():
 def test_tracker_on_envelope_input_uses_ncc():
     prf = 1000.0
     d = 0.3e-3 * np.sin(2 * np.pi * 1.0 * np.arange(600) / prf)
-    env = np.abs(motion.rf_to_iq(speckle_rf(d, snr_db=30, seed=9), FS, F0, decimation=1)).astype(np.float32)
+    env = np.abs(demod.rf_to_iq(speckle_rf(d, snr_db=30, seed=9), FS, F0, decimation=1)).astype(np.float32)
     meta = AcquisitionMeta("envelope", FS, 0.0, prf)
     tracker, est, _, _ = track(env, meta, "combined", track_depth_m=0.02)
     assert tracker.effective_estimator == "ncc"

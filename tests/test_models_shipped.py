@@ -57,9 +57,8 @@ def test_models_json_report(capsys):
     assert report["motion_student"]["teacher"] == "motion_teacher"
     assert report["classifier_teacher"]["teacher"] is None
     assert set(report["classifier_student"]["metrics"]["per_class_f1"]) == set(CLASSES)
-    ms, mt = report["motion_student"]["metrics"], report["motion_teacher"]["metrics"]
-    assert ms["rmse_m"] <= 1.1 * mt["rmse_m"]  # issue 5 targets
-    assert ms["rmse_m_10db"] < ms["kasai_rmse_m_10db"]
+    for name in ("motion_student", "motion_teacher"):  # the card's figures reach the report
+        assert {"rmse_m", "rmse_m_10db", "kasai_rmse_m_10db"} <= set(report[name]["metrics"])
 
 
 def test_classifier_student_is_a_compressed_teacher():
@@ -244,8 +243,10 @@ def test_scanner_images_of_recordings_it_never_trained_on():
     assert correct >= 2 * total / 3
 
 
-def test_motion_student_beats_kasai_at_10_db():
-    """Against simulator truth on a fresh cardiac recording at 10 dB SNR."""
+def test_motion_student_beats_kasai_at_10_db_and_matches_its_teacher():
+    """Issue 5 targets re-measured against simulator truth on a fresh cardiac recording at
+    10 dB SNR (not read from the cards): the student beats the Kasai estimate on the same IQ
+    and is within 10 % of its teacher's RMSE."""
     from mmode.dsp.demod import to_iq
     from mmode.dsp.motion import phase_to_displacement_m
     from mmode.models import data as mdata
@@ -263,8 +264,10 @@ def test_motion_student_beats_kasai_at_10_db():
     kasai = phase_to_displacement_m(np.angle(np.sum(np.conj(x0) * x1, axis=1)), sim.meta.f0_hz, sim.meta.c_m_s)
     rmse_net = np.sqrt(np.mean((pred - d_truth) ** 2))
     rmse_kasai = np.sqrt(np.mean((kasai.reshape(d_truth.shape) - d_truth) ** 2))
+    rmse_teacher = np.sqrt(np.mean((MotionNet("motion_teacher").displacement_m(sim.lines, sim.meta, depths) - d_truth) ** 2))
     assert pred.shape == d_truth.shape
     assert rmse_net < rmse_kasai
+    assert rmse_net <= 1.1 * rmse_teacher
 
 
 @pytest.fixture(scope="module")

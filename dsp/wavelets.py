@@ -1,15 +1,14 @@
-"""Daubechies DWT / MODWT along depth (numba), and wavelet energy features.
+"""Periodised Daubechies DWT along depth (PyWavelets), and wavelet energy features.
 
-Filters come from PyWavelets (``pywt.Wavelet(name)``); the transforms themselves are numba
-kernels (:mod:`mmode.dsp.kernels`) so they run without the GIL inside the processing
-thread. Conventions match PyWavelets exactly (tested to 1e-5):
-
-- :func:`wavedec` / :func:`waverec` = ``pywt.wavedec`` / ``pywt.waverec`` with
-  ``mode="periodization"``, coefficients ``[cA_L, cD_L, ..., cD_1]``;
-- :func:`modwt` = ``pywt.swt(x, w, level, trim_approx=True, norm=True)``, i.e. the
-  maximal-overlap DWT (undecimated, periodic, energy preserving).
-
-All functions work along the last axis of a 1-D or 2-D array (lines x rows).
+:func:`wavedec` / :func:`waverec` are ``pywt.wavedec`` / ``pywt.waverec`` with
+``mode="periodization"`` along the last axis of a 1-D or 2-D array (lines x rows),
+coefficients ``[cA_L, cD_L, ..., cD_1]``, with the checks the features and the wavelet
+denoiser need (an orthogonal wavelet, a length divisible by ``2**level``) raised as
+:class:`~mmode.errors.UsageError`. Until 0.2 these were our own numba kernels, kept so the
+transform would run without the GIL in the processing thread. PyWavelets' C loops release it
+too (measured with PyWavelets 1.8: a Python thread kept counting at its free rate through a
+276 ms ``dwt_axis`` call), and on a 200 x 128 block of the live path it took 206 us against
+our kernels' 365 us (issue 15), so the library does the job.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from functools import lru_cache
 import numpy as np
 import pywt
 
-from mmode.dsp import kernels
 from mmode.errors import UsageError, describe
 
 
@@ -59,65 +57,31 @@ def _check_level(n: int, level: int) -> None:
 
 
 def wavedec(x: np.ndarray, wavelet: str = "db4", level: int = 4) -> list[np.ndarray]:
-    """Multilevel periodised DWT along the last axis: ``[cA_L, cD_L, ..., cD_1]``.
+    """Multilevel periodised DWT along the last axis: ``[cA_L, cD_L, ..., cD_1]``, float64.
 
     x : (N,) or (n, N), ``N`` divisible by ``2**level``. Coefficient ``cD_j`` has length
-    ``N / 2**j``. Equals ``pywt.wavedec(x, wavelet, mode="periodization", level=level)``.
+    ``N / 2**j``.
     """
     x2, squeeze = _as_2d(x)
     _check_level(x2.shape[1], level)
-    lo, hi, _, _ = filters(wavelet)
-    details = []
-    cur = x2
-    for _ in range(level):
-        half = cur.shape[1] // 2
-        a = np.empty((cur.shape[0], half))
-        d = np.empty((cur.shape[0], half))
-        kernels.dwt_periodic(cur, lo, hi, a, d)
-        details.append(d)
-        cur = a
-    coeffs = [cur] + details[::-1]
+    filters(wavelet)  # an orthogonal wavelet PyWavelets knows
+    coeffs = pywt.wavedec(x2, wavelet, mode="periodization", level=level, axis=-1)
     return [c[0] for c in coeffs] if squeeze else coeffs
 
 
 def waverec(coeffs: list[np.ndarray], wavelet: str = "db4") -> np.ndarray:
-    """Inverse of :func:`wavedec` (``pywt.waverec`` with ``mode="periodization"``)."""
-    _, _, rec_lo, rec_hi = filters(wavelet)
+    """Inverse of :func:`wavedec`; each detail must have the shape of the approximation it
+    is combined with."""
+    filters(wavelet)
     squeeze = np.ndim(coeffs[0]) == 1
-    cur, _ = _as_2d(coeffs[0])
-    for d in coeffs[1:]:
-        d2, _ = _as_2d(d)
-        if d2.shape != cur.shape:
-            raise UsageError(describe("waverec", f"detail of shape {cur.shape}", d2.shape))
-        out = np.empty((cur.shape[0], 2 * cur.shape[1]))
-        kernels.idwt_periodic(cur, d2, rec_lo, rec_hi, out)
-        cur = out
-    return cur[0] if squeeze else cur
-
-
-def modwt(x: np.ndarray, wavelet: str = "db4", level: int = 4) -> list[np.ndarray]:
-    """Maximal-overlap DWT along the last axis: ``[cA_L, cD_L, ..., cD_1]``, each (…, N).
-
-    Periodic, undecimated, filters scaled by ``1/sqrt(2)`` per level, so the energies of the
-    coefficients sum to the energy of ``x``. Equals
-    ``pywt.swt(x, wavelet, level, trim_approx=True, norm=True)``; ``N`` divisible by
-    ``2**level``.
-    """
-    x2, squeeze = _as_2d(x)
-    _check_level(x2.shape[1], level)
-    lo, hi, _, _ = filters(wavelet)
-    lo = lo / np.sqrt(2.0)
-    hi = hi / np.sqrt(2.0)
-    details = []
-    cur = x2
-    for j in range(level):
-        a = np.empty_like(cur)
-        d = np.empty_like(cur)
-        kernels.swt_level(cur, lo, hi, 1 << j, a, d)
-        details.append(d)
-        cur = a
-    coeffs = [cur] + details[::-1]
-    return [c[0] for c in coeffs] if squeeze else coeffs
+    parts = [_as_2d(c)[0] for c in coeffs]
+    size = parts[0].shape
+    for d in parts[1:]:
+        if d.shape != size:
+            raise UsageError(describe("waverec", f"detail of shape {size}", d.shape))
+        size = (size[0], 2 * size[1])
+    out = pywt.waverec(parts, wavelet, mode="periodization", axis=-1)
+    return out[0] if squeeze else out
 
 
 def subband_energies(coeffs: list[np.ndarray]) -> np.ndarray:

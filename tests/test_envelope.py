@@ -203,8 +203,8 @@ def test_kernels_release_the_gil():
     from numba.core.registry import CPUDispatcher
 
     dispatchers = {name: k for name, k in vars(kernels).items() if isinstance(k, CPUDispatcher)}
-    assert {"rf_rows", "iq_rows", "real_rows_envelope", "log_compress", "median_depth", "persistence", "srad",
-            "dwt_periodic", "idwt_periodic", "swt_level"} <= set(dispatchers)
+    assert {"rf_rows", "iq_rows", "real_rows_envelope", "log_compress", "median_depth", "persistence",
+            "srad"} <= set(dispatchers)
     for name, k in dispatchers.items():  # every kernel is @njit(nogil=True, cache=True)
         assert k.targetoptions["nogil"] is True, name
         assert type(k._cache).__name__ == "FunctionCache", name

@@ -58,41 +58,33 @@ from PyQt6.QtWidgets import (
 from mmode.errors import MmodeError
 from mmode.gui import settings
 from mmode.gui.aline_view import ALineView
-from mmode.gui.calibration import caliper_scale, mline_text
 from mmode.gui.calipers import HINTS, CaliperTool
-from mmode.gui.cine import CineMmode, cine_mmode, clip_line, frame_at
 from mmode.gui.cine_view import BModeView
+from mmode.gui.cine_control import CineController
 from mmode.gui.controls import PLAYBACK_SPEEDS, ControlPanel, ReviewBar
 from mmode.gui.engine_link import (
     ResultsReader,
     SourceSpec,
     classifier_name,
-    level_text,
     make_engine,
-    motion_text,
     pipeline_settings,
 )
 from mmode.gui.export_control import ExportController
 from mmode.gui.jobs import Jobs
 from mmode.gui.measure_control import MeasurementController
 from mmode.gui.measurements import RF_SCALE, CaliperScale
-from mmode.gui.mmode_data import DisplayRing, OverlayRate, SweepClock, overlay_rate
+from mmode.gui.drawing import COLUMN_RATE_HZ, Drawing
+from mmode.gui.mmode_data import DisplayRing, OverlayRate, SweepClock
 from mmode.gui.mmode_view import MModeView, set_depth_axis
 from mmode.gui.recording_control import RecordingController
 from mmode.gui.review_control import ReviewController
+from mmode.gui.status_control import StatusController
 from mmode.gui.source_control import Opened, SourceController
-from mmode.gui.status import FrameStats, StatusBar, health, status_fields
+from mmode.gui.status import FrameStats, StatusBar
 from mmode.ingest.meta import CLASSES
 
 FRAME_INTERVAL_MS = 16
 STATUS_INTERVAL_S = 0.25
-RATE_INTERVAL_S = 0.5
-SLOW_VIEWS_INTERVAL_S = 0.1
-RATE_TRACE_S = 10.0
-COLUMN_RATE_HZ = 500.0
-LIVE_CINE_S = 60.0
-MAX_FILE_CINE_S = 300.0
-PREPARING = "preparing the pipeline (the first run compiles its kernels)"
 
 
 class MainWindow(QMainWindow):
@@ -130,7 +122,6 @@ class MainWindow(QMainWindow):
         self._last_status_s = 0.0
         self._last_rate_s = 0.0
         self._last_slow_s = 0.0
-        self._reconnecting_since_s: float | None = None
         self.rate: OverlayRate | None = None
 
         self.mview = MModeView()
@@ -156,6 +147,9 @@ class MainWindow(QMainWindow):
         self.reviewing = ReviewController(self)
         self.recording = RecordingController(self.panel.record)
         self.exports = ExportController(self)
+        self.drawing = Drawing(self)
+        self.statusing = StatusController(self)
+        self.cining = CineController(self)
         self.measuring = MeasurementController(self.panel, lambda text: self.statusBar().showMessage(text, 5000))
         self.calipers = CaliperTool(self.mview.plot, self.measuring.add, self.measuring.changed, self.show_error)
         self.measuring.calipers = self.calipers
@@ -199,7 +193,7 @@ class MainWindow(QMainWindow):
         p.auto_level_requested.connect(self.auto_level)
         p.auto_gate_requested.connect(lambda: self.set_gate(None))
         self.mview.gate_requested.connect(self._gate_moved)
-        self.bview.line_moved.connect(self._mline_moved)
+        self.bview.line_moved.connect(self.cining.mline_moved)
         r = self.review
         r.play_toggled.connect(lambda on: self.set_frozen(not on))
         r.seek.connect(self.seek)
@@ -298,7 +292,7 @@ class MainWindow(QMainWindow):
             self.cine_frames = opened.cine_frames
             if self.cine_frames is not None:
                 self.bview.set_cine(self.cine_frames)
-                self._show_mline(spec.cine)
+                self.cining.show_mline(spec.cine)
             else:
                 self._set_scale(opened.scale)
             self.bview.setVisible(self.cine_frames is not None)
@@ -353,42 +347,6 @@ class MainWindow(QMainWindow):
     def next_file_line(self) -> int:
         n = 0 if self.file_times_s is None else len(self.file_times_s)
         return self._last_seq if self._last_seq < n else 0
-
-    # -- cine files: the B-mode pane and the M-line ---------------------------------------------
-    def _show_mline(self, mmode: CineMmode) -> None:
-        """Make ``mmode`` (the M-mode along an M-line) the file the window measures on: its
-        times, metadata and calibration, the line on the B-mode."""
-        n = mmode.lines.shape[0]
-        self.file_times_s = np.arange(n, dtype=np.float64) / mmode.meta.prf_hz
-        self.file_meta = mmode.meta.to_dict()
-        scale = caliper_scale(mmode.meta, mmode.info, self.cine_frames.regions)
-        self._set_scale(scale)
-        self.bview.set_line(mmode.line, mline_text(mmode.line, mmode.info["mline"]["step_m"], scale.note))
-
-    def _mline_moved(self, line: tuple[float, float, float, float]) -> None:
-        """A drag of the M-line ended: recompute the M-mode from the frames in memory and play
-        it from the start (a line that makes no M-mode puts the old one back)."""
-        if self.cine_frames is None or self.spec is None or self.spec.cine is None:
-            return
-        try:
-            mmode = cine_mmode(self.cine_frames, clip_line(line, self.cine_frames.shape), self.spec.px_per_cm)
-        except MmodeError as exc:
-            self.show_error(f"M-line: {exc}")
-            old = self.spec.cine
-            self.bview.set_line(old.line, mline_text(old.line, old.info["mline"]["step_m"], self.scale.note))
-            return
-        self.clear_measurements()  # they were made on the old line's M-mode
-        self._show_gate(None)
-        self._show_mline(mmode)
-        self.spec = replace(self.spec, mline=mmode.line, cine=mmode, start_line=0)
-        self.ring = None  # the new line has its own depths
-        self.row_depths_m = None
-        self.shown_span_s = None
-        self.sweep.reset()
-        self.reviewing.frozen = False
-        self.reviewing.show_frozen(False)
-        self.restart_file(0, clear=False)
-        self.statusBar().showMessage("M-mode recomputed along the new M-line", 5000)
 
     def _set_scale(self, scale: CaliperScale) -> None:
         """The calibration of the image on screen: new calipers, the depth axes and the gate."""
@@ -516,11 +474,11 @@ class MainWindow(QMainWindow):
         if engine is not None:
             try:
                 for r in engine.poll_results():
-                    self._ingest(r)
+                    self.drawing.ingest(r)
             except MmodeError as exc:
                 self.show_error(str(exc))
                 self.stop_engine()
-            self._check_file_end()
+            self.drawing.check_file_end()
         moved = not self.frozen and self.sweep.advance(t0)
         if self.ring is not None and self.ring.n_written and (self._dirty or moved):
             try:
@@ -537,156 +495,14 @@ class MainWindow(QMainWindow):
             self._last_status_s = t1
             self._update_status()
 
-    def _ingest(self, r) -> None:
-        db = np.asarray(r.display_db)
-        if self.ring is None or db.shape[1] != self.ring.n_rows:
-            prf_hz = float(self.engine.meta.prf_hz)
-            cine_s = LIVE_CINE_S
-            if self.file_times_s is not None:
-                cine_s = min(MAX_FILE_CINE_S, len(self.file_times_s) / prf_hz + 1.0)
-            self.ring = DisplayRing.for_rate(db.shape[1], prf_hz, cine_s, COLUMN_RATE_HZ)
-            self.col_dt_s = self.ring.decimation / prf_hz
-            self.line_dt_s = 1.0 / prf_hz
-            self.row_depths_m = np.asarray(r.row_depths_m, np.float64)
-            self.mview.set_depths(self.row_depths_m)
-            if any(g != 0 for g in self.s.tgc_db):
-                self._apply_processing()  # TGC knobs need the depth range
-        if len(r.t_s) and self.ring.n_written and r.t_s[0] < self.ring.window(self.ring.n_written, 1).t_s[-1]:
-            # a new timeline (a stream restarted): a new cine, and no class of the old one on it
-            self.ring.clear()
-            self.sweep.reset()
-            self.reader.label, self.reader.confidence = -1, float("nan")
-        label, conf, track, quality = self.reader.read(r)
-        self._last_seq = int(r.seq_stop)
-        if len(r.t_s) == 0:  # the end of a stream: only the tracker's last held-back lines
-            if self.reader.late_track is not None:
-                self.ring.set_track(*self.reader.late_track)
-                self._dirty = True
-            return
-        live = self.spec is not None and self.spec.kind != "file"
-        if self.frozen and live:
-            return  # live source keeps running; the frozen cine stays as it is
-        self.ring.push(db, r.t_s, self.s.dynamic_range_db, label, conf, track, quality)
-        if self.reader.late_track is not None:
-            self.ring.set_track(*self.reader.late_track)
-        for t_from, t_to, label_k, conf_k in self.reader.relabel:
-            self.ring.set_labels(t_from, t_to, label_k, conf_k)
-        self.sweep.arrived(time.perf_counter(), float(r.t_s[-1]))
-        self._dirty = True
-
-    def _check_file_end(self) -> None:
-        if self.file_times_s is None or self.frozen or self.engine is None:
-            return
-        # "ended": the engine has processed the last line and handed over what the motion
-        # tracker still held (the last line's arrival alone would stop it before that)
-        if getattr(self.engine, "state", "") == "ended":
-            self.set_frozen(True)
-
     def _render(self) -> None:
-        ring = self.ring
-        n_cols = self.window_cols()
-        if self.frozen:
-            self.cursor_col = int(min(max(self.cursor_col, ring.oldest), ring.n_written - 1))
-            end = ring.clamp_end(self.cursor_col + n_cols // 2 + 1, n_cols)
-        else:
-            held = ring.window(ring.n_written, ring.capacity)
-            end = held.start + int(np.searchsorted(held.t_s, self.sweep.t_s, side="right"))
-            end = max(end, held.start + 1)
-        w = ring.window(end, n_cols)
-        if w.n_cols == 0:
-            return
-        # lines on screen: from the first line of the first column to the last column's
-        self.shown_span_s = (float(w.t_s[0]) - (ring.decimation - 1) * self.line_dt_s, float(w.t_s[-1]))
-        cursor = self.cursor_col - w.start if self.frozen else w.n_cols - 1
-        x_end = float(w.t_s[-1]) + self.col_dt_s
-        if not self.frozen and math.isfinite(self.sweep.t_s):
-            x_end = max(x_end, self.sweep.t_s + self.col_dt_s)
-        classes = self.reader.classes or CLASSES
-        label = int(w.label[cursor]) if self.frozen else self.reader.label
-        # probe in air: the tracker follows noise, a trace there would suggest tissue motion
-        in_air = 0 <= label < len(classes) and classes[label] == "no_contact"
-        self.mview.classes = classes
-        self.mview.render(w, self.col_dt_s, self.window_s(), x_end, float(w.t_s[cursor]) if self.frozen else None,
-                          motion=not in_air)
-        if self.cine_frames is not None:  # the B-mode frame of the current line
-            prf_hz = self.spec.cine.meta.prf_hz
-            self.bview.show_frame(frame_at(float(w.t_s[cursor]), prf_hz, self.cine_frames.n_frames))
-        now = time.perf_counter()
-        # the A-line and the review bar change little between frames: a few times a second
-        # while live (their repaint would double the frame time), every frame in review
-        slow_due = self.frozen or now - self._last_slow_s >= SLOW_VIEWS_INTERVAL_S
-        if slow_due:
-            self._last_slow_s = now
-            self.aline.render(w.image[cursor], self.row_depths_m, self.s.dynamic_range_db)
-            self._update_review(float(w.t_s[cursor]))
-        if self.frozen or now - self._last_rate_s >= RATE_INTERVAL_S:
-            self._last_rate_s = now
-            trace = ring.window(w.start + cursor + 1, int(RATE_TRACE_S / self.col_dt_s)).track_depth_m
-            self.rate = overlay_rate(trace, self.col_dt_s, classes[label] if 0 <= label < len(classes) else None)
-        if self.frozen:
-            self.mview.set_header(label, float(w.confidence[cursor]), self.rate)
-        else:
-            self.mview.set_header(label, self.reader.confidence, self.rate)
-        self._dirty = False
-
-    def _update_review(self, cursor_t: float) -> None:
-        ring = self.ring
-        held = ring.window(ring.n_written, ring.capacity)
-        if self.file_times_s is not None:
-            self.review.set_span(float(self.file_times_s[0]), float(self.file_times_s[-1]), cursor_t)
-        elif held.n_cols:
-            self.review.set_span(float(held.t_s[0]), float(held.t_s[-1]), cursor_t)
+        self.drawing.render()
 
     def _update_busy(self) -> None:
-        """The busy indicator: a job running, or the engine preparing its pipeline."""
-        what = self.jobs.busy
-        if not what and getattr(self.engine, "state", "") == "starting":
-            what = PREPARING
-        if what != self.status.busy_label.text().rstrip("."):
-            self.status.set_busy(what)
+        self.statusing.update_busy()
 
     def _update_status(self) -> None:
-        stats = {}
-        engine = self.engine
-        if engine is not None:
-            try:
-                stats = dict(engine.stats())
-            except MmodeError as exc:
-                self.show_error(str(exc))
-        self.recording.watch(engine, stats)
-        state = str(stats.get("state", ""))
-        now = time.monotonic()
-        if state != "reconnecting":
-            self._reconnecting_since_s = None
-        elif self._reconnecting_since_s is None:
-            self._reconnecting_since_s = now
-        reconnecting_s = 0.0 if self._reconnecting_since_s is None else now - self._reconnecting_since_s
-        is_file = self.spec is not None and self.spec.kind == "file"
-        text, severity = health(state, str(stats.get("message", "")), reconnecting_s=reconnecting_s,
-                                record_error=self.recording.error, is_file=is_file)
-        self.status.set_health(text, severity)
-        if state == "failed":
-            self.last_error = text
-        f = status_fields(stats, self.frames)
-        if self.source.opening:
-            shown = "opening"
-        else:
-            shown = "frozen" if self.frozen else ("live" if engine is not None else "stopped")
-        rec = "  REC" if self.recording.active else ""
-        f["source"] = f"{self.spec.title() if self.spec else 'no source'} [{shown}]{rec}"
-        self.status.update_fields(f)
-        self._update_busy()
-        self._update_motion_and_level()
-
-    def _update_motion_and_level(self) -> None:
-        """The tracker's state in the status bar and the display level under the gain."""
-        text, tip = motion_text(self.reader.motion_state, running=self.engine is not None, scale=self.scale)
-        if text != self.motion_label.text():
-            self.motion_label.setText(text)
-            self.motion_label.setToolTip(tip)
-            no_trace = self.reader.motion_state.get("status") == "no_motion"
-            self.motion_label.setStyleSheet("color: #e90" if no_trace else "")
-        self.panel.show_level(*level_text(self.reader.level))
+        self.statusing.update()
 
     # -- review, measurements, recording, export: the controllers ------------------------------
     def toggle_freeze(self) -> None:
@@ -754,9 +570,6 @@ class MainWindow(QMainWindow):
 
     def export_report(self, path: str | Path) -> None:
         self.exports.export_report(path)
-
-    def report(self, process: dict | None = None) -> dict:
-        return self.exports.report(process)
 
     # -- closing -------------------------------------------------------------------------------
     def closeEvent(self, event) -> None:

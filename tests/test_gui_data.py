@@ -97,14 +97,28 @@ def test_overlay_rate_of_known_sinusoids():
 def test_model_choice_maps_to_shipped_names():
     from mmode.gui.engine_link import classifier_name
 
-    shipped = ["classifier_student", "classifier_student_int8", "classifier_teacher", "motion_student"]
+    shipped = ["classifier_student", "classifier_teacher", "motion_student"]
     assert classifier_name("student", shipped) == "classifier_student"
-    assert classifier_name("int8", shipped) == "classifier_student_int8"
     assert classifier_name("teacher", shipped) == "classifier_teacher"
     assert classifier_name("classic", shipped) is None
     assert classifier_name("teacher", ["classifier_student"]) is None  # not shipped: classic only
-    with pytest.raises(DataError):
-        classifier_name("resnet", shipped)
+    for choice in ("resnet", "int8"):  # int8: the registry loads no such weights, the window offers none
+        with pytest.raises(DataError):
+            classifier_name(choice, shipped)
+
+
+def test_health_says_what_needs_the_user_first():
+    from mmode.gui.status import LOST_AFTER_S, health
+
+    assert health("running", "connected") == ("", "ok")
+    assert health("ended", "end of file", is_file=True) == ("", "ok")
+    assert health("reconnecting", "peer closed; reconnecting", reconnecting_s=0.5) == (
+        "Reconnecting: peer closed; reconnecting", "warn")
+    text, severity = health("reconnecting", "retrying in 1.6 s", reconnecting_s=LOST_AFTER_S + 1)
+    assert severity == "alert" and text.startswith("Stream lost for 4 s")
+    assert health("failed", "bad\nframe") == ("Engine failed: bad frame", "alert")
+    text, severity = health("reconnecting", "x", reconnecting_s=0.1, record_error="Recording failed: disk full")
+    assert severity == "alert" and text == "Recording failed: disk full | Reconnecting: x"
 
 
 def test_frame_stats_add_paint_to_the_frame_that_drew():

@@ -169,6 +169,7 @@ class StatusBar(QStatusBar):
         self.addWidget(self.labels["health"])
         self.addWidget(self.labels["error"], 1)
         for k in self.ORDER[2:]:
+            self.labels[k].setStyleSheet("padding: 0 4px")
             self.addPermanentWidget(self.labels[k])
         self.severity = "ok"
 

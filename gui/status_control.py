@@ -12,6 +12,7 @@ pipeline; the motion tracker's state and the display level come last.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from mmode.errors import MmodeError
 from mmode.gui.engine_link import level_text, motion_text
@@ -65,7 +66,11 @@ class StatusController:
         else:
             shown = "frozen" if w.frozen else ("live" if engine is not None else "stopped")
         rec = "  REC" if w.recording.active else ""
-        f["source"] = f"{w.spec.title() if w.spec else 'no source'} [{shown}]{rec}"
+        title = w.spec.title() if w.spec else "no source"
+        if w.spec is not None and w.spec.kind == "file":  # the name; the whole path in the tooltip
+            title = f"File: {Path(w.spec.value).name}"
+            w.status.labels["source"].setToolTip(w.spec.title())
+        f["source"] = f"{title} [{shown}]{rec}"
         w.status.update_fields(f)
         self.update_busy()
         self.update_motion_and_level()

@@ -565,6 +565,10 @@ def test_file_pause_keeps_the_engine_and_a_restart_keeps_the_auto_level(window, 
     assert window.engine is engine and not engine.source.paused and len(FakeEngine.instances) == 1
     run_ticks(window, 2)
     assert window.ring.n_written > n
+    from mmode.gui.controls import PLAYBACK_SPEEDS
+
+    window.review.speed.setCurrentIndex(PLAYBACK_SPEEDS.index(2.0))  # a new speed, the same engine
+    assert window.engine is engine and engine.source.speed == 2.0 and window.spec.speed == 2.0
     window.restart_file(100, clear=True)
     wait_jobs(window)
     assert window.engine is not engine and len(FakeEngine.instances) == 2
@@ -575,6 +579,23 @@ def test_file_pause_keeps_the_engine_and_a_restart_keeps_the_auto_level(window, 
     # a gain change keeps it (the engine is not told to level automatically again)
     window.panel.gain.setValue(5)
     assert window.engine.updates[-1].processor.reference_db == AUTO_LEVEL.reference_db
+
+
+def test_a_restart_never_paints_the_old_class_on_new_lines(window, tmp_path):
+    """A seek is a new timeline: the lines before its first classifier window have no class,
+    not the class of the lines played before it."""
+    from mmode.ingest.h5format import write_recording
+
+    path = tmp_path / "long.h5"
+    write_recording(path, AcquisitionMeta("rf", 20e6, 5e6, PRF_HZ), np.zeros((4000, 16), np.int16))
+    open_source(window, SourceSpec("file", str(path)))
+    run_ticks(window, 30)  # to t = 1.5 s: class 1
+    assert window.reader.label == 1
+    window.restart_file(3000, clear=True)
+    wait_jobs(window)
+    run_ticks(window, 1)  # one block, t = 3.000..3.049 s; its window ends at its last line
+    held = window.ring.window(window.ring.n_written, window.ring.capacity)
+    assert held.t_s[0] >= 3.0 and set(held.label[:-1].tolist()) == {-1} and held.label[-1] == 1
 
 
 def test_gain_slider_spans_plus_minus_40_db(window, store):

@@ -58,14 +58,13 @@ from PyQt6.QtWidgets import (
 from mmode.errors import MmodeError
 from mmode.gui import settings
 from mmode.gui.aline_view import ALineView
-from mmode.gui.calipers import HINTS, CaliperTool
+from mmode.gui.calipers import CaliperTool
 from mmode.gui.cine_view import BModeView
 from mmode.gui.cine_control import CineController
 from mmode.gui.controls import PLAYBACK_SPEEDS, ControlPanel, ReviewBar
 from mmode.gui.engine_link import (
     ResultsReader,
     SourceSpec,
-    classifier_name,
     make_engine,
     pipeline_settings,
 )
@@ -78,6 +77,7 @@ from mmode.gui.mmode_data import DisplayRing, OverlayRate, SweepClock
 from mmode.gui.mmode_view import MModeView, set_depth_axis
 from mmode.gui.recording_control import RecordingController
 from mmode.gui.review_control import ReviewController
+from mmode.gui.settings_control import SettingsController
 from mmode.gui.status_control import StatusController
 from mmode.gui.source_control import Opened, SourceController
 from mmode.gui.status import FrameStats, StatusBar
@@ -150,6 +150,7 @@ class MainWindow(QMainWindow):
         self.drawing = Drawing(self)
         self.statusing = StatusController(self)
         self.cining = CineController(self)
+        self.settings_control = SettingsController(self)
         self.measuring = MeasurementController(self.panel, lambda text: self.statusBar().showMessage(text, 5000))
         self.calipers = CaliperTool(self.mview.plot, self.measuring.add, self.measuring.changed, self.show_error)
         self.measuring.calipers = self.calipers
@@ -178,21 +179,21 @@ class MainWindow(QMainWindow):
         main.addWidget(left, stretch=1)
         main.addWidget(scroll)
         self.setCentralWidget(central)
-        self._apply_view()
-        self._update_class_note()
+        self.settings_control.apply_view()
+        self.settings_control.update_class_note()
 
         p = self.panel
         p.source_requested.connect(self._source_requested)
-        p.processing_changed.connect(self._apply_processing)
-        p.view_changed.connect(self._apply_view)
-        p.caliper_changed.connect(self._apply_caliper)
+        p.processing_changed.connect(self.settings_control.apply_processing)
+        p.view_changed.connect(self.settings_control.apply_view)
+        p.caliper_changed.connect(self.settings_control.apply_caliper)
         p.freeze_toggled.connect(self.set_frozen)
         p.record_toggled.connect(self._record_toggled)
         p.export_requested.connect(self._export_requested)
         p.clear_measurements.connect(self.clear_measurements)
         p.auto_level_requested.connect(self.auto_level)
         p.auto_gate_requested.connect(lambda: self.set_gate(None))
-        self.mview.gate_requested.connect(self._gate_moved)
+        self.mview.gate_requested.connect(self.settings_control.gate_moved)
         self.bview.line_moved.connect(self.cining.mline_moved)
         r = self.review
         r.play_toggled.connect(lambda on: self.set_frozen(not on))
@@ -365,7 +366,6 @@ class MainWindow(QMainWindow):
                 return
         self.open_source(SourceSpec(kind, value, speed=PLAYBACK_SPEEDS[self.review.speed.currentIndex()]))
 
-    # -- settings ------------------------------------------------------------------------------
     def _depth_range(self) -> tuple[float, float] | None:
         if self.row_depths_m is None:
             return None
@@ -377,86 +377,19 @@ class MainWindow(QMainWindow):
         return pipeline_settings(*self._settings_args())
 
     def _apply_processing(self) -> None:
-        model = self.s.model
-        self.panel.apply_to(self.s)
-        if self.s.model != model:  # the old model's class no longer describes what comes
-            self.reader.label, self.reader.confidence = -1, float("nan")
-        self._update_class_note()
-        self._send_settings()
+        self.settings_control.apply_processing()
 
     def _send_settings(self) -> None:
-        """Send the current pipeline settings to the running engine, if any."""
-        if self.engine is not None:
-            try:
-                self.engine.update_settings(self._pipeline_settings())
-            except MmodeError as exc:
-                self.show_error(str(exc))
-
-    def auto_level(self) -> None:
-        """*Auto*: the engine sets 0 dB again from the lines on screen (it applies from the
-        next lines processed; a frozen image keeps its pixels) and the gain goes back to 0 dB."""
-        if self._dirty and self.ring is not None and self.ring.n_written:
-            self._render()  # the span of what is about to be on screen
-        if self.engine is None or self.shown_span_s is None:
-            self.statusBar().showMessage("Auto: no lines are being processed now; play, then press Auto", 5000)
-            return
-        t_from_s, t_to_s = self.shown_span_s
-        self.engine.relevel(t_from_s, t_to_s)
-        self._auto_level_used = True
-        self.panel.set_gain_db(0.0)
-        self._apply_processing()
-        self.statusBar().showMessage(f"Auto: 0 dB from the lines of {t_from_s:.2f}-{t_to_s:.2f} s, gain 0 dB", 5000)
-
-    def _gate_moved(self, depth_m: float, finished: bool) -> None:
-        """Shift+click / Shift+drag on the image: the marker follows; the gate is set (and the
-        tracker restarted) on the click or at the end of the drag."""
-        if self.row_depths_m is None:
-            return
-        depth_m = float(np.clip(depth_m, self.row_depths_m[0], self.row_depths_m[-1]))
-        if finished:
-            self.set_gate(depth_m)
-        else:
-            self.mview.set_gate(depth_m)
-
-    def set_gate(self, depth_m: float | None) -> None:
-        """Track the echo at ``depth_m`` (m), or let the tracker choose (None); the engine's
-        tracker restarts there (about 1 s before its trace comes back)."""
-        if depth_m is None and self.gate_depth_m is None:
-            self._show_gate(None)  # a drag may have moved the marker
-            return
-        self._show_gate(depth_m)
-        self._send_settings()
-        where = "automatic" if depth_m is None else self.scale.depth_text(depth_m)
-        self.statusBar().showMessage(f"Tracking gate: {where} (G: automatic)", 4000)
+        self.settings_control.send_settings()
 
     def _show_gate(self, depth_m: float | None) -> None:
-        self.gate_depth_m = None if depth_m is None else float(depth_m)
-        self.mview.set_gate(self.gate_depth_m)
-        self.panel.show_gate(self.gate_depth_m, self.scale)
-        self._dirty = True
+        self.settings_control.show_gate(depth_m)
 
-    def _update_class_note(self) -> None:
-        """What the header says while there is no class: waiting, classic mode, or no model."""
-        if self.s.model == "classic":
-            note = "Classic processing: no classification"
-        elif classifier_name(self.s.model) is None:
-            note = f"No {self.s.model} model shipped: no classification"
-        else:
-            note = "Class: waiting for a full window"
-        self.mview.no_class_text = note
-        self._dirty = True
+    def auto_level(self) -> None:
+        self.settings_control.auto_level()
 
-    def _apply_view(self) -> None:
-        self.panel.apply_to(self.s)
-        self.mview.show_classes = self.s.show_classes
-        self.mview.show_motion = self.s.show_motion
-        self.mview.show_rate = self.s.show_rate
-        self._dirty = True
-
-    def _apply_caliper(self) -> None:
-        self.panel.apply_to(self.s)
-        self.calipers.set_kind(self.s.caliper_kind, self.s.n_cycles)
-        self.statusBar().showMessage(HINTS[self.s.caliper_kind], 8000)
+    def set_gate(self, depth_m: float | None) -> None:
+        self.settings_control.set_gate(depth_m)
 
     def window_s(self) -> float:
         """Seconds shown across the M-mode plot at the chosen sweep speed (mm/s on screen)."""

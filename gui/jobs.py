@@ -33,6 +33,7 @@ class Jobs(QObject):
         self._running: dict[int, tuple[str, str]] = {}  # id -> (kind, what)
         self._latest: dict[str, int] = {}  # kind -> id of the newest job of that kind
         self._next_id = 0
+        self._closed = False
         self._finished.connect(self._deliver)
 
     @property
@@ -59,6 +60,10 @@ class Jobs(QObject):
                 value, ok = work(), True
             except BaseException as exc:  # delivered to ``failed`` on the GUI thread
                 value, ok = exc, False
+            if self._closed:  # nobody will take it (the window has closed): let it go here
+                if ok and discard is not None:
+                    discard(value)
+                return
             self._finished.emit((job, callbacks, ok, value))
 
         threading.Thread(target=target, name=f"mmode-gui-{kind}", daemon=True).start()
@@ -80,6 +85,11 @@ class Jobs(QObject):
                 failed(value)
         finally:
             self.changed.emit()
+
+    def close(self) -> None:
+        """The window closes: results of jobs still running go to their ``discard`` in the
+        worker (e.g. an engine opened too late is stopped), never to the window."""
+        self._closed = True
 
     def supersede(self, kind: str) -> None:
         """A job of ``kind`` still running will be discarded when it ends (nobody wants it now)."""

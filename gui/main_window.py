@@ -304,6 +304,8 @@ class MainWindow(QMainWindow):
                 self.panel.scenario_combo.setCurrentText(spec.value)
             else:
                 self.panel.stream_edit.setText(spec.value)
+        if self.frozen:  # paused while it opened
+            self.source.pause(True)
         self._send_settings()  # what the user changed while the worker built the engine
         self._update_busy()
 
@@ -507,6 +509,7 @@ class MainWindow(QMainWindow):
     # -- closing -------------------------------------------------------------------------------
     def closeEvent(self, event) -> None:
         self.timer.stop()
+        self.jobs.close()
         self.stop_engine(wait=True)  # the recording is on disk when the window has closed
         self.recording.wait()
         self.panel.apply_to(self.s)

@@ -40,7 +40,8 @@ class ReviewController:
                 w.source.pause(True)  # an ended file's engine stays, for its pipeline and stats
             self.cursor_col = self.live_end() - 1
         elif is_file:
-            if not w.source.pause(False):
+            # still opening: it plays once open; ended (or none): play from the next line again
+            if not w.source.opening and not w.source.pause(False):
                 line = w.next_file_line()
                 w.restart_file(line, clear=line == 0)
         elif w.ring is not None:

@@ -289,3 +289,31 @@ def test_trace_split_by_quality_joins_its_two_parts():
     np.testing.assert_array_equal(np.isfinite(sure), [1, 1, 0, 0, 1, 1, 1, 1])  # NaN quality: certain
     np.testing.assert_array_equal(np.isfinite(unsure), [0, 1, 1, 1, 1, 0, 0, 0])
     np.testing.assert_array_equal(np.where(np.isfinite(sure), sure, unsure), depth)
+
+
+def test_playback_pauses_and_changes_speed_without_touching_the_lines():
+    """Paused, no block comes out; resumed (at another speed) the blocks go on with their own
+    seq and times, as without the pause: the pipeline sees one timeline."""
+    from mmode.gui.playback import Playback
+    from mmode.ingest.meta import AcquisitionMeta
+    from mmode.ingest.sources import ArraySource
+
+    meta = AcquisitionMeta("rf", 20e6, 5e6, 1000.0)
+    lines = np.arange(40 * 4, dtype=np.int16).reshape(40, 4)
+    play = Playback(ArraySource(meta, lines, block_lines=10), speed=1e6)  # paced, far beyond real time
+    play.open()
+    first = play.read_block(1.0)
+    assert first.seq == 0 and np.array_equal(first.lines, lines[:10])
+    play.pause(True)
+    assert [play.read_block(0.001) for _ in range(5)] == [None] * 5 and play.paused
+    play.pause(False)
+    play.set_speed(2e6)
+    rest = []
+    while (block := play.read_block(1.0)) is not None:
+        rest.append(block)
+    assert [b.seq for b in rest] == [10, 20, 30] and play.speed == 2e6
+    assert [b.t_s for b in rest] == pytest.approx([0.010, 0.020, 0.030])
+    np.testing.assert_array_equal(np.concatenate([first.lines] + [b.lines for b in rest]), lines)
+    assert play.finished and play.status == "ended"
+    with pytest.raises(DataError):
+        play.set_speed(0.0)

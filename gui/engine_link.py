@@ -13,13 +13,14 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from mmode.errors import DataError, describe
 from mmode.gui.cine import CineMmode, CineSource
 from mmode.gui.measurements import RF_SCALE, CaliperScale
+from mmode.gui.playback import UNPACED_SPEED, Playback
 from mmode.gui.settings import TGC_DEPTHS_FRACTION, GuiSettings
 from mmode.ingest.igtl import DEFAULT_PORT as DEFAULT_IGTL_PORT
 from mmode.ingest.stream import DEFAULT_PORT as DEFAULT_STREAM_PORT
@@ -59,14 +60,15 @@ class SourceSpec:
 
 
 def make_source(spec: SourceSpec):
-    """The :mod:`mmode.ingest.sources` source for ``spec`` (not opened)."""
+    """The :mod:`mmode.ingest.sources` source for ``spec`` (not opened); a file or a cine's
+    M-mode comes inside a :class:`~mmode.gui.playback.Playback` (pause, speed)."""
     from mmode.ingest import sources
 
     if spec.kind == "file" and spec.cine is not None:
-        return CineSource(spec.cine, speed=spec.speed, start_line=spec.start_line)
+        return Playback(CineSource(spec.cine, speed=None, start_line=spec.start_line), spec.speed)
     if spec.kind == "file":
-        return sources.FileSource(spec.value, speed=spec.speed, loop=False, start_line=spec.start_line,
-                                  options=spec.file_options())
+        return Playback(sources.FileSource(spec.value, speed=UNPACED_SPEED, loop=False, start_line=spec.start_line,
+                                           options=spec.file_options()), spec.speed)
     if spec.kind == "sim":
         from mmode.ingest.scenarios import SCENARIOS
 
@@ -81,19 +83,27 @@ def make_source(spec: SourceSpec):
     raise DataError(describe("source", "kind file, stream or sim", repr(spec.kind)))
 
 
-def make_engine(spec: SourceSpec, settings):
-    """Default engine factory: the real :class:`mmode.app.engine.Engine` on ``spec``'s source."""
+def make_engine(spec: SourceSpec, settings, pipeline=None):
+    """Default engine factory: the real :class:`mmode.app.engine.Engine` on ``spec``'s source.
+
+    pipeline : the pipeline of an engine that has stopped (a seek, a replay of the same
+    source), reused with ``settings``: no model reload, its kernels compiled; the engine
+    prepares it afresh (a new timeline: the classifier window and the echo choice restart).
+    Runs in a worker thread (building a pipeline imports torch and loads weights).
+    """
     from mmode.app.engine import Engine
 
+    if pipeline is not None:
+        pipeline.update_settings(replace(settings, realtime=True))
     if spec.kind == "file":
         # review wants every line of a file: allow a longer backlog before skipping to the newest
-        return Engine(make_source(spec), settings, ring_seconds=FILE_BACKLOG_S * 2, max_latency_s=FILE_BACKLOG_S,
-                      worker_nice=ENGINE_NICE)
-    return Engine(make_source(spec), settings, worker_nice=ENGINE_NICE)
+        return Engine(make_source(spec), settings, pipeline=pipeline, ring_seconds=FILE_BACKLOG_S * 2,
+                      max_latency_s=FILE_BACKLOG_S, worker_nice=ENGINE_NICE)
+    return Engine(make_source(spec), settings, pipeline=pipeline, worker_nice=ENGINE_NICE)
 
 
 def classifier_name(choice: str, shipped: list[str] | None = None) -> str | None:
-    """The shipped classifier for a model choice ("student", "teacher", "int8", "classic").
+    """The shipped classifier for a model choice ("student", "teacher", "classic").
 
     "classic" and a choice with no shipped weights give None (classic processing only, no
     classification). shipped : the registry's model names (default: ``mmode.models.registry``).
@@ -106,13 +116,11 @@ def classifier_name(choice: str, shipped: list[str] | None = None) -> str | None
         shipped = model_names()
     classifiers = [n for n in shipped if n.startswith("classifier")]
     if choice == "student":
-        ranked = [n for n in classifiers if "student" in n and "int8" not in n]
+        ranked = [n for n in classifiers if "student" in n]
     elif choice == "teacher":
         ranked = [n for n in classifiers if "teacher" in n]
-    elif choice == "int8":
-        ranked = [n for n in classifiers if "int8" in n]
     else:
-        raise DataError(describe("model", "student, teacher, int8 or classic", repr(choice)))
+        raise DataError(describe("model", "student, teacher or classic", repr(choice)))
     return min(ranked, key=len) if ranked else None
 
 

@@ -15,7 +15,10 @@ from PyQt6.QtCore import QSettings
 from mmode.dsp.processor import DENOISE_METHODS
 
 SWEEP_SPEEDS_MM_S = (25, 50, 100, 200)
-MODEL_CHOICES = ("student", "teacher", "int8", "classic")
+#: What the Model box offers: the shipped float32 classifiers, or none. (No int8 here: the
+#: registry loads safetensors float32 weights; int8 exists only as an ONNX Runtime export of
+#: ``mmode compress``, which the engine does not run.)
+MODEL_CHOICES = ("student", "teacher", "classic")
 TGC_DEPTHS_FRACTION = (0.125, 0.375, 0.625, 0.875)  # TGC knob positions, fraction of the depth range
 CALIPER_KINDS = ("time", "depth", "slope", "heart_rate", "tapse", "epss", "fs")
 #: Range of the gain slider, dB around the level shown as 0 dB (set by *Auto*, full scale or

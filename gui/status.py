@@ -1,7 +1,12 @@
-"""Always-visible status: line rate, latency, dropped lines, bad frames, inference time, FPS.
+"""Always-visible status: what needs the user, what runs, and the numbers.
 
 :class:`FrameStats` measures the GUI thread (frame time of each draw-timer tick, frames per
 second) over a sliding window; :class:`StatusBar` shows it beside the engine's counters.
+:func:`health` says in one line what state the source, the engine and the recording are in,
+and how serious it is: "alert" (red: the user must act: a recording that failed, a stream
+lost, an engine that failed), "warn" (amber: reconnecting, preparing, a stream that ended) or
+"ok". The busy indicator runs while the window opens a source or the engine prepares its
+pipeline (the first run compiles its kernels for several seconds).
 """
 
 from __future__ import annotations
@@ -11,7 +16,12 @@ from collections import deque
 from typing import Any, Callable, Mapping
 
 import numpy as np
-from PyQt6.QtWidgets import QLabel, QStatusBar
+from PyQt6.QtWidgets import QLabel, QProgressBar, QStatusBar
+
+#: A stream reconnecting for longer than this is shown as lost (red), s: a sender restarting
+#: comes back within the source's first retries (0.2 + 0.4 + 0.8 + 1.6 s of backoff).
+LOST_AFTER_S = 3.0
+SEVERITY_COLOURS = {"alert": "#f44", "warn": "#e90", "ok": ""}
 
 
 class FrameStats:
@@ -95,6 +105,33 @@ def status_fields(engine_stats: Mapping[str, Any], frames: FrameStats) -> dict[s
     }
 
 
+def health(state: str, message: str, *, reconnecting_s: float = 0.0, record_error: str = "",
+           is_file: bool = False) -> tuple[str, str]:
+    """(text, severity) of the source, engine and recording state (see the module docstring).
+
+    state, message : ``Engine.state`` and ``Engine.message``. reconnecting_s : how long the
+    stream has been reconnecting. record_error : why a recording stopped (one line), or "".
+    """
+    parts: list[tuple[str, str]] = []
+    message = " ".join(str(message or "").split())
+    if record_error:
+        parts.append((record_error, "alert"))
+    if state == "failed":
+        parts.append((f"Engine failed: {message or 'unknown error'}", "alert"))
+    elif state == "reconnecting" and reconnecting_s >= LOST_AFTER_S:
+        parts.append((f"Stream lost for {reconnecting_s:.0f} s: {message}", "alert"))
+    elif state == "reconnecting":
+        parts.append((f"Reconnecting: {message}", "warn"))
+    elif state == "starting":
+        parts.append(("Preparing the pipeline", "warn"))
+    elif state == "ended" and not is_file:
+        parts.append((f"Stream ended: {message}" if message else "Stream ended", "warn"))
+    if not parts:
+        return "", "ok"
+    worst = "alert" if any(s == "alert" for _t, s in parts) else "warn"
+    return " | ".join(t for t, _s in parts), worst
+
+
 class TimedPaint:
     """Mixin for a QGraphicsView: reports each paint to ``on_paint(start_s, stop_s)``."""
 
@@ -110,19 +147,48 @@ class TimedPaint:
 class StatusBar(QStatusBar):
     """One label per status field, permanently shown on the right."""
 
-    ORDER = ("error", "source", "line_rate", "latency", "dropped", "frames", "inference", "fps", "frame")
+    ORDER = ("health", "error", "source", "line_rate", "latency", "dropped", "frames", "inference", "fps", "frame")
 
     def __init__(self) -> None:
         super().__init__()
+        self.busy = QProgressBar()  # runs (no steps) while something slow is under way
+        self.busy.setRange(0, 0)
+        self.busy.setMaximumWidth(80)
+        self.busy.setMaximumHeight(14)
+        self.busy.setTextVisible(False)
+        self.busy_label = QLabel("")
+        self.addWidget(self.busy)
+        self.addWidget(self.busy_label)
+        self.set_busy("")
         self.labels = {k: QLabel("") for k in self.ORDER}
-        self.labels["error"].setStyleSheet("color: #d00; font-weight: bold")
+        self.labels["error"].setStyleSheet("color: #f44; font-weight: bold")
         self.labels["frames"].setToolTip(
             "Frames dropped for NaN or Inf samples, and frames given the time their sequence number "
             "predicts because their own ran backwards or jittered (docs/protocol.md)"
         )
+        self.addWidget(self.labels["health"])
         self.addWidget(self.labels["error"], 1)
-        for k in self.ORDER[1:]:
+        for k in self.ORDER[2:]:
+            self.labels[k].setStyleSheet("padding: 0 4px")
             self.addPermanentWidget(self.labels[k])
+        self.severity = "ok"
+
+    def set_busy(self, what: str) -> None:
+        """Show the busy indicator saying ``what`` runs ("" hides it)."""
+        self.busy.setVisible(bool(what))
+        self.busy_label.setVisible(bool(what))
+        self.busy_label.setText(f"{what}..." if what else "")
+
+    def set_health(self, text: str, severity: str) -> None:
+        """The state line of :func:`health`, coloured by its severity."""
+        label = self.labels["health"]
+        if (text, severity) == (label.text(), self.severity):
+            return
+        self.severity = severity
+        label.setText(text)
+        label.setToolTip(text)
+        colour = SEVERITY_COLOURS[severity]
+        label.setStyleSheet(f"color: {colour}; font-weight: bold" if colour else "")
 
     def update_fields(self, fields: Mapping[str, str]) -> None:
         for k, text in fields.items():

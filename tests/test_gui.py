@@ -56,6 +56,7 @@ class FakeEngine:
 
     def __init__(self, spec, settings):
         self.spec, self.settings = spec, settings
+        self.source = make_source(spec) if spec.kind == "file" else None  # pause and speed of a file
         self.meta = AcquisitionMeta("envelope", 20e6, 0.0, PRF_HZ)
         self.seq = spec.start_line
         self.running = False
@@ -77,7 +78,7 @@ class FakeEngine:
         self.running = False
 
     def poll_results(self):
-        if not self.running:
+        if not self.running or (self.source is not None and self.source.paused):
             return []
         s0 = self.seq
         self.seq += BLOCK
@@ -142,9 +143,25 @@ def run_ticks(w, n):
         w._tick()
 
 
+def wait_jobs(w):
+    """Let the window's worker jobs (opening, restarting a source) finish and report back."""
+    from PyQt6.QtTest import QTest
+
+    for _ in range(3000):
+        if not w.jobs.busy:
+            return
+        QTest.qWait(10)
+    raise AssertionError(f"still busy: {w.jobs.busy}")
+
+
+def open_source(w, spec):
+    w.open_source(spec)
+    wait_jobs(w)
+
+
 def test_window_opens_on_each_source_kind(window, tmp_path):
     for spec in (SourceSpec("sim", "lung_sliding"), SourceSpec("stream", "127.0.0.1:7700")):
-        window.open_source(spec)
+        open_source(window, spec)
         assert window.engine.spec == spec and window.engine.running
         run_ticks(window, 5)
         assert window.ring.decimation == 2  # 1 kHz shown at 500 columns/s
@@ -164,7 +181,7 @@ def test_window_opens_on_each_source_kind(window, tmp_path):
 
 
 def test_overlays_update_as_results_arrive(window):
-    window.open_source(SourceSpec("sim", "lung_sliding"))
+    open_source(window, SourceSpec("sim", "lung_sliding"))
     run_ticks(window, 10)  # t < 0.5 s: class 0
     assert "Lung sliding" in window.mview.header.text and "90 %" in window.mview.header.text
     assert "Rate -- /min" in window.mview.header.text  # not yet two breaths long
@@ -192,7 +209,7 @@ def test_overlays_update_as_results_arrive(window):
 
 
 def test_image_geometry_and_aline(window):
-    window.open_source(SourceSpec("sim", "lung_sliding"))
+    open_source(window, SourceSpec("sim", "lung_sliding"))
     run_ticks(window, 10)
     rgbx = window.mview.image.drawn()  # (depth rows, time columns, RGBX) uint8
     assert rgbx.dtype == np.uint8 and rgbx.shape[0] == N_ROWS and rgbx.shape[2] == 4
@@ -213,7 +230,7 @@ def test_image_geometry_and_aline(window):
 
 
 def test_freeze_step_and_class_jump(window, qtbot):
-    window.open_source(SourceSpec("sim", "lung_sliding"))
+    open_source(window, SourceSpec("sim", "lung_sliding"))
     run_ticks(window, 40)  # 2 s of data
     qtbot.keyClick(window, Qt.Key.Key_Space)
     assert window.frozen and window.panel.freeze.isChecked()
@@ -255,7 +272,7 @@ def _click(qtbot, window, t_s, depth_cm, modifier=Qt.KeyboardModifier.NoModifier
 
 
 def test_calipers_on_known_geometry(window, qtbot):
-    window.open_source(SourceSpec("sim", "lung_sliding"))
+    open_source(window, SourceSpec("sim", "lung_sliding"))
     run_ticks(window, 40)  # reflector jumps from 2 cm to 3 cm at t = 1 s
     window.set_frozen(True)
     run_ticks(window, 1)
@@ -295,7 +312,7 @@ def test_calipers_on_known_geometry(window, qtbot):
 
 
 def test_exports_are_valid(window, tmp_path):
-    window.open_source(SourceSpec("sim", "lung_sliding"))
+    open_source(window, SourceSpec("sim", "lung_sliding"))
     run_ticks(window, 40)
     window.set_frozen(True)
     window.calipers.set_kind("epss")
@@ -333,7 +350,8 @@ def test_settings_persist_and_processing_reaches_engine(qtbot, store, tmp_path):
     w = MainWindow(SourceSpec("sim", "lung_sliding"), store, engine_factory=FakeEngine)
     qtbot.addWidget(w)
     w.panel.sweep.setCurrentIndex(3)
-    w.panel.gain.setValue(12)
+    w.panel.gain.setValue(12)  # while the source is still opening: the engine gets it when it is up
+    wait_jobs(w)
     assert w.engine.updates and w.engine.updates[-1].processor.gain_db == 12.0
     w.panel.denoise.setCurrentText("wavelet")
     assert w.engine.updates[-1].processor.denoise == "wavelet"
@@ -348,11 +366,11 @@ def test_settings_persist_and_processing_reaches_engine(qtbot, store, tmp_path):
 
 
 def test_record_toggles_engine_recording(window, tmp_path):
-    window.open_source(SourceSpec("sim", "lung_sliding"))
+    open_source(window, SourceSpec("sim", "lung_sliding"))
     window.start_recording(tmp_path / "rec.h5")
     assert window.engine.recording == str(tmp_path / "rec.h5") and window.panel.record.isChecked()
     engine = window.engine
-    window._stop_recording()
+    window.stop_recording()
     assert engine.recording is None and not window.panel.record.isChecked()
 
 
@@ -365,7 +383,7 @@ def test_backlog_is_drawn_in_one_frame(window):
             return [r for _ in range(100) for r in FakeEngine.poll_results(self)]
 
     window.engine_factory = Burst
-    window.open_source(SourceSpec("sim", "lung_sliding"))
+    open_source(window, SourceSpec("sim", "lung_sliding"))
     run_ticks(window, 3)
     assert window.ring.n_written == 300 * BLOCK // 2
     x, _y = window.mview.motion_curve.getData()
@@ -391,7 +409,7 @@ def test_no_motion_trace_with_the_probe_in_air(window):
             return out
 
     window.engine_factory = InAir
-    window.open_source(SourceSpec("sim", "no_contact"))
+    open_source(window, SourceSpec("sim", "no_contact"))
     run_ticks(window, 10)
     assert "No contact" in window.mview.header.text and window.panel.show_motion.isChecked()
     assert not window.mview.motion_curve.isVisible()
@@ -496,7 +514,7 @@ def test_image_is_converted_again_after_the_ring_is_cleared(window):
 
 # -- display level: Auto and the gain range ---------------------------------------------------
 def test_auto_relevels_on_the_lines_on_screen_and_resets_the_gain(window, qtbot):
-    window.open_source(SourceSpec("sim", "lung_sliding"))
+    open_source(window, SourceSpec("sim", "lung_sliding"))
     run_ticks(window, 200)  # 10 s of lines, more than the ~5 s the plot shows at 50 mm/s
     window.panel.gain.setValue(12)
     assert window.engine.updates[-1].processor.gain_db == 12.0
@@ -524,23 +542,36 @@ def test_auto_relevels_on_the_lines_on_screen_and_resets_the_gain(window, qtbot)
     assert t_from < 3.0 < t_to and t_to < newest_s - 1.0
 
 
-def test_file_keeps_the_auto_level_across_pause_and_play(window, qtbot, tmp_path):
-    """A file paused stops its engine; playing it again starts one that would level the file
-    from its first second: it gets the Auto level instead. Paused, Auto has no lines to use."""
+def test_file_pause_keeps_the_engine_and_a_restart_keeps_the_auto_level(window, qtbot, tmp_path):
+    """A file paused holds its lines back in the same engine (its pipeline state stays);
+    a restart at a line (a seek, a replay) is a new engine that would level the file from
+    its first second: it gets the Auto level instead."""
     from mmode.ingest.h5format import write_recording
 
     path = tmp_path / "short.h5"
     write_recording(path, AcquisitionMeta("rf", 20e6, 5e6, PRF_HZ), np.zeros((3000, 16), np.int16))
-    window.open_source(SourceSpec("file", str(path)))
+    open_source(window, SourceSpec("file", str(path)))
     run_ticks(window, 20)
-    assert window.engine.settings.processor.reference_db is None
+    engine = window.engine
+    assert engine.settings.processor.reference_db is None
     window.auto_level()
     run_ticks(window, 2)
-    window.set_frozen(True)  # pause: the engine stops
-    assert window.engine is None
-    window.auto_level()
-    assert "play" in window.statusBar().currentMessage()
+    window.set_frozen(True)  # pause: the same engine, its playback held
+    assert window.engine is engine and engine.source.paused
+    n = window.ring.n_written
+    run_ticks(window, 5)
+    assert window.ring.n_written == n  # nothing plays while paused
     window.set_frozen(False)
+    assert window.engine is engine and not engine.source.paused and len(FakeEngine.instances) == 1
+    run_ticks(window, 2)
+    assert window.ring.n_written > n
+    from mmode.gui.controls import PLAYBACK_SPEEDS
+
+    window.review.speed.setCurrentIndex(PLAYBACK_SPEEDS.index(2.0))  # a new speed, the same engine
+    assert window.engine is engine and engine.source.speed == 2.0 and window.spec.speed == 2.0
+    window.restart_file(100, clear=True)
+    wait_jobs(window)
+    assert window.engine is not engine and len(FakeEngine.instances) == 2
     assert window.engine.settings.processor.reference_db == AUTO_LEVEL.reference_db
     run_ticks(window, 2)
     window._update_status()
@@ -550,12 +581,29 @@ def test_file_keeps_the_auto_level_across_pause_and_play(window, qtbot, tmp_path
     assert window.engine.updates[-1].processor.reference_db == AUTO_LEVEL.reference_db
 
 
+def test_a_restart_never_paints_the_old_class_on_new_lines(window, tmp_path):
+    """A seek is a new timeline: the lines before its first classifier window have no class,
+    not the class of the lines played before it."""
+    from mmode.ingest.h5format import write_recording
+
+    path = tmp_path / "long.h5"
+    write_recording(path, AcquisitionMeta("rf", 20e6, 5e6, PRF_HZ), np.zeros((4000, 16), np.int16))
+    open_source(window, SourceSpec("file", str(path)))
+    run_ticks(window, 30)  # to t = 1.5 s: class 1
+    assert window.reader.label == 1
+    window.restart_file(3000, clear=True)
+    wait_jobs(window)
+    run_ticks(window, 1)  # one block, t = 3.000..3.049 s; its window ends at its last line
+    held = window.ring.window(window.ring.n_written, window.ring.capacity)
+    assert held.t_s[0] >= 3.0 and set(held.label[:-1].tolist()) == {-1} and held.label[-1] == 1
+
+
 def test_gain_slider_spans_plus_minus_40_db(window, store):
     from mmode.gui import settings
 
     gain = window.panel.gain
     assert gain.minimum() <= -40 and gain.maximum() >= 40
-    window.open_source(SourceSpec("sim", "lung_sliding"))
+    open_source(window, SourceSpec("sim", "lung_sliding"))
     for value in (-40, 40):
         gain.setValue(value)
         assert window.engine.updates[-1].processor.gain_db == float(value)
@@ -582,7 +630,7 @@ def _gate_pixels(window):
 
 
 def test_shift_click_sets_the_tracking_gate_and_g_returns_to_automatic(window, qtbot):
-    window.open_source(SourceSpec("sim", "lung_sliding"))
+    open_source(window, SourceSpec("sim", "lung_sliding"))
     run_ticks(window, 40)
     assert window.engine.settings.track_depth_m is None and not window.mview.gate_line.isVisible()
     assert _gate_pixels(window).size == 0
@@ -629,7 +677,7 @@ def _mouse(window, kind, t_s, depth_cm, buttons):
 def test_shift_drag_moves_the_gate_and_sets_it_on_release(window, qtbot):
     from PyQt6.QtCore import QEvent
 
-    window.open_source(SourceSpec("sim", "lung_sliding"))
+    open_source(window, SourceSpec("sim", "lung_sliding"))
     run_ticks(window, 40)
     window.set_frozen(True)
     run_ticks(window, 1)
@@ -647,7 +695,7 @@ def test_shift_drag_moves_the_gate_and_sets_it_on_release(window, qtbot):
 
 
 def test_report_and_csv_record_the_gate_and_motion_state(window, qtbot, tmp_path):
-    window.open_source(SourceSpec("sim", "lung_sliding"))
+    open_source(window, SourceSpec("sim", "lung_sliding"))
     run_ticks(window, 20)
     _click(qtbot, window, 0.2, 3.5, Qt.KeyboardModifier.ShiftModifier)
     run_ticks(window, 2)
@@ -674,7 +722,7 @@ def test_trace_is_dimmed_where_quality_is_low(window):
             return np.where((t >= 0.5) & (t < 1.0), 0.3, 0.95)
 
     window.engine_factory = Uncertain
-    window.open_source(SourceSpec("sim", "lung_sliding"))
+    open_source(window, SourceSpec("sim", "lung_sliding"))
     run_ticks(window, 30)  # 1.5 s
     x, sure = window.mview.motion_curve.getData()
     _x, unsure = window.mview.motion_dim_curve.getData()
@@ -707,7 +755,7 @@ def test_no_motion_shows_the_note_and_no_trace(window):
             return out
 
     window.engine_factory = Still
-    window.open_source(SourceSpec("sim", "lung_sliding"))
+    open_source(window, SourceSpec("sim", "lung_sliding"))
     run_ticks(window, 10)
     window._update_status()
     assert window.motion_label.text() == "Motion: auto, choosing the echo (about 1 s)"
@@ -720,6 +768,6 @@ def test_no_motion_shows_the_note_and_no_trace(window):
     # an engine stopped while its tracker still chose (a file paused or ended) says so
     window.engine.status = "choosing"
     run_ticks(window, 1)
-    window._stop_engine()
+    window.stop_engine(wait=True)
     window._update_status()
     assert window.motion_label.text() == "Motion: auto, stopped before an echo was chosen"

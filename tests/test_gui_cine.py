@@ -150,8 +150,25 @@ def window(qtbot, tmp_path):
     return w
 
 
+def wait_jobs(w):
+    """Let the window's worker jobs (opening, restarting a source) finish and report back."""
+    from PyQt6.QtTest import QTest
+
+    for _ in range(3000):
+        if not w.jobs.busy:
+            return
+        QTest.qWait(10)
+    raise AssertionError(f"still busy: {w.jobs.busy}")
+
+
+def open_source(w, spec):
+    w.open_source(spec)
+    wait_jobs(w)
+
+
 def play_to_end(w, max_ticks=200):
     for _ in range(max_ticks):
+        wait_jobs(w)
         w._tick()
         if w.frozen:
             return
@@ -249,7 +266,7 @@ def test_units_follow_the_calibration():
 # -- the window ----------------------------------------------------------------------------------
 def test_cine_shows_the_bmode_and_a_moved_mline_recomputes_the_mmode(window, cine_mp4):
     path, decoded = cine_mp4
-    window.open_source(SourceSpec("file", str(path), speed=1000.0))
+    open_source(window, SourceSpec("file", str(path), speed=1000.0))
     assert window.bview.isVisible() and window.cine_frames.n_frames == N_FRAMES
     # the default line, vertical through the frame's centre, drawn on the first frame
     default = ((W - 1) / 2, 0.0, (W - 1) / 2, H - 1.0)
@@ -258,7 +275,7 @@ def test_cine_shows_the_bmode_and_a_moved_mline_recomputes_the_mmode(window, cin
     np.testing.assert_allclose(window.spec.cine.lines, reference_mline(decoded, default), atol=1e-3)
     assert "no scale" in window.bview.header.text()
     assert window.mview.plot.getAxis("left").labelText == "Depth (px, not calibrated)"
-    assert isinstance(SourceEngine.instances[-1].source, CineSource)
+    assert isinstance(SourceEngine.instances[-1].source.inner, CineSource)
     play_to_end(window)
 
     # the B-mode plays with the M-mode: the frame of the review cursor's line
@@ -278,6 +295,7 @@ def test_cine_shows_the_bmode_and_a_moved_mline_recomputes_the_mmode(window, cin
     assert window.spec.cine.line == pytest.approx(new) and window.bview.line() == pytest.approx(new)
     reference = reference_mline(decoded, new)
     np.testing.assert_allclose(window.spec.cine.lines, reference, atol=1e-3)
+    wait_jobs(window)
     engine = SourceEngine.instances[-1]
     assert engine.spec.cine is window.spec.cine and engine.spec.start_line == 0 and not window.frozen
     assert window.measurements == []  # made on the old line's M-mode
@@ -298,7 +316,7 @@ def test_cine_shows_the_bmode_and_a_moved_mline_recomputes_the_mmode(window, cin
     assert caliper(window, "time", (0.2, 0.0), (0.6, 0.0)).unit == "s"
 
     # with --px-per-cm the depth is in cm
-    window.open_source(SourceSpec("file", str(path), speed=1000.0, px_per_cm=10.0))
+    open_source(window, SourceSpec("file", str(path), speed=1000.0, px_per_cm=10.0))
     assert window.scale.depth_calibrated and window.mview.plot.getAxis("left").labelText == "Depth (cm)"
     assert "4.70 cm" in window.bview.header.text()  # 47 px at 10 px/cm
     depth = caliper(window, "depth", (0.2, 0.01), (0.2, 0.03))
@@ -310,7 +328,7 @@ def test_calipers_measure_in_the_units_of_a_calibrated_dicom_mmode_region(window
     box = (20, 10, 179, 109)
     frames = np.random.default_rng(0).integers(0, 255, (1, 120, 200), dtype=np.uint8)
     path = write_dicom(tmp_path / "mmode.dcm", frames, [region(2, box, (4, 3), (0.01, 0.05))])
-    window.open_source(SourceSpec("file", path, speed=1000.0))
+    open_source(window, SourceSpec("file", path, speed=1000.0))
     assert not window.bview.isVisible()  # not a cine: today's layout
     meta = SourceEngine.instances[-1].meta
     assert meta.prf_hz == pytest.approx(100.0)
@@ -337,7 +355,7 @@ def test_calipers_in_pixels_with_a_note_across_regions(window, qtbot, tmp_path):
     regions = [region(1, (0, 0, 59, 59), (3, 3), (0.02, 0.02)), region(1, (60, 0, 119, 59), (3, 3), (0.02, 0.02))]
     path = write_dicom(tmp_path / "cine.dcm", frames, regions, FrameTime=40.0)
     across = (20.0, 30.0, 100.0, 30.0)
-    window.open_source(SourceSpec("file", path, speed=1000.0, mline=across))
+    open_source(window, SourceSpec("file", path, speed=1000.0, mline=across))
     assert window.bview.isVisible() and not window.scale.depth_calibrated
     note = "depth in pixels: M-line ends: the points lie in different regions (region 0 and region 1)"
     assert note in window.bview.header.text()

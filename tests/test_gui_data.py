@@ -97,14 +97,28 @@ def test_overlay_rate_of_known_sinusoids():
 def test_model_choice_maps_to_shipped_names():
     from mmode.gui.engine_link import classifier_name
 
-    shipped = ["classifier_student", "classifier_student_int8", "classifier_teacher", "motion_student"]
+    shipped = ["classifier_student", "classifier_teacher", "motion_student"]
     assert classifier_name("student", shipped) == "classifier_student"
-    assert classifier_name("int8", shipped) == "classifier_student_int8"
     assert classifier_name("teacher", shipped) == "classifier_teacher"
     assert classifier_name("classic", shipped) is None
     assert classifier_name("teacher", ["classifier_student"]) is None  # not shipped: classic only
-    with pytest.raises(DataError):
-        classifier_name("resnet", shipped)
+    for choice in ("resnet", "int8"):  # int8: the registry loads no such weights, the window offers none
+        with pytest.raises(DataError):
+            classifier_name(choice, shipped)
+
+
+def test_health_says_what_needs_the_user_first():
+    from mmode.gui.status import LOST_AFTER_S, health
+
+    assert health("running", "connected") == ("", "ok")
+    assert health("ended", "end of file", is_file=True) == ("", "ok")
+    assert health("reconnecting", "peer closed; reconnecting", reconnecting_s=0.5) == (
+        "Reconnecting: peer closed; reconnecting", "warn")
+    text, severity = health("reconnecting", "retrying in 1.6 s", reconnecting_s=LOST_AFTER_S + 1)
+    assert severity == "alert" and text.startswith("Stream lost for 4 s")
+    assert health("failed", "bad\nframe") == ("Engine failed: bad frame", "alert")
+    text, severity = health("reconnecting", "x", reconnecting_s=0.1, record_error="Recording failed: disk full")
+    assert severity == "alert" and text == "Recording failed: disk full | Reconnecting: x"
 
 
 def test_frame_stats_add_paint_to_the_frame_that_drew():
@@ -275,3 +289,31 @@ def test_trace_split_by_quality_joins_its_two_parts():
     np.testing.assert_array_equal(np.isfinite(sure), [1, 1, 0, 0, 1, 1, 1, 1])  # NaN quality: certain
     np.testing.assert_array_equal(np.isfinite(unsure), [0, 1, 1, 1, 1, 0, 0, 0])
     np.testing.assert_array_equal(np.where(np.isfinite(sure), sure, unsure), depth)
+
+
+def test_playback_pauses_and_changes_speed_without_touching_the_lines():
+    """Paused, no block comes out; resumed (at another speed) the blocks go on with their own
+    seq and times, as without the pause: the pipeline sees one timeline."""
+    from mmode.gui.playback import Playback
+    from mmode.ingest.meta import AcquisitionMeta
+    from mmode.ingest.sources import ArraySource
+
+    meta = AcquisitionMeta("rf", 20e6, 5e6, 1000.0)
+    lines = np.arange(40 * 4, dtype=np.int16).reshape(40, 4)
+    play = Playback(ArraySource(meta, lines, block_lines=10), speed=1e6)  # paced, far beyond real time
+    play.open()
+    first = play.read_block(1.0)
+    assert first.seq == 0 and np.array_equal(first.lines, lines[:10])
+    play.pause(True)
+    assert [play.read_block(0.001) for _ in range(5)] == [None] * 5 and play.paused
+    play.pause(False)
+    play.set_speed(2e6)
+    rest = []
+    while (block := play.read_block(1.0)) is not None:
+        rest.append(block)
+    assert [b.seq for b in rest] == [10, 20, 30] and play.speed == 2e6
+    assert [b.t_s for b in rest] == pytest.approx([0.010, 0.020, 0.030])
+    np.testing.assert_array_equal(np.concatenate([first.lines] + [b.lines for b in rest]), lines)
+    assert play.finished and play.status == "ended"
+    with pytest.raises(DataError):
+        play.set_speed(0.0)

@@ -39,18 +39,21 @@ def test_file_plays_pauses_seeks_and_reports(qtbot, store, recording, tmp_path):
     assert w.row_depths_m[-1] == pytest.approx(sim.meta.depth_m(sim.lines.shape[1] - 1), rel=0.05)
     # the file plays to its end, then the window pauses with the whole file in the cine
     qtbot.waitUntil(lambda: w.frozen, timeout=WAIT_MS)
-    assert w.engine is None
+    assert w.engine.state == "ended"
     held = w.ring.window(w.ring.n_written, w.ring.capacity)
     assert held.t_s[-1] == pytest.approx(sim.lines.shape[0] / 500.0, abs=0.02)
     assert w.review.slider.maximum() == pytest.approx(1e3 * (sim.lines.shape[0] - 1) / 500.0, abs=2)
     # seek inside the cine: the view moves, nothing restarts
     w.seek(1.0)
-    assert w.engine is None and w.frozen
+    assert w.engine.state == "ended" and w.frozen
     w._tick()
     assert w.mview.cursor.value() == pytest.approx(1.0, abs=0.01)
-    # play again from the start after the end
+    # play again from the start after the end: a new engine (built off the GUI thread) on
+    # the old one's pipeline
+    ended = w.engine
     w.set_frozen(False)
-    assert w.engine is not None and w.spec.start_line == 0
+    qtbot.waitUntil(lambda: w.engine is not None, timeout=WAIT_MS)
+    assert w.spec.start_line == 0 and w.engine is not ended and w.engine.pipeline is ended.pipeline
     w.set_frozen(True)
     # JSON report with the process analysis of the whole file
     w.calipers.set_kind("time")
@@ -86,7 +89,7 @@ def test_simulator_runs_live_and_records(qtbot, store, tmp_path):
     w.start_recording(rec_path)
     assert w.panel.record.isChecked()
     qtbot.wait(600)
-    w._stop_recording()
+    w.stop_recording()
     w.close()
     assert w.engine is None
     from mmode.ingest.files import open_recording
@@ -121,6 +124,7 @@ def test_unreachable_stream_shows_an_error(qtbot, store):
         port = s.getsockname()[1]
     w = MainWindow(SourceSpec("stream", f"127.0.0.1:{port}"), store)
     qtbot.addWidget(w)
+    qtbot.waitUntil(lambda: not w.jobs.busy, timeout=WAIT_MS)
     assert w.engine is None and w.last_error
     assert w.status.labels["error"].text() == w.last_error
     w.close()

@@ -663,7 +663,6 @@ def test_shift_click_sets_the_tracking_gate_and_g_returns_to_automatic(window, q
 
 
 def _mouse(window, kind, t_s, depth_cm, buttons):
-    from PyQt6.QtCore import QEvent
     from PyQt6.QtGui import QMouseEvent
     from PyQt6.QtWidgets import QApplication
 

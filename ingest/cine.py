@@ -55,6 +55,10 @@ LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 NOMINAL_PIXEL_M = 1e-4
 #: Largest cine :func:`load_frames` decodes into memory (float32 grey).
 MAX_FRAMES_BYTES = 4 << 30
+#: Largest frame a cine reader decodes, bytes: the frame as float32 grey levels, or the
+#: decoder's own pixels when they are larger. 256 MiB is 8192 x 8192 pixels; scanners export
+#: frames of at most about 1920 x 1080 (8 MB), so only a forged header declares more.
+MAX_FRAME_BYTES = 256 << 20
 
 
 def luminance(rgb: np.ndarray) -> np.ndarray:
@@ -88,6 +92,17 @@ def check_frame_range(src: FrameSource, start: int, stop: int) -> None:
     """Raise :class:`DataError` unless ``0 <= start < stop <= n_frames`` (or ``start == stop``)."""
     if not 0 <= start <= stop <= src.n_frames:
         raise DataError(describe(src.source, f"frames within [0, {src.n_frames}]", (start, stop)))
+
+
+def check_frame_size(source: str, shape: tuple[int, int], decoded_bytes_per_px: int) -> None:
+    """Raise :class:`FormatError` when one frame of ``shape`` (H, W) pixels, decoded at
+    ``decoded_bytes_per_px`` bytes (or as float32 grey, whichever is larger), exceeds
+    :data:`MAX_FRAME_BYTES`: checked on the header, before any frame is decoded."""
+    rows, cols = shape
+    n_bytes = rows * cols * max(4, decoded_bytes_per_px)
+    if n_bytes > MAX_FRAME_BYTES:
+        raise FormatError(describe(source, f"frames of at most {MAX_FRAME_BYTES} bytes decoded",
+                                   f"{cols} x {rows} pixels, {n_bytes} bytes"))
 
 
 class ArrayFrames:

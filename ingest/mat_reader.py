@@ -13,7 +13,9 @@ import numpy as np
 import scipy.io
 
 from mmode.errors import DataError, FormatError, UsageError, describe
+from mmode.ingest.h5format import MAX_COMPRESSION_RATIO
 from mmode.ingest.reader_common import (
+    MAX_IN_MEMORY_BYTES,
     SIDECAR_COMMON_KEYS,
     check_overrides,
     check_shape,
@@ -93,6 +95,20 @@ def _check_mat_meta_size(source: str, n_elements: int) -> None:
         raise FormatError(describe(source, f"a metadata variable of at most {MAX_MAT_META_ELEMENTS} elements", n_elements))
 
 
+def _check_declared(where: str, declared: int, stored: int, shape_text: str, whose: str, chunk: int = 0) -> None:
+    """Raise FormatError when a variable declares more bytes than ``stored`` bytes can hold.
+
+    MATLAB compresses v5 variables with zlib and v7.3 datasets with deflate, so ``stored``
+    bytes hold at most :data:`~mmode.ingest.h5format.MAX_COMPRESSION_RATIO` times as many
+    (plus, in HDF5, one chunk that may be left unwritten): more is a forged or damaged file,
+    refused before anything is read or allocated (as format v1 is).
+    """
+    if declared > MAX_COMPRESSION_RATIO * stored + chunk:
+        raise FormatError(describe(where, f"stored data for its declared {shape_text} ({declared} bytes; "
+                                          f"at most {MAX_COMPRESSION_RATIO} x {whose} {stored} bytes)",
+                                   f"{stored} bytes"))
+
+
 def _mat_scalar(value: Any, field: str, source: str) -> Any:
     arr = np.asarray(value)
     if field in ("kind", "probe", "description"):
@@ -159,6 +175,8 @@ def _read_mat5(
     if len(shape) != 2 or cls not in _MAT_CLASS_DTYPES:
         raise FormatError(describe(f"{source}:{var}", "a 2-D numeric matrix", f"{cls} of size {shape}"))
     n_lines, n_samples = (shape[1], shape[0]) if lines_axis == 1 else shape
+    _check_declared(f"{source}:{var}", math.prod(shape) * np.dtype(_MAT_CLASS_DTYPES[cls]).itemsize,
+                    Path(source).stat().st_size, f"size {tuple(shape)}", "the file's")
     small = [v for f, v in mapping.items() if f not in ("lines", "timestamps_s")]
     for v in small:
         _check_mat_meta_size(f"{source}:{v}", math.prod(listing[v][0]))
@@ -221,6 +239,14 @@ def _read_mat5(
     )
 
 
+def _check_h5_storage(ds: h5py.Dataset, where: str) -> None:
+    """:func:`_check_declared` for a v7.3 dataset, against the bytes the file stores for it;
+    reads no data (a dataset declared and never written would read as fill values)."""
+    chunk = math.prod(ds.chunks) * ds.dtype.itemsize if ds.chunks else 0
+    _check_declared(where, math.prod(ds.shape) * ds.dtype.itemsize, ds.id.get_storage_size(),
+                    f"HDF5 shape {ds.shape}", "its stored", chunk)
+
+
 def _read_mat73(
     source: str, spec: dict, variables: Mapping[str, str] | None, lines_axis: int, overrides: dict
 ) -> Recording:
@@ -242,6 +268,7 @@ def _read_mat73(
             )
         # HDF5 stores MATLAB arrays transposed: MATLAB size (a, b) is HDF5 shape (b, a).
         n_lines, n_samples = ds.shape if lines_axis == 1 else ds.shape[::-1]
+        _check_h5_storage(ds, f"{source}:{var}")
         meta_fields = {fld: v for fld, v in mapping.items() if fld not in ("lines", "timestamps_s")}
         for v in meta_fields.values():
             _check_mat_meta_size(f"{source}:{v}", f[v].size)
@@ -262,6 +289,11 @@ def _read_mat73(
             raise FormatError(
                 describe(f"{source}:{mapping['timestamps_s']}", f"{n_lines} values", f"HDF5 shape {ts_ds.shape}")
             )
+        if ts_ds is not None:  # read whole, as float64
+            _check_h5_storage(ts_ds, f"{source}:{mapping['timestamps_s']}")
+            if ts_ds.size * 8 > MAX_IN_MEMORY_BYTES:
+                raise FormatError(describe(f"{source}:{mapping['timestamps_s']}",
+                                           f"at most {MAX_IN_MEMORY_BYTES} bytes to read whole", f"{ts_ds.size * 8} bytes"))
     except DataError:
         f.close()
         raise

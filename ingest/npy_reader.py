@@ -15,6 +15,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from mmode.errors import FormatError, describe
+from mmode.ingest.h5format import MAX_COMPRESSION_RATIO
 from mmode.ingest.reader_common import (
     SIDECAR_COMMON_KEYS,
     check_bytes,
@@ -74,6 +75,10 @@ def read_npy(path: str | Path, **overrides: Any) -> Recording:
         Path(path).stat().st_size,
         f"header of {offset} + {n_lines} x {n_samples} x {dtype.itemsize} as the .npy header declares",
     )
+    # np.load(path, mmap_mode="r", allow_pickle=False) parses the same header with the same
+    # numpy functions and maps the same bytes, but it maps before any check: a short or forged
+    # file fails inside mmap ("mmap length is greater than file size", naming neither the file
+    # nor the sizes). So: numpy's header parser, the size check above, then np.memmap.
     mm = np.memmap(
         path, dtype=dtype, mode="r", offset=offset, shape=(n_lines, n_samples), order="F" if fortran else "C"
     )
@@ -104,7 +109,18 @@ def _npz_member(
         info.file_size,
         f"member {name}: header of {header_len} + shape {shape} x {dtype.itemsize}",
     )
-    if info.compress_type != zipfile.ZIP_STORED:
+    size = Path(path).stat().st_size
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise FormatError(describe(source, f"member {name} stored or deflated (as numpy writes them)",
+                                   f"compression method {info.compress_type}"))
+    if info.header_offset + info.compress_size > size:
+        raise FormatError(describe(source, f"member {name} inside the archive ({info.header_offset} + "
+                                           f"{info.compress_size} bytes)", f"{size} bytes"))
+    if info.compress_type == zipfile.ZIP_DEFLATED:
+        # a forged size would be decompressed whole on the first read: bound it by deflate's best ratio
+        if info.file_size > MAX_COMPRESSION_RATIO * info.compress_size:
+            raise FormatError(describe(source, f"member {name} of at most {MAX_COMPRESSION_RATIO} x its "
+                                               f"{info.compress_size} deflated bytes", f"{info.file_size} bytes declared"))
         return shape, fortran, dtype, None
     with open(path, "rb") as f:
         f.seek(info.header_offset)
@@ -113,14 +129,11 @@ def _npz_member(
         raise FormatError(describe(source, f"a zip local header for member {name}", "damaged archive"))
     name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
     data_offset = info.header_offset + 30 + name_len + extra_len + header_len
-    size = Path(path).stat().st_size
     if data_offset + n_bytes > size:
         raise FormatError(
             describe(source, f"member {name} inside the archive ({data_offset} + {n_bytes} bytes)", f"{size} bytes")
         )
     return shape, fortran, dtype, data_offset
-
-
 
 
 def read_npz(path: str | Path, *, lines_key: str | None = None, **overrides: Any) -> Recording:

@@ -20,7 +20,7 @@ import av
 import numpy as np
 
 from mmode.errors import DataError, FormatError, describe, exception_text
-from mmode.ingest.cine import check_frame_range, luminance, mline_recording
+from mmode.ingest.cine import check_frame_range, check_frame_size, luminance, mline_recording
 from mmode.ingest.recording import Recording
 
 
@@ -55,6 +55,7 @@ class VideoFrames:
         if not (width > 0 and height > 0):
             raise FormatError(describe(self.source, "video frames of a known size", f"{width} x {height}"))
         self.shape = (int(height), int(width))
+        check_frame_size(self.source, self.shape, 3)  # decoded as rgb24
         try:
             stamps = [p.pts if p.pts is not None else p.dts for p in self._container.demux(stream) if p.size]
         except av.FFmpegError as exc:

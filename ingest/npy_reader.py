@@ -122,6 +122,8 @@ def _npz_member(
             raise FormatError(describe(source, f"member {name} of at most {MAX_COMPRESSION_RATIO} x its "
                                                f"{info.compress_size} deflated bytes", f"{info.file_size} bytes declared"))
         return shape, fortran, dtype, None
+    # zipfile has no public offset of a member's data, and np.load(mmap_mode=...) does not map
+    # .npz members: the offset is read from the member's 30-byte local header (PKWARE APPNOTE 4.3.7)
     with open(path, "rb") as f:
         f.seek(info.header_offset)
         local = f.read(30)

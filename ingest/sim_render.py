@@ -150,6 +150,9 @@ def _render_kernel(
             out[line, k] += acc[k]
 
 
+# numpy's clip(rint((clean + noise) * scale)).astype(int16) gives the same int16 (checked
+# equal) but takes 22 ms for 1024 x 2048 samples against 2.1 ms here (2 cores, loaded), with
+# three float64 temporaries: the simulated probe renders live at up to 20 kHz.
 @njit(nogil=True, cache=True)
 def _quantise_kernel(clean, noise, scale, out):
     """out = clip(rint((clean + noise) * scale)) as int16; all (n_lines, n_samples)."""

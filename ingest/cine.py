@@ -55,6 +55,10 @@ LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 NOMINAL_PIXEL_M = 1e-4
 #: Largest cine :func:`load_frames` decodes into memory (float32 grey).
 MAX_FRAMES_BYTES = 4 << 30
+#: Most bytes of float32 frames an M-mode read decodes at once: a read of many lines (``mmode
+#: process`` reads 1024) samples the line chunk by chunk, so its memory is its output plus
+#: one chunk (at least one frame), not 1024 decoded frames (8.5 GB of 1920 x 1080).
+READ_CHUNK_BYTES = 64 << 20
 #: Largest frame a cine reader decodes, bytes: the frame as float32 grey levels, or the
 #: decoder's own pixels when they are larger. 256 MiB is 8192 x 8192 pixels; scanners export
 #: frames of at most about 1920 x 1080 (8 MB), so only a forged header declares more.
@@ -210,8 +214,14 @@ def mline_recording(src: FrameSource, line: tuple[float, float, float, float] | 
     }
     meta = AcquisitionMeta.from_mapping(fields, source=src.source)
 
+    chunk = max(1, READ_CHUNK_BYTES // (src.shape[0] * src.shape[1] * 4))
+
     def read(start: int, stop: int) -> np.ndarray:
-        return sample_mline(src.frames(start, stop), *line)
+        out = np.empty((stop - start, n_samples), np.float32)
+        for a in range(start, stop, chunk):
+            b = min(a + chunk, stop)
+            out[a - start : b - start] = sample_mline(src.frames(a, b), *line)
+        return out
 
     extra = {**src.info(), "mline": {"px": list(line), "n_samples": n_samples, "step_m": step_m,
                                      "calibration": calibration}}

@@ -63,11 +63,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from mmode.app.cli import print_json
     from mmode.errors import UsageError
-    from mmode.ingest import igtl, stream
+    from mmode.ingest import igtl, stream, stream_codec
     from mmode.ingest.sources import FileSource
 
-    if args.block_lines is not None and not 0 < args.block_lines <= stream.MAX_FRAME_LINES:
-        raise UsageError(f"--block-lines must be in 1..{stream.MAX_FRAME_LINES}, got {args.block_lines}")
+    if args.block_lines is not None and not 0 < args.block_lines <= stream_codec.MAX_FRAME_LINES:
+        raise UsageError(f"--block-lines must be in 1..{stream_codec.MAX_FRAME_LINES}, got {args.block_lines}")
     if args.file is not None:
         if args.prf is not None or args.samples is not None or args.precompute_s is not None:
             raise UsageError("--prf, --samples and --precompute-s apply to --sim; a file plays at its own PRF times --speed")

@@ -55,6 +55,14 @@ LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 NOMINAL_PIXEL_M = 1e-4
 #: Largest cine :func:`load_frames` decodes into memory (float32 grey).
 MAX_FRAMES_BYTES = 4 << 30
+#: Most bytes of float32 frames an M-mode read decodes at once: a read of many lines (``mmode
+#: process`` reads 1024) samples the line chunk by chunk, so its memory is its output plus
+#: one chunk (at least one frame), not 1024 decoded frames (8.5 GB of 1920 x 1080).
+READ_CHUNK_BYTES = 64 << 20
+#: Largest frame a cine reader decodes, bytes: the frame as float32 grey levels, or the
+#: decoder's own pixels when they are larger. 256 MiB is 8192 x 8192 pixels; scanners export
+#: frames of at most about 1920 x 1080 (8 MB), so only a forged header declares more.
+MAX_FRAME_BYTES = 256 << 20
 
 
 def luminance(rgb: np.ndarray) -> np.ndarray:
@@ -88,6 +96,17 @@ def check_frame_range(src: FrameSource, start: int, stop: int) -> None:
     """Raise :class:`DataError` unless ``0 <= start < stop <= n_frames`` (or ``start == stop``)."""
     if not 0 <= start <= stop <= src.n_frames:
         raise DataError(describe(src.source, f"frames within [0, {src.n_frames}]", (start, stop)))
+
+
+def check_frame_size(source: str, shape: tuple[int, int], decoded_bytes_per_px: int) -> None:
+    """Raise :class:`FormatError` when one frame of ``shape`` (H, W) pixels, decoded at
+    ``decoded_bytes_per_px`` bytes (or as float32 grey, whichever is larger), exceeds
+    :data:`MAX_FRAME_BYTES`: checked on the header, before any frame is decoded."""
+    rows, cols = shape
+    n_bytes = rows * cols * max(4, decoded_bytes_per_px)
+    if n_bytes > MAX_FRAME_BYTES:
+        raise FormatError(describe(source, f"frames of at most {MAX_FRAME_BYTES} bytes decoded",
+                                   f"{cols} x {rows} pixels, {n_bytes} bytes"))
 
 
 class ArrayFrames:
@@ -195,8 +214,14 @@ def mline_recording(src: FrameSource, line: tuple[float, float, float, float] | 
     }
     meta = AcquisitionMeta.from_mapping(fields, source=src.source)
 
+    chunk = max(1, READ_CHUNK_BYTES // (src.shape[0] * src.shape[1] * 4))
+
     def read(start: int, stop: int) -> np.ndarray:
-        return sample_mline(src.frames(start, stop), *line)
+        out = np.empty((stop - start, n_samples), np.float32)
+        for a in range(start, stop, chunk):
+            b = min(a + chunk, stop)
+            out[a - start : b - start] = sample_mline(src.frames(a, b), *line)
+        return out
 
     extra = {**src.info(), "mline": {"px": list(line), "n_samples": n_samples, "step_m": step_m,
                                      "calibration": calibration}}

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from mmode.errors import DataError, FormatError, describe, exception_text
-from mmode.ingest.cine import check_frame_range, luminance, mline_recording
+from mmode.ingest.cine import check_frame_range, check_frame_size, luminance, mline_recording
 from mmode.ingest.meta import SPEED_OF_SOUND_M_S, AcquisitionMeta
 from mmode.ingest.recording import Recording
 from mmode.ingest.regions import M_PER_CM, UltrasoundRegion, region_from_item
@@ -159,11 +159,20 @@ class DicomFrames:
             raise FormatError(describe(self.source, "8 or 16 Bits Allocated, Bits Stored within them",
                                        (bits_allocated, self._bits_stored)))
         self._check_decoder()
+        check_frame_size(self.source, self.shape, spp * (bits_allocated // 8))
         if not self.transfer_syntax.is_compressed:
             needed = rows * cols * spp * (bits_allocated // 8) * self.n_frames
             if pixel_length < needed:
                 raise FormatError(describe(self.source, f"{needed} bytes of pixel data for {self.n_frames} frames "
                                                         f"of {cols} x {rows} x {spp}", f"{pixel_length} bytes"))
+        else:
+            # encapsulated pixel data: the Basic Offset Table item, then at least one fragment
+            # item (8 bytes of tag and length, then its data) per frame (DICOM PS3.5 A.4)
+            most = max(0, (pixel_length - 8) // 8)
+            if self.n_frames > most:
+                raise FormatError(describe(self.source, f"at most {most} frames in {pixel_length} bytes of "
+                                                        "encapsulated pixel data (8 bytes a frame at least)",
+                                           f"Number of Frames {self.n_frames}"))
         if self.photometric == "PALETTE COLOR":
             descriptor = ds.get("RedPaletteColorLookupTableDescriptor")
             self._lut_bits = int(descriptor[2]) if descriptor is not None and len(descriptor) == 3 else 16

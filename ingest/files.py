@@ -6,11 +6,11 @@
 | suffix            | reader                                                          |
 |-------------------|-----------------------------------------------------------------|
 | ``.h5``, ``.hdf5`` | format v1 (:func:`mmode.ingest.h5format.read_h5`)               |
-| ``.npy``          | array + JSON sidecar (:func:`~mmode.ingest.readers.read_npy`)   |
-| ``.npz``          | archive + JSON sidecar (:func:`~mmode.ingest.readers.read_npz`) |
-| ``.mat``          | MATLAB v5 / v7.3 (:func:`~mmode.ingest.readers.read_mat`)       |
-| ``.bin``, ``.dat`` | raw samples + JSON sidecar (:func:`~mmode.ingest.readers.read_raw`) |
-| ``.raw``          | raw samples when a JSON sidecar is beside it, else Clarius       |
+| ``.npy``          | array + JSON sidecar (:func:`~mmode.ingest.npy_reader.read_npy`)   |
+| ``.npz``          | archive + JSON sidecar (:func:`~mmode.ingest.npy_reader.read_npz`) |
+| ``.mat``          | MATLAB v5 / v7.3 (:func:`~mmode.ingest.mat_reader.read_mat`)       |
+| ``.bin``, ``.dat`` | raw samples + JSON sidecar (:func:`~mmode.ingest.raw_reader.read_raw`) |
+| ``.raw``          | raw samples when a JSON sidecar is beside it, else Clarius (:func:`~mmode.ingest.clarius_reader.read_clarius`) |
 | ``.dcm``, ``.dicom``, none with the DICOM marker | DICOM: an M-mode region, else the cine's anatomical M-mode (:func:`~mmode.ingest.dicom.read_dicom`) |
 | ``.mp4``, ``.avi``, ``.mov`` | video: the anatomical M-mode of the cine (:func:`~mmode.ingest.video.read_video`) |
 
@@ -25,8 +25,12 @@ from typing import Any
 
 import mmode
 from mmode.errors import DataError, UsageError, describe
-from mmode.ingest import readers
+from mmode.ingest.clarius_reader import read_clarius
 from mmode.ingest.h5format import read_h5
+from mmode.ingest.mat_reader import read_mat
+from mmode.ingest.npy_reader import read_npy, read_npz
+from mmode.ingest.raw_reader import read_raw
+from mmode.ingest.reader_common import META_KEYS, check_overrides, sidecar_path
 from mmode.ingest.recording import Recording
 
 #: Suffixes of DICOM files and videos (lower case); a file without a suffix that has the
@@ -38,7 +42,7 @@ SUFFIXES = (".h5", ".hdf5", ".npy", ".npz", ".mat", ".bin", ".dat", ".raw", *DIC
 #: Options of the cine readers: the M-line (x0, y0, x1, y1 frame pixels) and the pixel size.
 CINE_OPTIONS = ("mline", "px_per_cm")
 
-#: Reader-specific options beyond the metadata overrides of :data:`readers.META_KEYS`.
+#: Reader-specific options beyond the metadata overrides of :data:`~mmode.ingest.reader_common.META_KEYS`.
 _READER_OPTIONS = {
     ".npz": ("lines_key",),
     ".mat": ("variables", "lines_axis"),
@@ -85,14 +89,14 @@ def open_recording(path: str | Path, **options: Any) -> Recording:
         raise DataError(describe(p, "an existing file", "no such file"))
     if not p.is_file():
         raise DataError(describe(p, "a regular file", "a directory or special file"))
-    extra = {k: v for k, v in options.items() if k not in readers.META_KEYS}
+    extra = {k: v for k, v in options.items() if k not in META_KEYS}
     allowed = _READER_OPTIONS.get(suffix, ())
     unknown = sorted(set(extra) - set(allowed))
     if unknown:
-        raise UsageError(describe(p, f"options among {', '.join((*readers.META_KEYS, *allowed))}", unknown))
-    overrides = {k: v for k, v in options.items() if k in readers.META_KEYS}
+        raise UsageError(describe(p, f"options among {', '.join((*META_KEYS, *allowed))}", unknown))
+    overrides = {k: v for k, v in options.items() if k in META_KEYS}
     if suffix in (".h5", ".hdf5"):
-        readers.check_overrides(overrides)
+        check_overrides(overrides)
         rec = read_h5(p)
         if overrides:
             try:
@@ -102,13 +106,13 @@ def open_recording(path: str | Path, **options: Any) -> Recording:
                 raise
         return rec
     if suffix == ".npy":
-        return readers.read_npy(p, **overrides)
+        return read_npy(p, **overrides)
     if suffix == ".npz":
-        return readers.read_npz(p, **extra, **overrides)
+        return read_npz(p, **extra, **overrides)
     if suffix == ".mat":
-        return readers.read_mat(p, **extra, **overrides)
-    if suffix == ".raw" and readers.sidecar_path(p) is None:
-        return readers.read_clarius(p, **overrides)
+        return read_mat(p, **extra, **overrides)
+    if suffix == ".raw" and sidecar_path(p) is None:
+        return read_clarius(p, **overrides)
     if suffix in DICOM_SUFFIXES:
         from mmode.ingest.dicom import read_dicom
 
@@ -117,7 +121,7 @@ def open_recording(path: str | Path, **options: Any) -> Recording:
         from mmode.ingest.video import read_video
 
         return read_video(p, **extra, **overrides)
-    return readers.read_raw(p, **overrides)
+    return read_raw(p, **overrides)
 
 
 def open_frames(path: str | Path):

@@ -26,16 +26,8 @@ import pyigtl
 
 from mmode.errors import DataError, ProtocolError, describe
 from mmode.ingest.meta import AcquisitionMeta, LineBlock
-from mmode.ingest.stream import (
-    MAX_PAYLOAD_BYTES,
-    SEQ_LIMIT,
-    Connection,
-    EndOfStream,
-    FrameEncoder,
-    StreamHello,
-    StreamServer,
-    KIND_DTYPES,
-)
+from mmode.ingest.stream import Connection, FrameEncoder, StreamServer
+from mmode.ingest.stream_codec import KIND_DTYPES, MAX_PAYLOAD_BYTES, SEQ_LIMIT, EndOfStream, StreamHello
 
 DEFAULT_PORT = 18944
 DEVICE_NAME = "mmode"

@@ -4,10 +4,14 @@ Pure functions, pixels in, pixels out. Frame pixel coordinates: ``x`` is the col
 the row, both from 0 at the top-left pixel centre; a line is ``(x0, y0, x1, y1)``, from its
 start ``(x0, y0)`` (depth 0 of the M-mode) to its end ``(x1, y1)``.
 
-:func:`sample_mline` samples one point per pixel of line length, bilinearly (what
-``scipy.ndimage.map_coordinates(frame, [y, x], order=1)`` gives, without its per-call cost):
-sample ``k`` lies at ``start + k * (end - start) / length``, ``k = 0 .. floor(length)``, so
-consecutive samples are exactly one pixel apart whatever the line's angle.
+:func:`sample_mline` samples one point per pixel of line length, bilinearly: what
+``scipy.ndimage.map_coordinates(frame, [y, x], order=1)`` gives (to 5e-5 grey levels; the
+tests compare the two). Kept because it samples every frame in one vectorised pass: 300
+frames of 600 x 800 pixels along an 850-pixel line take 19 ms, against 47 ms for
+map_coordinates frame by frame and 168 ms for one 3-D map_coordinates call (2 cores, loaded),
+and the GUI recomputes the M-mode while the user drags the line. Sample ``k`` lies at
+``start + k * (end - start) / length``, ``k = 0 .. floor(length)``, so consecutive samples
+are exactly one pixel apart whatever the line's angle.
 """
 
 from __future__ import annotations

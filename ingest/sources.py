@@ -25,7 +25,8 @@ import numpy as np
 
 from mmode.errors import DataError, ProtocolError, describe
 from mmode.ingest.meta import AcquisitionMeta, LineBlock
-from mmode.ingest.stream import EndOfStream, StreamClient, StreamClosed, StreamHello
+from mmode.ingest.stream import StreamClient, StreamClosed
+from mmode.ingest.stream_codec import EndOfStream, StreamHello
 
 #: Default block length of paced sources, in seconds of lines.
 BLOCK_SECONDS = 0.01

@@ -14,13 +14,13 @@ from __future__ import annotations
 import threading
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import av
 import numpy as np
 
 from mmode.errors import DataError, FormatError, describe, exception_text
-from mmode.ingest.cine import check_frame_range, luminance, mline_recording
+from mmode.ingest.cine import check_frame_range, check_frame_size, luminance, mline_recording
 from mmode.ingest.recording import Recording
 
 
@@ -44,6 +44,10 @@ class VideoFrames:
             self._container.close()
             raise
         self._lock = threading.Lock()
+        # the decoder of the last read and the frame it decoded past that read's end, so that
+        # a read starting there goes on decoding instead of seeking back to a key frame
+        self._decoder: Iterator[av.VideoFrame] | None = None
+        self._ahead: tuple[int, av.VideoFrame] | None = None
 
     def _open_stream(self) -> None:
         if not self._container.streams.video:
@@ -55,6 +59,7 @@ class VideoFrames:
         if not (width > 0 and height > 0):
             raise FormatError(describe(self.source, "video frames of a known size", f"{width} x {height}"))
         self.shape = (int(height), int(width))
+        check_frame_size(self.source, self.shape, 3)  # decoded as rgb24
         try:
             stamps = [p.pts if p.pts is not None else p.dts for p in self._container.demux(stream) if p.size]
         except av.FFmpegError as exc:
@@ -91,21 +96,37 @@ class VideoFrames:
             return out
         with self._lock:
             try:
-                self._container.seek(int(self._pts[start]), stream=self._stream, backward=True)
-                for frame in self._container.decode(self._stream):
-                    i = self._index.get(frame.pts if frame.pts is not None else -1)
-                    if i is None or i < start:
-                        continue
+                for i, frame in self._decoded_from(start):
                     if i >= stop:
+                        self._ahead = (i, frame)
                         break
-                    out[i - start] = luminance(frame.to_ndarray(format="rgb24"))
-                    done[i - start] = True
+                    if i >= start:
+                        out[i - start] = luminance(frame.to_ndarray(format="rgb24"))
+                        done[i - start] = True
+                else:
+                    self._decoder = None
             except (av.FFmpegError, ValueError) as exc:
+                self._decoder = None
                 raise _ffmpeg_error(self.source, f"decodable frames {start}..{stop - 1}", exc) from None
         if not done.all():
             missing = start + int(np.flatnonzero(~done)[0])
             raise DataError(describe(self.source, f"decodable frames {start}..{stop - 1}", f"frame {missing} missing"))
         return out
+
+    def _decoded_from(self, start: int) -> Iterator[tuple[int, av.VideoFrame]]:
+        """(frame index, decoded frame) in presentation order, from frame ``start`` or a key
+        frame before it: the last read's decoder goes on when that read stopped at ``start``
+        (sequential reads decode each frame once), else a seek to the key frame before it."""
+        ahead, self._ahead = self._ahead, None
+        if self._decoder is not None and ahead is not None and ahead[0] == start:
+            yield ahead
+        else:
+            self._container.seek(int(self._pts[start]), stream=self._stream, backward=True)
+            self._decoder = self._container.decode(self._stream)
+        for frame in self._decoder:
+            i = self._index.get(frame.pts if frame.pts is not None else -1)
+            if i is not None:
+                yield i, frame
 
     def info(self) -> dict:
         """``{"video": {n_frames, frame_interval_s, codec, shape_px [H, W]}}``."""

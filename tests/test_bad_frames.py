@@ -23,7 +23,7 @@ from mmode.errors import DataError, describe
 from mmode.ingest.h5format import read_h5, write_recording
 from mmode.ingest.meta import AcquisitionMeta, LineBlock
 from mmode.ingest.sources import ArraySource, FileSource, TcpSource
-from mmode.ingest.stream import encode_block, encode_end, encode_hello
+from mmode.ingest.stream_codec import encode_block, encode_end, encode_hello
 from test_engine import ScriptedSource  # plays scripted blocks once, shared with the engine tests
 
 MMODE = str(Path(sys.executable).with_name("mmode"))

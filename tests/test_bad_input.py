@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from mmode.app.cli import main
-from mmode.ingest import readers
 from mmode.ingest.h5format import write_recording
+from mmode.ingest.mat_reader import MAX_MAT_META_ELEMENTS
 from mmode.ingest.meta import AcquisitionMeta
 
 RF = AcquisitionMeta("rf", fs_hz=40e6, f0_hz=5e6, prf_hz=1000.0)
@@ -36,7 +36,7 @@ def no_mapping(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("np.memmap called before the size check")
 
-    monkeypatch.setattr(readers.np, "memmap", refuse)
+    monkeypatch.setattr(np, "memmap", refuse)
 
 
 def _h5(tmp_path, lines=None):
@@ -241,7 +241,7 @@ def test_mat_mapping_value_not_a_name_and_oversize_metadata(tmp_path, capsys):
 
     path = tmp_path / "x.mat"
     scipy.io.savemat(path, {"rf": np.zeros((8, 4)), "fs": np.zeros((300, 300)), "f0": 5e6, "prf": 1e3})
-    _info_fails(capsys, path, "x.mat:fs", f"at most {readers.MAX_MAT_META_ELEMENTS} elements", "found 90000")
+    _info_fails(capsys, path, "x.mat:fs", f"at most {MAX_MAT_META_ELEMENTS} elements", "found 90000")
     (tmp_path / "x.mat.json").write_text(json.dumps({"variables": {"lines": ["rf"]}}))
     _info_fails(capsys, path, "variable mapping values that are variable names")
 

@@ -16,12 +16,14 @@ from scipy import ndimage
 from mmode.app.cli import main
 from mmode.dsp.processor import Processor, ProcessorSettings
 from mmode.errors import DataError
+from mmode.ingest import cine
 from mmode.ingest.cine import load_frames, mline_recording
 from mmode.ingest.files import open_frames, open_recording
 from mmode.ingest.h5format import read_h5, write_recording
 from mmode.ingest.meta import CLASSES, AcquisitionMeta, LineBlock
 from mmode.ingest.mline import default_mline, sample_mline
 from mmode.ingest.sources import FileSource
+from mmode.ingest.video import VideoFrames
 
 LUNG = Path(__file__).resolve().parents[2] / "shared" / "data" / "lung_videos"
 FPS, N_FRAMES, HEIGHT, WIDTH = 30, 90, 160, 120
@@ -161,6 +163,29 @@ def test_frame_source_api_for_a_display(band_video):
     source.stop()
     assert meta.amplitude == "grey" and block.n_samples == rec.n_samples
 
+
+
+def test_long_read_decodes_in_chunks_each_frame_once(band_video, monkeypatch):
+    """A read of many lines (``mmode process`` reads 1024) decodes at most READ_CHUNK_BYTES of
+    frames at a time, and the chunks of a sequential read go on decoding where the previous
+    one stopped (one seek for the whole read); the lines are those of one decode of every frame."""
+    path, _, _ = band_video
+    line = (10.0, 20.0, 100.0, 150.0)
+    whole = open_frames(path)
+    reference = sample_mline(whole.frames(0, N_FRAMES), *line)
+    whole.close()
+    monkeypatch.setattr(cine, "READ_CHUNK_BYTES", 7 * HEIGHT * WIDTH * 4)
+    spans, seeks = [], []
+    frames, seek = VideoFrames.frames, av.container.InputContainer.seek
+    monkeypatch.setattr(VideoFrames, "frames", lambda self, a, b: spans.append((a, b)) or frames(self, a, b))
+    monkeypatch.setattr(av.container.InputContainer, "seek", lambda self, *a, **k: seeks.append(a) or seek(self, *a, **k))
+    with open_recording(path, mline=line) as rec:
+        lines = rec.read()
+        np.testing.assert_array_equal(lines, reference)
+        assert max(b - a for a, b in spans) == 7 and spans[0] == (0, 7) and spans[-1][1] == N_FRAMES
+        assert len(seeks) == 1
+        np.testing.assert_array_equal(rec.read(40, 45), reference[40:45])  # a jump back seeks again
+        assert len(seeks) == 2
 
 # -- the grey-level contract -------------------------------------------------------------------
 def test_grey_levels_are_mapped_linearly_not_logged():

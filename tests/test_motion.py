@@ -8,7 +8,7 @@ from mmode.dsp import demod, echo_choice, motion
 from mmode.dsp.tracker import MotionTracker
 from mmode.errors import DataError
 from mmode.ingest.meta import AcquisitionMeta, LineBlock
-from mmode.ingest import simulator
+from mmode.ingest import sim_render, simulator
 from mmode.ingest.scenarios import point_reflectors
 from mmode.ingest.simulator import simulate
 
@@ -591,7 +591,7 @@ def test_nothing_moving_gives_no_trace_and_says_why(scenario):
     if scenario == "static":
         meta = AcquisitionMeta("rf", FS, F0, 500.0)
         scene = point_reflectors(np.array([0.01, 0.02, 0.03]), np.array([20.0, 15.0, 10.0]))
-        rf = simulator.render_rf(scene, meta, 2048, np.arange(600) / 500.0)
+        rf = sim_render.render_rf(scene, meta, 2048, np.arange(600) / 500.0)
         rf = rf + np.random.default_rng(0).normal(size=rf.shape).astype(np.float32) * 0.05 * rf.std()
         lines = rf.astype(np.float32)
     else:

@@ -10,10 +10,10 @@ import pytest
 import scipy.io
 
 from mmode.errors import DataError, FormatError, UsageError
+from mmode.ingest.clarius_reader import parse_clarius_yml
 from mmode.ingest.files import open_recording, sample_data_dir
 from mmode.ingest.h5format import write_recording
 from mmode.ingest.meta import AcquisitionMeta
-from mmode.ingest.readers import parse_clarius_yml
 
 CLARIUS_DIR = Path(__file__).resolve().parents[2] / "shared/data/clarius_carotid"
 RF_META = {"kind": "rf", "fs_hz": 40e6, "f0_hz": 5e6, "prf_hz": 1000.0}

@@ -14,7 +14,8 @@ from scipy.signal import find_peaks, hilbert, welch
 from mmode.errors import UsageError
 from mmode.ingest.meta import CLASSES, AcquisitionMeta
 from mmode.ingest.scenarios import SCENARIOS, point_reflectors
-from mmode.ingest.simulator import SimulatedProbe, render_rf, simulate, simulate_sequence
+from mmode.ingest.sim_render import render_rf
+from mmode.ingest.simulator import SimulatedProbe, simulate, simulate_sequence
 
 C = 1540.0
 

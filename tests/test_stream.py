@@ -14,19 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mmode.errors import DataError, ProtocolError
-from mmode.ingest import stream
+from mmode.ingest import stream_codec
 from mmode.ingest.meta import AcquisitionMeta, LineBlock
 from mmode.ingest.sources import ArraySource, TcpSource
-from mmode.ingest.stream import (
-    EndOfStream,
-    StreamClient,
-    StreamClosed,
-    StreamServer,
-    decode_stream,
-    encode_block,
-    encode_end,
-    encode_hello,
-)
+from mmode.ingest.stream import StreamClient, StreamClosed, StreamServer
+from mmode.ingest.stream_codec import EndOfStream, decode_stream, encode_block, encode_end, encode_hello
 
 RF = AcquisitionMeta("rf", fs_hz=40e6, f0_hz=5e6, prf_hz=1000.0)
 IQ = AcquisitionMeta("iq", fs_hz=10e6, f0_hz=5e6, prf_hz=1000.0)
@@ -92,7 +84,7 @@ BAD_STREAMS = {
     "json nested absurdly deep": b"MMSH" + struct.pack("<HHI", 1, 0, 60000) + b"[" * 60000,
     "bad metadata": documented_hello(RF, 16, "int16").replace(b'"rf"', b'"xx"'),
     "dtype not allowed for kind": documented_hello(RF, 16, "complex64"),
-    "n_samples too large": documented_hello(RF, stream.MAX_SAMPLES + 1, "int16"),
+    "n_samples too large": documented_hello(RF, stream_codec.MAX_SAMPLES + 1, "int16"),
     "truncated hello": good_hello()[:-3],
     "wrong frame magic": good_hello() + b"XXXX" + bytes(32),
     "oversize n_lines": good_hello() + b"MMSD" + struct.pack("<QdIIB3xI", 0, 0.0, 1 << 30, 16, 1, 0xFFFFFFFF),
@@ -129,12 +121,12 @@ def test_malformed_input_is_a_protocol_error_before_allocating(name):
     data = BAD_STREAMS[name]
     read_exact, requested = logging_reader(data)
     with pytest.raises(ProtocolError):
-        hello = stream.parse_hello(read_exact)
+        hello = stream_codec.parse_hello(read_exact)
         while True:
-            header = stream.parse_frame_header(read_exact, hello)
-            stream.decode_payload(header, read_exact(header.payload_len))
+            header = stream_codec.parse_frame_header(read_exact, hello)
+            stream_codec.decode_payload(header, read_exact(header.payload_len))
     # nothing larger than the bytes actually present was ever asked for (no blind allocation)
-    assert max(requested) <= max(len(data), stream._DATA.size)
+    assert max(requested) <= max(len(data), stream_codec._DATA.size)
     with pytest.raises(ProtocolError):
         decode_stream(data)
 
@@ -157,7 +149,7 @@ def test_encoder_refuses_what_the_protocol_cannot_carry():
     with pytest.raises(DataError):
         encode_block(LineBlock(0, 0.0, np.zeros((2, 4), np.float64)))
     with pytest.raises(DataError):
-        encode_block(LineBlock(0, 0.0, np.zeros((stream.MAX_FRAME_LINES + 1, 4), np.int16)))
+        encode_block(LineBlock(0, 0.0, np.zeros((stream_codec.MAX_FRAME_LINES + 1, 4), np.int16)))
     with pytest.raises(DataError):
         encode_hello(IQ, 16, np.int16)
 
@@ -227,14 +219,14 @@ def test_fuzz_frame_headers_against_the_documented_rules(n_lines, n_samples, cod
     samples = np.frombuffer(payload[: min(payload_len, len(payload)) // 4 * 4], "<f4")
     header_ok = 1 <= n_lines <= 4096 and n_samples == 4 and code == 2 and payload_len == n_lines * 16
     valid = header_ok and len(payload) >= payload_len  # NaN/Inf samples or t_s: framing is fine
-    hello = stream.parse_hello(read_exact)
+    hello = stream_codec.parse_hello(read_exact)
     try:
-        header = stream.parse_frame_header(read_exact, hello)
-        block = stream.decode_payload(header, read_exact(header.payload_len))
+        header = stream_codec.parse_frame_header(read_exact, hello)
+        block = stream_codec.decode_payload(header, read_exact(header.payload_len))
     except ProtocolError:
         assert not valid
         # a request beyond the hello and a header is the payload of a header that passed every check
-        assert max(requested) <= max(len(FUZZ_HELLO), stream._DATA.size) or (header_ok and max(requested) == payload_len)
+        assert max(requested) <= max(len(FUZZ_HELLO), stream_codec._DATA.size) or (header_ok and max(requested) == payload_len)
         return
     assert valid
     assert (block.seq, block.n_lines) == (7, n_lines)

@@ -12,7 +12,7 @@ import pytest
 from mmode.errors import FormatError
 from mmode.ingest.h5format import read_h5, write_recording
 from mmode.ingest.meta import CLASSES, AcquisitionMeta, Truth
-from mmode.ingest.scenarios import ALWAYS
+from mmode.ingest.scene import ALWAYS
 from mmode.ingest.simulator import _displacement_since_line0, _setup, simulate_sequence
 
 T_S = np.linspace(0.0, 3.0, 121)

@@ -17,7 +17,6 @@ import zipfile
 
 import h5py
 import numpy as np
-import pytest
 
 from mmode.app.cli import main
 from mmode.ingest import cine

@@ -119,6 +119,13 @@ class Recorder:
     the last flush. When the disk cannot keep up, whole blocks beyond ``max_queue_bytes`` of
     queued samples are dropped and counted in :attr:`lines_dropped` (bounded in bytes, not
     lines: 65 536 lines are 256 MiB of int16 RF at 2048 samples but 1 GiB of complex64 IQ).
+
+    A write that fails (disk full, a removed disk) ends the recording at once: :attr:`state`
+    becomes ``"failed"``, :attr:`error` holds the one-line :class:`DataError`, the file keeps
+    the lines of its last flush (:class:`~mmode.ingest.h5format.H5Writer` abandons it without
+    another write) and :meth:`submit` refuses every later block without counting it.
+    :attr:`lines_written` is what the file holds; the lines appended but not flushed when the
+    write failed, and those still queued, are counted in :attr:`lines_dropped`.
     """
 
     def __init__(
@@ -146,15 +153,25 @@ class Recorder:
         self.max_queue_bytes = int(max_queue_bytes)
         self.lines_written = 0
         self.lines_dropped = 0
-        self.error: BaseException | None = None
+        self.error: MmodeError | None = None
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._thread.start()
 
+    @property
+    def state(self) -> str:
+        """"recording", "failed" (a write failed: nothing more is written) or "closed"."""
+        if self.error is not None:
+            return "failed"
+        return "closed" if self._closed else "recording"
+
     def submit(self, block: LineBlock) -> bool:
-        """Queue a block for writing; False (and counted) if the queue is full or closed."""
+        """Queue a block for writing; False if the queue is full (counted in
+        :attr:`lines_dropped`) or the recording is over (closed or failed: not counted)."""
         with self._lock:
-            if self._closed or self.error is not None or self._queued_bytes + block.lines.nbytes > self.max_queue_bytes:
+            if self._closed or self.error is not None:
+                return False
+            if self._queued_bytes + block.lines.nbytes > self.max_queue_bytes:
                 self.lines_dropped += block.n_lines
                 return False
             self._queued_bytes += block.lines.nbytes
@@ -168,33 +185,39 @@ class Recorder:
                 block = self._queue.get(timeout=self.flush_interval_s / 2)
             except queue.Empty:
                 if dirty and self.error is None:
-                    try:
-                        self._writer.flush()
-                    except OSError as exc:
-                        self.error = exc
+                    self._write(self._writer.flush)
                     dirty = False
                 continue
             if block is None:
                 break
             with self._lock:
                 self._queued_bytes -= block.lines.nbytes
-            if self.error is not None:
-                with self._lock:
+                if self.error is not None:  # queued when a write failed
                     self.lines_dropped += block.n_lines
-                continue
-            try:
-                t_s = block.t_s + np.arange(block.n_lines) / self.prf_hz
-                self._writer.append(block.lines, t_s)
+                    continue
+            t_s = block.t_s + np.arange(block.n_lines) / self.prf_hz
+            if self._write(self._writer.append, block.lines, t_s):
                 self.lines_written += block.n_lines
                 dirty = True
-            except (OSError, MmodeError) as exc:  # disk full, file removed: keep running, report
-                self.error = exc
+            else:
                 with self._lock:
                     self.lines_dropped += block.n_lines
+        self._write(self._writer.close)
+
+    def _write(self, call, *args) -> bool:
+        """Run a writer call; on failure keep the first error and count the lines appended
+        since the last flush, which the file does not hold, as dropped."""
         try:
-            self._writer.close()
-        except OSError as exc:
-            self.error = self.error or exc
+            call(*args)
+            return True
+        except MmodeError as exc:
+            with self._lock:
+                if self.error is None:
+                    self.error = exc
+                lost = self.lines_written - self._writer.n_flushed
+                self.lines_written -= lost
+                self.lines_dropped += lost
+            return False
 
     def close(self) -> dict[str, Any]:
         """Write what is queued, close the file; returns :meth:`summary`."""
@@ -206,8 +229,11 @@ class Recorder:
         return self.summary()
 
     def summary(self) -> dict[str, Any]:
+        """``{"path", "state", "lines_written", "lines_dropped", "error"}``: ``state`` as
+        :attr:`state`; ``error`` None or the one-line reason the recording failed."""
         return {
             "path": self.path,
+            "state": self.state,
             "lines_written": self.lines_written,
             "lines_dropped": self.lines_dropped,
             "error": None if self.error is None else str(self.error),

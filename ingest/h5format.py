@@ -219,7 +219,7 @@ class H5Writer:
             self._f.swmr_mode = True
         except Exception as exc:  # h5py raises RuntimeError or OSError for a failed write
             self._abandon()
-            raise DataError(describe(self.path, "a file that can be written", _write_failure(exc))) from None
+            raise DataError(describe(self.path, "a file that can be written", write_failure(exc))) from None
         self._lock = _hold_shared_lock(self.path)
         self._last_flush = time.monotonic()
 
@@ -271,32 +271,14 @@ class H5Writer:
         self._abandon()
         raise DataError(describe(
             self.path, "a disk that takes every line",
-            f"{_write_failure(exc)}; the file keeps the {self.n_flushed} lines of its last flush "
+            f"{write_failure(exc)}; the file keeps the {self.n_flushed} lines of its last flush "
             f"(`mmode repair {self.path}` lets other HDF5 tools open it)")) from None
 
     def _abandon(self) -> None:
-        """Release the HDF5 file without writing to the file on disk again.
-
-        After a failed write HDF5 still holds the data and metadata it could not write, and
-        closing the file retries them: the close fails again, and a second close (or the
-        interpreter's exit) crashes in HDF5 (segmentation fault, HDF5 2.0.0 / h5py 3.16).
-        So HDF5's descriptor is pointed at the null device first: the close then writes
-        there and releases everything, and the file on disk keeps exactly what the last
-        successful writes left, as a crash at that moment would (SWMR orders those writes so
-        that it opens with every flushed line). Not a scratch file: where the failure is a
-        file size limit (``ulimit -f``), writes to that fail the same way."""
         f, self._f = self._f, None
-        if f is None:
-            return
-        try:
-            null = os.open(os.devnull, os.O_RDWR)
-            os.dup2(null, f.id.get_vfd_handle())
-            os.close(null)
-            f.close()
-        except Exception:  # nothing more can be done for this file; the write failure is what is reported
-            pass
-        finally:
-            self._release_lock()
+        if f is not None:
+            abandon(f)
+        self._release_lock()
 
     def _release_lock(self) -> None:
         if self._lock is not None:
@@ -310,7 +292,27 @@ class H5Writer:
         self.close()
 
 
-def _write_failure(exc: BaseException) -> str:
+def abandon(f: h5py.File) -> None:
+    """Close HDF5 file ``f`` after a failed write without writing to the file on disk again.
+
+    After a failed write HDF5 still holds the data and metadata it could not write, and
+    closing the file retries them: the close fails again, and a second close (or the
+    interpreter's exit) crashes in HDF5 (segmentation fault, HDF5 2.0.0 / h5py 3.16). So
+    HDF5's descriptor is pointed at the null device first: the close then writes there and
+    releases everything, and the file on disk keeps exactly what the last successful writes
+    left, as a crash at that moment would (in SWMR mode, HDF5 orders those writes so that the
+    file opens with every flushed line). Not a scratch file: where the failure is a file size
+    limit (``ulimit -f``), writes to that fail the same way."""
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, f.id.get_vfd_handle())
+        os.close(null)
+        f.close()
+    except Exception:  # nothing more can be done for this file; the write failure is what is reported
+        pass
+
+
+def write_failure(exc: BaseException) -> str:
     """One line for a failed HDF5 write: the system's reason when HDF5 names it (h5py's
     message holds ``errno = 28, error message = 'No space left on device'`` among a dozen
     fields), else the exception's text."""

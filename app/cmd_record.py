@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mmode.app.cli import print_json
-    from mmode.app.engine import Recorder
+    from mmode.app.recorder import Recorder
     from mmode.errors import UsageError
     from mmode.ingest import igtl, stream
     from mmode.ingest.frame_check import FrameCheck

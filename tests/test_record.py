@@ -23,7 +23,8 @@ import h5py
 import numpy as np
 import pytest
 
-from mmode.app.engine import Engine, Recorder
+from mmode.app.engine import Engine
+from mmode.app.recorder import Recorder
 from mmode.errors import DataError
 from mmode.ingest.h5format import read_h5, write_state
 from mmode.ingest.meta import AcquisitionMeta, LineBlock

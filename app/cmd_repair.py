@@ -35,8 +35,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(report)
     elif report["repaired"]:
+        times = "" if report["timestamps_declared"] is None else f" and {report['timestamps_declared']} times"
         print(f"{report['output']}: repaired, {report['lines_kept']} lines kept (the file declared "
-              f"{report['lines_declared']} lines and {report['timestamps_declared']} times); opens in any HDF5 tool")
+              f"{report['lines_declared']} lines{times}); opens in any HDF5 tool")
     else:
         print(f"{args.file}: nothing to repair ({report['lines_kept']} lines, closed cleanly)")
     return 0

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mmode.errors import DataError, MmodeError, describe
+from mmode.errors import DataError, MmodeError, describe, exception_text
 from mmode.ingest.meta import AcquisitionMeta, LineBlock
 
 #: Most bytes of lines the recorder holds while the disk catches up (a few seconds of the
@@ -124,10 +124,11 @@ class Recorder:
         try:
             call(*args)
             return True
-        except MmodeError as exc:
+        except Exception as exc:  # the writer's DataError, or a bug: either way the recording is over
             with self._lock:
                 if self.error is None:
-                    self.error = exc
+                    self.error = exc if isinstance(exc, MmodeError) else DataError(
+                        describe(self.path, "a recording that writes", exception_text(exc)))
                 lost = self.lines_written - self._writer.n_flushed
                 self.lines_written -= lost
                 self.lines_dropped += lost

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from pathlib import Path
 
 import h5py
@@ -71,9 +72,10 @@ def repair(path: str | Path, output: str | Path | None = None) -> dict:
         except BaseException as exc:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(tmp)
-            if isinstance(exc, (OSError, RuntimeError)):  # h5py raises either for a failed write
-                raise DataError(describe(output, "room for a repaired copy beside it", write_failure(exc))) from None
+            if isinstance(exc, (OSError, RuntimeError)):  # h5py raises either for a failed read or write
+                raise DataError(describe(output, "a repaired copy written beside it", write_failure(exc))) from None
             raise
+        shutil.copymode(path, tmp)
         os.replace(tmp, output)
     return {**report, "repaired": True}
 

@@ -2,9 +2,10 @@
 
 Reads headers and sidecars only (a gigabyte recording opens in milliseconds). ``--check``
 also reads every line, in bounded blocks, and fails (exit 3) at the first line holding NaN
-or Inf or at damaged storage. A format v1 file whose writer died says it needs ``mmode repair``
-(``needs_repair`` in JSON; ``being_written`` while a live recording writes it). A DICOM file or video also shows its frames, timing and
-regions; one that holds no M-mode (a single B-mode frame) shows those with a note saying why.
+or Inf or at damaged storage. A format v1 file whose writer died says it needs ``mmode
+repair`` (``needs_repair`` in JSON; ``being_written`` while a live recording writes it). A
+DICOM file or video also shows its frames, timing and regions; one that holds no M-mode (a
+single B-mode frame) shows those with a note saying why.
 """
 
 from __future__ import annotations

@@ -6,10 +6,10 @@ opens afterwards with everything up to its last flush. Stops after S seconds, at
 the stream, or on Ctrl-C / SIGTERM (the file is then closed cleanly). A lost connection is
 retried with backoff; the lines missed meanwhile show up as gaps. A write that fails (disk
 full) stops the recording at once with exit 3 and one line saying how many lines the file
-keeps (those of its last flush); ``mmode repair`` then lets other HDF5 tools open it. Frames are checked as the
-engine checks them (:class:`mmode.ingest.frame_check.FrameCheck`): NaN/Inf frames are not
-written (``frames_rejected``), times that run backwards or jitter are written re-timed
-(``frames_retimed``).
+keeps (those of its last flush); ``mmode repair`` then lets other HDF5 tools open it.
+Frames are checked as the engine checks them (:class:`mmode.ingest.frame_check.FrameCheck`):
+NaN/Inf frames are not written (``frames_rejected``), times that run backwards or jitter are
+written re-timed (``frames_retimed``).
 """
 
 from __future__ import annotations

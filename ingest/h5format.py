@@ -13,7 +13,9 @@ Layout (contract, see docs/format.md):
   ``/truth/displacement_m`` (n_lines, n_depths).
 
 The append-mode writer uses HDF5 single-writer/multiple-reader (SWMR) mode, so a file whose
-writer was killed still opens with every line up to the last flush.
+writer was killed, or stopped by a failed write, still opens (in SWMR read mode, as
+:func:`read_h5` opens) with every line up to the last flush; :func:`write_state` tells such
+a file, which other HDF5 tools refuse until ``mmode repair`` (:mod:`mmode.ingest.h5repair`).
 """
 
 from __future__ import annotations
@@ -27,13 +29,13 @@ import h5py
 import numpy as np
 
 from mmode.errors import DataError, FormatError, describe, exception_text
+from mmode.ingest.meta import AcquisitionMeta, Truth, check_lines
+from mmode.ingest.recording import Annotation, Recording
 
 try:
     import fcntl
 except ImportError:  # Windows: no flock, so no telling a file being written from a cut one
     fcntl = None
-from mmode.ingest.meta import AcquisitionMeta, Truth, check_lines
-from mmode.ingest.recording import Annotation, Recording
 
 FORMAT_NAME = "mmode"
 FORMAT_VERSION = 1

@@ -25,6 +25,7 @@ COMMANDS = (
     "process",
     "serve",
     "record",
+    "repair",
     "monitor",
     "gui",
     "train",

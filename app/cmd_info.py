@@ -2,8 +2,10 @@
 
 Reads headers and sidecars only (a gigabyte recording opens in milliseconds). ``--check``
 also reads every line, in bounded blocks, and fails (exit 3) at the first line holding NaN
-or Inf or at damaged storage. A DICOM file or video also shows its frames, timing and
-regions; one that holds no M-mode (a single B-mode frame) shows those with a note saying why.
+or Inf or at damaged storage. A format v1 file whose writer died says it needs ``mmode
+repair`` (``needs_repair`` in JSON; ``being_written`` while a live recording writes it). A
+DICOM file or video also shows its frames, timing and regions; one that holds no M-mode (a
+single B-mode frame) shows those with a note saying why.
 """
 
 from __future__ import annotations
@@ -87,6 +89,11 @@ def _text(info: dict) -> str:
     spans = ", ".join(f"{a['label']} [{a['start_line']}, {a['end_line']})" for a in info["annotations"])
     rows.append(("annotations", f"{len(info['annotations'])}" + (f": {spans}" if spans else "")))
     rows += _cine_rows(info)
+    if info.get("needs_repair"):
+        rows.append(("repair", f"needs `mmode repair {info['source']}`: its writer died (a crash or a failed write); "
+                               "mmode opens it, other HDF5 tools refuse it"))
+    elif info.get("being_written"):
+        rows.append(("writing", "being recorded now (opens in other HDF5 tools once closed)"))
     if "lines_checked" in info:
         rows.append(("check", f"{info['lines_checked']} lines read, all finite"))
     return "\n".join(f"{k:<12} {v}" for k, v in rows)
@@ -107,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
     from mmode.app.cli import cine_options, print_json
     from mmode.ingest.dicom import NoMmodeError
     from mmode.ingest.files import open_recording
+    from mmode.ingest.h5format import FORMAT_NAME, write_state
 
     rec = None
     try:
@@ -120,6 +128,9 @@ def run(args: argparse.Namespace) -> int:
             info = rec.info()
             if args.check:
                 info["lines_checked"] = rec.check_finite()
+        if info["format"].startswith(f"{FORMAT_NAME}-h5"):
+            state = write_state(args.file)
+            info.update(needs_repair=state == "needs_repair", being_written=state == "being_written")
     if args.json:
         print_json(info)
     else:

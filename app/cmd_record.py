@@ -4,10 +4,12 @@ Writes every received line, untouched, to a format v1 file (``/lines`` and
 ``/timestamps_s``), flushed at least once a second: a recording whose process is killed
 opens afterwards with everything up to its last flush. Stops after S seconds, at the end of
 the stream, or on Ctrl-C / SIGTERM (the file is then closed cleanly). A lost connection is
-retried with backoff; the lines missed meanwhile show up as gaps. Frames are checked as the
-engine checks them (:class:`mmode.ingest.frame_check.FrameCheck`): NaN/Inf frames are not
-written (``frames_rejected``), times that run backwards or jitter are written re-timed
-(``frames_retimed``).
+retried with backoff; the lines missed meanwhile show up as gaps. A write that fails (disk
+full) stops the recording at once with exit 3 and one line saying how many lines the file
+keeps (those of its last flush); ``mmode repair`` then lets other HDF5 tools open it.
+Frames are checked as the engine checks them (:class:`mmode.ingest.frame_check.FrameCheck`):
+NaN/Inf frames are not written (``frames_rejected``), times that run backwards or jitter are
+written re-timed (``frames_retimed``).
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mmode.app.cli import print_json
-    from mmode.app.engine import Recorder
-    from mmode.errors import DataError, UsageError, describe
+    from mmode.app.recorder import Recorder
+    from mmode.errors import UsageError
     from mmode.ingest import igtl, stream
     from mmode.ingest.frame_check import FrameCheck
     from mmode.ingest.sources import IgtlSource, TcpSource, parse_host_port
@@ -56,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     check = FrameCheck(meta.prf_hz)
     t0 = time.monotonic()
     try:
-        while not stop.is_set() and time.monotonic() - t0 < args.seconds and not source.finished:
+        while (not stop.is_set() and time.monotonic() - t0 < args.seconds and not source.finished
+               and recorder.error is None):
             block = source.read_block(0.1)
             if block is not None:
                 block = check.check(block)
@@ -68,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
         source.stop()
         summary = recorder.close()
         signal.signal(signal.SIGTERM, previous)
-    if recorder.error is not None:
-        raise DataError(describe(args.output, "a file that takes every line", f"a write error ({recorder.error})"))
+    if recorder.error is not None:  # one line: what failed and how many lines the file keeps
+        raise recorder.error
     summary.update(
         seconds=round(time.monotonic() - t0, 3),
         **check.counts.as_dict(),

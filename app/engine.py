@@ -23,7 +23,6 @@ import collections
 import dataclasses
 import math
 import os
-import queue
 import sys
 import threading
 import time
@@ -32,9 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from mmode.errors import DataError, MmodeError, describe
+from mmode.errors import DataError, describe
 from mmode.ingest.frame_check import FrameCheck, FrameCounts
 from mmode.ingest.meta import AcquisitionMeta, LineBlock
+from mmode.app.recorder import Recorder
 from mmode.app.ring import LineRing
 from mmode.dsp.levels import LEVEL_S
 
@@ -104,114 +104,6 @@ class Histogram:
         """``{"p50", "p99", "max"}`` in ms (None before the first sample)."""
         r = lambda x: None if x is None else round(x, 3)  # noqa: E731
         return {"p50": r(self.percentile(50)), "p99": r(self.percentile(99)), "max": r(self.max_ms) if self.n else None}
-
-
-#: Most bytes of lines the recorder holds while the disk catches up (a few seconds of the
-#: fastest stream, 5 kHz x 2048 int16 samples = 20 MB/s, bounded whatever the sample type).
-MAX_RECORDER_QUEUE_BYTES = 256 << 20
-
-
-class Recorder:
-    """Writes raw lines to a format v1 file from its own thread; :meth:`submit` never blocks.
-
-    The file is flushed at least every ``flush_interval_s`` while lines arrive (and when
-    idle), so a process killed mid-recording leaves a file that opens with every line up to
-    the last flush. When the disk cannot keep up, whole blocks beyond ``max_queue_bytes`` of
-    queued samples are dropped and counted in :attr:`lines_dropped` (bounded in bytes, not
-    lines: 65 536 lines are 256 MiB of int16 RF at 2048 samples but 1 GiB of complex64 IQ).
-    """
-
-    def __init__(
-        self,
-        path: str | Path,
-        meta: AcquisitionMeta,
-        n_samples: int,
-        dtype: np.dtype,
-        *,
-        flush_interval_s: float = 1.0,
-        max_queue_bytes: int = MAX_RECORDER_QUEUE_BYTES,
-    ) -> None:
-        from mmode.ingest.h5format import H5Writer
-
-        self.path = str(path)
-        self.prf_hz = meta.prf_hz
-        self.flush_interval_s = float(flush_interval_s)
-        try:
-            self._writer = H5Writer(self.path, meta, n_samples, dtype, flush_interval_s=flush_interval_s)
-        except OSError as exc:
-            raise DataError(describe(self.path, "a file that can be created for writing", exc)) from None
-        self._queue: queue.SimpleQueue[LineBlock | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._queued_bytes = 0
-        self.max_queue_bytes = int(max_queue_bytes)
-        self.lines_written = 0
-        self.lines_dropped = 0
-        self.error: BaseException | None = None
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
-        self._thread.start()
-
-    def submit(self, block: LineBlock) -> bool:
-        """Queue a block for writing; False (and counted) if the queue is full or closed."""
-        with self._lock:
-            if self._closed or self.error is not None or self._queued_bytes + block.lines.nbytes > self.max_queue_bytes:
-                self.lines_dropped += block.n_lines
-                return False
-            self._queued_bytes += block.lines.nbytes
-        self._queue.put(block)
-        return True
-
-    def _run(self) -> None:
-        dirty = False
-        while True:
-            try:
-                block = self._queue.get(timeout=self.flush_interval_s / 2)
-            except queue.Empty:
-                if dirty and self.error is None:
-                    try:
-                        self._writer.flush()
-                    except OSError as exc:
-                        self.error = exc
-                    dirty = False
-                continue
-            if block is None:
-                break
-            with self._lock:
-                self._queued_bytes -= block.lines.nbytes
-            if self.error is not None:
-                with self._lock:
-                    self.lines_dropped += block.n_lines
-                continue
-            try:
-                t_s = block.t_s + np.arange(block.n_lines) / self.prf_hz
-                self._writer.append(block.lines, t_s)
-                self.lines_written += block.n_lines
-                dirty = True
-            except (OSError, MmodeError) as exc:  # disk full, file removed: keep running, report
-                self.error = exc
-                with self._lock:
-                    self.lines_dropped += block.n_lines
-        try:
-            self._writer.close()
-        except OSError as exc:
-            self.error = self.error or exc
-
-    def close(self) -> dict[str, Any]:
-        """Write what is queued, close the file; returns :meth:`summary`."""
-        with self._lock:
-            already, self._closed = self._closed, True
-        if not already:
-            self._queue.put(None)
-        self._thread.join()
-        return self.summary()
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "lines_written": self.lines_written,
-            "lines_dropped": self.lines_dropped,
-            "error": None if self.error is None else str(self.error),
-        }
 
 
 class Engine:
@@ -427,7 +319,10 @@ class Engine:
         ready (whole run; ``latency_recent_ms`` the last 5 to 10 s, for a live display);
         ``inference_ms`` is the classifier's time in the blocks that completed at
         least one window; ``stage_ms`` the pipeline's time per block and stage;
-        ``classification`` (with a classifier) counts window labels.
+        ``classification`` (with a classifier) counts window labels. ``recording`` is None or
+        the current (else the last) recording's :meth:`Recorder.summary`: ``{"path", "state":
+        "recording" | "failed" | "closed", "lines_written", "lines_dropped", "error": None |
+        one line}``; a failed recording writes nothing more while the engine runs on.
         """
         ring = self.ring.counters() if self.ring is not None else {"lines_in": 0, "lines_skipped": 0, "high_water_lines": 0}
         processed = self.lines_processed

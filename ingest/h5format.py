@@ -13,20 +13,29 @@ Layout (contract, see docs/format.md):
   ``/truth/displacement_m`` (n_lines, n_depths).
 
 The append-mode writer uses HDF5 single-writer/multiple-reader (SWMR) mode, so a file whose
-writer was killed still opens with every line up to the last flush.
+writer was killed, or stopped by a failed write, still opens (in SWMR read mode, as
+:func:`read_h5` opens) with every line up to the last flush; :func:`write_state` tells such
+a file, which other HDF5 tools refuse until ``mmode repair`` (:mod:`mmode.ingest.h5repair`).
 """
 
 from __future__ import annotations
 
+import os
+import re
 import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from mmode.errors import DataError, FormatError, describe
+from mmode.errors import DataError, FormatError, describe, exception_text
 from mmode.ingest.meta import AcquisitionMeta, Truth, check_lines
 from mmode.ingest.recording import Annotation, Recording
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, so no telling a file being written from a cut one
+    fcntl = None
 
 FORMAT_NAME = "mmode"
 FORMAT_VERSION = 1
@@ -170,6 +179,13 @@ class H5Writer:
     ``append(lines, timestamps_s)`` adds lines; the file is flushed at most
     ``flush_interval_s`` after the previous flush and on :meth:`close`, so a crash loses at
     most that much. Readers may open the file while it is written (``swmr=True``).
+
+    A write that fails (disk full, quota, a removed disk) raises a :class:`DataError` and
+    abandons the file: HDF5 is never asked to write to it again, so the file stays as a
+    crash at that moment would leave it, with the :attr:`n_flushed` lines of the last flush
+    (:func:`write_state` says ``"needs_repair"``). While open, the writer holds a shared
+    ``flock`` on the file (HDF5 holds none in SWMR mode), by which ``mmode repair`` and
+    ``mmode info`` tell a file being recorded from one cut by a crash.
     """
 
     def __init__(
@@ -189,17 +205,24 @@ class H5Writer:
         self.n_samples = int(n_samples)
         self.flush_interval_s = float(flush_interval_s)
         self.n_lines = 0
+        self.n_flushed = 0
+        self._lock = None
         self._f = h5py.File(self.path, "w", libver="latest")
-        _write_meta(self._f, meta)
-        self._lines = self._f.create_dataset(
-            "lines",
-            shape=(0, n_samples),
-            maxshape=(None, n_samples),
-            dtype=self.dtype,
-            chunks=(_chunk_lines(n_samples, self.dtype.itemsize), n_samples),
-        )
-        self._ts = self._f.create_dataset("timestamps_s", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(4096,))
-        self._f.swmr_mode = True
+        try:
+            _write_meta(self._f, meta)
+            self._lines = self._f.create_dataset(
+                "lines",
+                shape=(0, n_samples),
+                maxshape=(None, n_samples),
+                dtype=self.dtype,
+                chunks=(_chunk_lines(n_samples, self.dtype.itemsize), n_samples),
+            )
+            self._ts = self._f.create_dataset("timestamps_s", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(4096,))
+            self._f.swmr_mode = True
+        except Exception as exc:  # h5py raises RuntimeError or OSError for a failed write
+            self._abandon()
+            raise DataError(describe(self.path, "a file that can be written", write_failure(exc))) from None
+        self._lock = _hold_shared_lock(self.path)
         self._last_flush = time.monotonic()
 
     def append(self, lines: np.ndarray, timestamps_s: np.ndarray) -> None:
@@ -215,10 +238,13 @@ class H5Writer:
         if ts.shape != (lines.shape[0],):
             raise FormatError(describe(self.path, f"timestamps of shape ({lines.shape[0]},)", ts.shape))
         n0, n1 = self.n_lines, self.n_lines + lines.shape[0]
-        self._lines.resize((n1, self.n_samples))
-        self._lines[n0:n1] = lines.astype(self.dtype, copy=False)
-        self._ts.resize((n1,))
-        self._ts[n0:n1] = ts
+        try:
+            self._lines.resize((n1, self.n_samples))
+            self._lines[n0:n1] = lines.astype(self.dtype, copy=False)
+            self._ts.resize((n1,))
+            self._ts[n0:n1] = ts
+        except Exception as exc:  # h5py raises RuntimeError or OSError for a failed write
+            self._fail(exc)
         self.n_lines = n1
         if time.monotonic() - self._last_flush >= self.flush_interval_s:
             self.flush()
@@ -226,9 +252,13 @@ class H5Writer:
     def flush(self) -> None:
         """Make every appended line durable and visible to readers."""
         if self._f is not None:
-            self._lines.flush()
-            self._ts.flush()
-            self._f.flush()
+            try:
+                self._lines.flush()
+                self._ts.flush()
+                self._f.flush()
+            except Exception as exc:
+                self._fail(exc)
+            self.n_flushed = self.n_lines
             self._last_flush = time.monotonic()
 
     def close(self) -> None:
@@ -236,12 +266,113 @@ class H5Writer:
             self.flush()
             self._f.close()
             self._f = None
+            self._release_lock()
+
+    def _fail(self, exc: BaseException) -> None:
+        """Abandon the file after a failed write; raise the one-line DataError."""
+        self._abandon()
+        raise DataError(describe(
+            self.path, "a disk that takes every line",
+            f"{write_failure(exc)}; the file keeps the {self.n_flushed} lines of its last flush "
+            f"(`mmode repair {self.path}` lets other HDF5 tools open it)")) from None
+
+    def _abandon(self) -> None:
+        f, self._f = self._f, None
+        if f is not None:
+            abandon(f)
+        self._release_lock()
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def __enter__(self) -> "H5Writer":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def abandon(f: h5py.File) -> None:
+    """Close HDF5 file ``f`` after a failed write without writing to the file on disk again.
+
+    After a failed write HDF5 still holds the data and metadata it could not write, and
+    closing the file retries them: the close fails again, and a second close (or the
+    interpreter's exit) crashes in HDF5 (segmentation fault, HDF5 2.0.0 / h5py 3.16). So
+    HDF5's descriptor is pointed at the null device first: the close then writes there and
+    releases everything, and the file on disk keeps exactly what the last successful writes
+    left, as a crash at that moment would (in SWMR mode, HDF5 orders those writes so that the
+    file opens with every flushed line). Not a scratch file: where the failure is a file size
+    limit (``ulimit -f``), writes to that fail the same way."""
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, f.id.get_vfd_handle())
+        os.close(null)
+        f.close()
+    except Exception:  # nothing more can be done for this file; the write failure is what is reported
+        pass
+
+
+def write_failure(exc: BaseException) -> str:
+    """One line for a failed HDF5 write: the system's reason when HDF5 names it (h5py's
+    message holds ``errno = 28, error message = 'No space left on device'`` among a dozen
+    fields), else the exception's text."""
+    m = re.search(r"errno = (\d+), error message = '([^']*)'", str(exc))
+    return f"{m.group(2)} (errno {m.group(1)})" if m else exception_text(exc)
+
+
+def _hold_shared_lock(path: str):
+    """An open file holding a shared ``flock`` on ``path`` (None where flock is missing)."""
+    if fcntl is None:
+        return None
+    handle = open(path, "rb")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:  # a lock we cannot take protects nothing; recording goes on without it
+        handle.close()
+        return None
+    return handle
+
+
+#: File consistency flags of a version 3 superblock (HDF5 File Format Specification,
+#: "Superblock Version 2 and 3", byte 11): bit 0 "opened for write", bit 2 "opened for SWMR
+#: write". HDF5 sets them while a writer holds the file and clears them on close; a writer
+#: that dies leaves them set, and HDF5 then refuses to open the file except in SWMR read mode
+#: ("file is already open for write"). Superblocks 0-2 (``libver`` earliest) never set them.
+_OPEN_FOR_WRITE_FLAGS = 0x01 | 0x04
+_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def write_state(path: str | Path) -> str:
+    """``"closed"``, ``"being_written"`` (an open :class:`H5Writer` holds it) or
+    ``"needs_repair"`` (its writer died: cut by a crash or a failed write) for an HDF5 file;
+    reads its superblock only. Raises FormatError for a file without an HDF5 superblock."""
+    path = str(path)
+    with open(path, "rb") as fh:
+        # the superblock sits at 0 or, after a user block, at 512, 1024, 2048, ...
+        offset, size = 0, os.fstat(fh.fileno()).st_size
+        while offset + 12 <= size:
+            fh.seek(offset)
+            head = fh.read(12)
+            if head[:8] == _SIGNATURE:
+                if head[8] < 3 or not head[11] & _OPEN_FOR_WRITE_FLAGS:
+                    return "closed"
+                return "being_written" if _locked(fh) else "needs_repair"
+            offset = 512 if offset == 0 else offset * 2
+    raise FormatError(describe(path, "an HDF5 superblock", "none"))
+
+
+def _locked(fh) -> bool:
+    """True when another open file holds a lock on ``fh``'s file (an exclusive one fails)."""
+    if fcntl is None:
+        return False
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    return False
 
 
 def _attr_text(v: object) -> str:

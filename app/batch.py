@@ -138,6 +138,12 @@ def _worker_address() -> str | None:
         return None
 
 
+def malloc_trim_threshold() -> str | None:
+    """``MALLOC_TRIM_THRESHOLD_`` of this process's environment (run on each worker:
+    app/cmd_batch.py says why it matters)."""
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
 def process_file(path: Path, out_dir: Path, settings) -> dict:
     """Analyse one file as ``mmode process`` does, in the calling process (a dask task).
 

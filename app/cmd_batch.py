@@ -23,6 +23,10 @@ from typing import Iterator
 
 #: How long to wait for a scheduler to answer, and for its first worker, s.
 CONNECT_TIMEOUT_S = 30
+#: dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which turns off glibc's
+#: adaptive mmap threshold: every numpy array over 128 KiB is then mapped and unmapped afresh,
+#: and the analysis ran 1.6-2.5x slower per file (docs/batch.md). None unsets it.
+TRIM_CONFIG = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,8 +55,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 @contextlib.contextmanager
 def _client(args: argparse.Namespace) -> Iterator:
     """A dask Client: of the scheduler at ``--scheduler``, or of a new LocalCluster."""
+    import dask
     from distributed import Client, LocalCluster
 
+    from mmode.app import batch
     from mmode.errors import DataError, describe, exception_text
 
     if args.scheduler:
@@ -66,11 +72,17 @@ def _client(args: argparse.Namespace) -> Iterator:
             except TimeoutError:
                 raise DataError(describe(args.scheduler, "at least one worker",
                                          f"none after {CONNECT_TIMEOUT_S} s")) from None
+            n_trimmed = sum(v is not None for v in client.run(batch.malloc_trim_threshold).values())
+            if n_trimmed:
+                print(f"mmode batch: {n_trimmed} workers run with MALLOC_TRIM_THRESHOLD_ set (dask's default), "
+                      "which slows the analysis down 1.6-2.5x: docs/batch.md says how to start them without",
+                      file=sys.stderr)
             yield client
         return
     n_workers = args.workers or len(os.sched_getaffinity(0))
-    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, memory_limit=args.memory_limit,
-                      host="127.0.0.1", silence_logs=logging.ERROR) as cluster, \
+    with dask.config.set({TRIM_CONFIG: None}), \
+            LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, memory_limit=args.memory_limit,
+                         host="127.0.0.1", silence_logs=logging.ERROR) as cluster, \
             Client(cluster) as client:
         yield client
 

@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="folder of the results (created)")
     p.add_argument("--workers", type=int, metavar="N",
                    help="local worker processes, one thread each (default: the machine's cores)")
-    p.add_argument("--memory-limit", default="auto", metavar="SIZE",
+    p.add_argument("--memory-limit", metavar="SIZE",
                    help="memory limit of each local worker, e.g. 2GiB (default: the machine's memory / N)")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="use the dask cluster whose scheduler is at ADDRESS (tcp://HOST:PORT) instead of a local one")
@@ -81,7 +81,8 @@ def _client(args: argparse.Namespace) -> Iterator:
         return
     n_workers = args.workers or len(os.sched_getaffinity(0))
     with dask.config.set({TRIM_CONFIG: None}), \
-            LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, memory_limit=args.memory_limit,
+            LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                         memory_limit=args.memory_limit or "auto",
                          host="127.0.0.1", silence_logs=logging.ERROR) as cluster, \
             Client(cluster) as client:
         yield client
@@ -130,8 +131,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers is not None and args.workers < 1:
         raise UsageError(describe("--workers", "at least 1", args.workers))
-    if args.workers is not None and args.scheduler:
-        raise UsageError("--workers: the workers of a --scheduler are started with it, not by mmode batch")
+    if args.scheduler and (args.workers is not None or args.memory_limit is not None):
+        raise UsageError("--workers, --memory-limit: the workers of a --scheduler are started with it, "
+                         "not by mmode batch")
+    if args.memory_limit not in (None, "auto"):
+        from dask.utils import parse_bytes
+
+        try:
+            parse_bytes(args.memory_limit)
+        except ValueError:
+            raise UsageError(describe("--memory-limit", "a size such as 2GiB, or auto", repr(args.memory_limit))) from None
     if args.model != "none" and args.model not in model_names():
         raise UsageError(describe("--model", f"one of {', '.join(model_names())} or none", repr(args.model)))
     out_dir = Path(args.output).resolve()

@@ -179,7 +179,22 @@ def test_bad_usage(archive, tmp_path, capsys):
     assert main(["batch", str(archive), "-o", str(tmp_path / "o"), "--workers", "1",
                  "--scheduler", "tcp://127.0.0.1:1"]) == 2
     assert main(["batch", str(archive), "-o", str(tmp_path / "o"), "--model", "nonesuch"]) == 2
+    assert main(["batch", str(archive), "-o", str(tmp_path / "o"), "--memory-limit", "lots"]) == 2
+    assert main(["batch", str(archive), "-o", str(tmp_path / "o"), "--memory-limit", "1GiB",
+                 "--scheduler", "tcp://127.0.0.1:1"]) == 2
     (tmp_path / "empty").mkdir()
     assert main(["batch", str(tmp_path / "empty"), "-o", str(tmp_path / "o")]) == 3
     err = capsys.readouterr().err
-    assert err.count("\n") == 4 and "Traceback" not in err and "expected at least one file" in err
+    assert err.count("\n") == 6 and "Traceback" not in err and "expected at least one file" in err
+    assert "--memory-limit: expected a size such as 2GiB, or auto, found 'lots'" in err
+
+
+def test_discover_takes_every_file_but_hidden_json_and_the_output(tmp_path):
+    from mmode.app.batch import discover
+
+    for name in ("a.h5", "b.txt", "c", ".d.h5", "e.npy.json", "sub/f.dcm", ".git/g.h5", "out/reports/a.h5-x.json",
+                 "out/batch.csv", "out/x.h5"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    found = discover([tmp_path, tmp_path / "a.h5", tmp_path / "missing.h5"], exclude=tmp_path / "out")
+    assert found == sorted(tmp_path / n for n in ("a.h5", "b.txt", "c", "sub/f.dcm", "missing.h5"))

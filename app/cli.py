@@ -33,6 +33,7 @@ COMMANDS = (
     "evaluate",
     "models",
     "bench",
+    "batch",
 )
 
 EXIT_OK, EXIT_USAGE, EXIT_DATA = 0, 2, 3

@@ -84,7 +84,8 @@ def _f1_by_length(mt: dict) -> str:
     classifier's metrics."""
     rows = sorted(mt["by_length"], key=lambda r: -r["window_s"])
     text = ", ".join(f"{r['window_s']:g} s {r['macro_f1']:.3f}" for r in rows)
-    return text + (f"; scanner images {_f1_by_length(mt['scanner'])}" if "scanner" in mt else "")
+    return (text + (f"; scanner images {_f1_by_length(mt['scanner'])}" if "scanner" in mt else "")
+            + (f"; lung cine M-line {_f1_by_length(mt['cine'])}" if "cine" in mt else ""))
 
 
 def _motion_metric(mt: dict) -> str:
@@ -102,6 +103,13 @@ def _motion_metric(mt: dict) -> str:
 
 #: The published figure the compression is compared with (CDP-KDNet, RF elastography).
 PUBLISHED = {"name": "CDP-KDNet student (published)", "params_ratio": 0.453, "macs_ratio": 0.678}
+
+
+def _look_rows(m: dict) -> list[tuple[str, dict | None]]:
+    """(row suffix, metrics) of a classifier card per look: the product's display, scanner
+    images, the default M-line of simulated lung cines (the last only where scored)."""
+    mt = m["metrics"]
+    return [("", mt), (" (scanner images)", mt.get("scanner")), (" (lung cine M-line)", mt.get("cine"))]
 
 
 def markdown(models: list[dict]) -> str:
@@ -128,7 +136,7 @@ def markdown(models: list[dict]) -> str:
                 "| model | " + " | ".join(f"{w:g} s" for w in lengths) + " | windows |",
                 "|---|" + "---:|" * len(lengths) + "---|"]
         for m in classifiers:
-            for look, mt in (("", m["metrics"]), (" (scanner images)", m["metrics"].get("scanner"))):
+            for look, mt in _look_rows(m):
                 if mt is None:
                     continue
                 rows = {r["window_s"]: r for r in mt["by_length"]}
@@ -138,7 +146,7 @@ def markdown(models: list[dict]) -> str:
         out += ["", "### Classifiers: per-class F1 per window length", "",
                 "| model | window | " + " | ".join(classes) + " |", "|---|---|" + "---:|" * len(classes)]
         for m in classifiers:
-            for look, mt in (("", m["metrics"]), (" (scanner images)", m["metrics"].get("scanner"))):
+            for look, mt in _look_rows(m):
                 for r in [] if mt is None else mt["by_length"]:
                     out.append(f"| {m['name']}{look} | {r['window_s']:g} s | "
                                + " | ".join(f"{r['per_class_f1'][c]:.3f}" for c in classes) + " |")
@@ -155,7 +163,7 @@ def markdown(models: list[dict]) -> str:
                 metric = f"RMSE {s['rmse_m'] * 1e6:.2f} um" if "rmse_m" in s else ""
             notes = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in s.items() if k in (
                 "sparsity", "max_abs_diff_vs_torch", "decision_agreement", "file_bytes", "ratio", "iterative_steps",
-                "temperature", "alpha"))
+                "temperature", "alpha", "epochs", "lr"))
             lat = s.get("latency_ms")
             out.append(f"| {s['step']} | {'yes' if s['applied'] else 'measured only'} | {s.get('params', '-')} "
                        f"| {s.get('macs', '-')} | {'-' if lat is None else f'{lat:.3f}'} | {metric} | {notes} |")

@@ -24,6 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--recipe", choices=("full", "smoke"), default="full", help="data and epoch sizes (default full)")
     p.add_argument("--task", choices=("all", "classify", "motion"), default="all", help="which models (default all)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--fine-tune", nargs="?", const="shipped", default=None, metavar="DIR",
+                   help="fine-tune the classifiers of DIR (default: the shipped ones) on every look instead of "
+                        "training them from scratch")
     p.add_argument("--json", action="store_true", help="print the model cards as JSON")
     p.set_defaults(func=run)
 
@@ -33,13 +36,16 @@ def run(args: argparse.Namespace) -> int:
 
     from mmode.app.cli import print_json
     from mmode.errors import UsageError, describe
+    from mmode.models.registry import WEIGHTS_DIR
     from mmode.models.train import train_all
 
     if not 1 <= args.threads <= 256:
         raise UsageError(describe("--threads", "1 .. 256", args.threads))
     tasks = ("classify", "motion") if args.task == "all" else (args.task,)
     log = (lambda m: print(m, file=sys.stderr, flush=True)) if args.json else (lambda m: print(m, flush=True))
-    cards = train_all(Path(args.out), seed=args.seed, recipe=args.recipe, tasks=tasks, threads=args.threads, log=log)
+    start = None if args.fine_tune is None else WEIGHTS_DIR if args.fine_tune == "shipped" else Path(args.fine_tune)
+    cards = train_all(Path(args.out), seed=args.seed, recipe=args.recipe, tasks=tasks, threads=args.threads, log=log,
+                      fine_tune_from=start)
     if args.json:
         print_json(cards)
     else:

@@ -488,9 +488,32 @@ CHUNK_RECORDINGS = 35
 #: Looks of the classifier's training and test images: "rf", the product's display of the
 #: simulated lines; "scanner", that display as a scanner's 8-bit image of it
 #: (:func:`mmode.models.scanner.scanner_image`) through the product's grey-level path.
-LOOKS = ("rf", "scanner")
+#: "cine", a different recording: an anatomical M-mode cut from a simulated B-mode cine of a
+#: lung (:mod:`mmode.models.cine_lung`, lung classes and no contact only).
+LOOKS = ("rf", "scanner", "cine")
 #: Seed offset of the scanner conditions drawn for a recording (apart from its own seed).
 SCANNER_SEED_OFFSET = 7_777_777
+#: Seed offset of the cine recordings (apart from the RF simulator's seeds).
+CINE_SEED_OFFSET = 3_333_333
+#: SNR given to cine recordings for the curriculum (they have no SNR of their own): the
+#: middle of :data:`CLASSIFIER_RANGES` ``snr_db``, so they join it half-way.
+CINE_CURRICULUM_SNR_DB = 20.0
+
+
+def cine_recording(index: int, seed: int, seconds: list[float]):
+    """One simulated lung cine's default M-mode through the product's grey-level path:
+    (display_db (k, n_rows), t_s (k,), labels (k,)); the class cycles through
+    :data:`mmode.models.cine_lung.CINE_CLASSES` in a seed-shuffled order (balanced sets)."""
+    from mmode.models import cine_lung, scanner
+
+    rng = np.random.default_rng(seed)
+    order = np.random.default_rng(seed - index).permutation(len(cine_lung.CINE_CLASSES))
+    label = cine_lung.CINE_CLASSES[int(order[index % len(order)])]
+    frames, fps, _ = cine_lung.lung_cine(label, draw_uniform(rng, seconds), rng)
+    grey = cine_lung.cine_mmode(frames)
+    t_s = np.arange(len(grey)) / fps
+    display_db, t_s = scanner.scanner_display(grey, t_s, int(rng.choice([128, 256])))
+    return display_db, t_s, np.full(len(t_s), CLASSES.index(label), np.int64)
 
 
 def _classifier_chunk(split: str, first: int, last: int, seed: int, ranges: dict, spec: dict, look: str) -> dict:
@@ -501,7 +524,11 @@ def _classifier_chunk(split: str, first: int, last: int, seed: int, ranges: dict
     cols, counts, n_cols, snrs = [], [], [], []
     for i in range(first, last):
         rec_seed = seed + SPLIT_OFFSETS[split] + i
-        display_db, t_s, labels, snr_db, info = classifier_recording(i, rec_seed, ranges)
+        if look == "cine":
+            display_db, t_s, labels = cine_recording(i, rec_seed + CINE_SEED_OFFSET, ranges["seconds"])
+            snr_db = CINE_CURRICULUM_SNR_DB
+        else:
+            display_db, t_s, labels, snr_db, info = classifier_recording(i, rec_seed, ranges)
         if look == "scanner":
             rng = np.random.default_rng(rec_seed + SCANNER_SEED_OFFSET)
             grey, t_s, labels, _ = scanner.scanner_image(display_db, t_s, labels, info["dynamic_range_db"], rng)
@@ -536,8 +563,12 @@ def classifier_dataset(split: str, n_recordings: int, seed: int = 0, ranges: dic
         raise DataError(describe("classifier data look", f"one of {LOOKS}", repr(look)))
     recipe = {"task": "classify", "split": split, "n_recordings": n_recordings, "seed": seed,
               "seed_offset": SPLIT_OFFSETS[split], "ranges": ranges, "spec": spec, "version": 2}
-    if look != "rf":
+    if look == "scanner":
         recipe = {**recipe, "look": look, "scanner_ranges": SCANNER_RANGES}
+    elif look == "cine":
+        from mmode.models.cine_lung import CINE_RANGES, STRIP_PX
+
+        recipe = {**recipe, "look": look, "cine_ranges": CINE_RANGES, "strip_px": STRIP_PX}
     fields = ("columns", "label_counts", "n_columns", "snr_db")
     chunks = []
     for first in range(0, n_recordings, CHUNK_RECORDINGS):

@@ -255,17 +255,20 @@ def classifier_test_windows(data: "mdata.ClassifierData", spec: dict = mdata.CLA
 
 
 def classifier_report(model: nn.Module, tests: dict[float, "mdata.ClassifierWindows"],
-                      scanner: dict[float, "mdata.ClassifierWindows"] | None = None) -> dict[str, Any]:
+                      scanner: dict[float, "mdata.ClassifierWindows"] | None = None,
+                      cine: dict[float, "mdata.ClassifierWindows"] | None = None) -> dict[str, Any]:
     """The classifier's metrics: :func:`classifier_metrics` of the longest window at the top
     level (with ``reference_window_s``) and of every length in ``by_length`` (a list of
-    dicts with ``window_s`` and ``n_columns`` added), on the rf look; with ``scanner`` test
-    windows, the same report of those under ``scanner``."""
+    dicts with ``window_s`` and ``n_columns`` added), on the rf look; with ``scanner`` (or
+    ``cine``) test windows, the same report of those under ``scanner`` (or ``cine``)."""
     by_length = [{"window_s": w, "n_columns": int(t.x.shape[2]), **classifier_metrics(model, t)} for w, t in tests.items()]
     ref = max(by_length, key=lambda m: m["window_s"])
     top = {k: ref[k] for k in ("macro_f1", "per_class_f1", "accuracy", "n_test")}
     out = {**top, "reference_window_s": ref["window_s"], "by_length": by_length}
     if scanner is not None:
         out["scanner"] = classifier_report(model, scanner)
+    if cine is not None:
+        out["cine"] = classifier_report(model, cine)
     return out
 
 
@@ -358,12 +361,15 @@ class Recipe:
     motion_fine_tune_epochs: int
     crops_per_recording: int
 
+    n_cine_train_recordings: int
+    n_cine_test_recordings: int
+
     @classmethod
     def named(cls, name: str) -> "Recipe":
         if name == "full":
-            return cls(700, 140, 24, 30, 60, 16, 0.25, 3, 12, (8.0, 11.0), 0.3, 4, CROPS_PER_RECORDING)
+            return cls(700, 140, 24, 30, 60, 16, 0.25, 3, 12, (8.0, 11.0), 0.3, 4, CROPS_PER_RECORDING, 210, 70)
         if name == "smoke":
-            return cls(3, 2, 1, 1, 1, 1, 0.3, 1, 1, (7.0, 7.5), 0.3, 1, 1)
+            return cls(3, 2, 1, 1, 1, 1, 0.3, 1, 1, (7.0, 7.5), 0.3, 1, 1, 4, 4)
         raise DataError(describe("training recipe", "'full' or 'smoke'", repr(name)))
 
 
@@ -372,12 +378,12 @@ def _step(name: str, model: nn.Module, example: torch.Tensor, metrics: dict, app
     (a classifier's macro-F1 per window length as ``macro_f1_by_window_s``)."""
     c = compress.costs(model, example)
     lat = {"latency_ms": round(compress.latency_ms(model, example), 4)}
-    kept = {k: metrics[k] for k in metrics if k not in ("per_class_f1", "by_length", "confusion", "scanner")}
+    kept = {k: metrics[k] for k in metrics if k not in ("per_class_f1", "by_length", "confusion", "scanner", "cine")}
     if "by_length" in metrics:
         kept["macro_f1_by_window_s"] = {f"{m['window_s']:g}": m["macro_f1"] for m in metrics["by_length"]}
-    if "scanner" in metrics:
-        kept["scanner_macro_f1_by_window_s"] = {f"{m['window_s']:g}": m["macro_f1"]
-                                                for m in metrics["scanner"]["by_length"]}
+    for look in ("scanner", "cine"):
+        if look in metrics:
+            kept[f"{look}_macro_f1_by_window_s"] = {f"{m['window_s']:g}": m["macro_f1"] for m in metrics[look]["by_length"]}
     return {"step": name, "applied": applied, **c, **lat, **kept, **extra}
 
 
@@ -438,21 +444,34 @@ def _onnx_steps(model: nn.Module, inputs: list[np.ndarray], metric: Callable[[li
     return steps
 
 
+def classifier_sets(recipe: Recipe, seed: int, log: Callable[[str], None]) -> tuple:
+    """(train data, rf test data, and the rf, scanner and cine test windows by length) of a
+    recipe: training holds every simulated recording in the rf and scanner looks and the
+    recipe's simulated lung cines (:data:`mdata.LOOKS`)."""
+    spec = mdata.CLASSIFIER_SPEC
+    ranges = {**mdata.CLASSIFIER_RANGES, "seconds": list(recipe.recording_s)}
+    count = {"train": {"rf": recipe.n_train_recordings, "scanner": recipe.n_train_recordings,
+                       "cine": recipe.n_cine_train_recordings},
+             "test": {"rf": recipe.n_test_recordings, "scanner": recipe.n_test_recordings,
+                      "cine": recipe.n_cine_test_recordings}}
+    train = mdata.concatenate([mdata.classifier_dataset("train", count["train"][look], seed, ranges, look=look)
+                               for look in mdata.LOOKS])
+    test = mdata.classifier_dataset("test", recipe.n_test_recordings, seed, ranges)
+    tests = {look: classifier_test_windows(
+        test if look == "rf" else mdata.classifier_dataset("test", count["test"][look], seed, ranges, look=look), spec)
+        for look in mdata.LOOKS}
+    log(f"classifier data: {train.n_recordings} train recordings ({len(train.columns)} columns, all looks), "
+        + "; ".join(f"{look} test: " + ", ".join(f"{len(t.y)} windows of {w:g} s" for w, t in tests[look].items())
+                    for look in mdata.LOOKS))
+    return train, test, tests["rf"], tests["scanner"], tests["cine"]
+
+
 def train_classifiers(recipe: Recipe, seed: int, log: Callable[[str], None]) -> list[tuple[nn.Module, dict]]:
     """(model, card) for the classifier teacher and its distilled, pruned student, trained on
     windows of random length (:func:`fit_windows`) of every simulated recording in both looks
     (the product's display and a scanner's image of it) and scored per length and look."""
     spec = mdata.CLASSIFIER_SPEC
-    ranges = {**mdata.CLASSIFIER_RANGES, "seconds": list(recipe.recording_s)}
-    train = mdata.concatenate([mdata.classifier_dataset("train", recipe.n_train_recordings, seed, ranges, look=look)
-                               for look in mdata.LOOKS])
-    test = mdata.classifier_dataset("test", recipe.n_test_recordings, seed, ranges)
-    tests = classifier_test_windows(test, spec)
-    scanner_tests = classifier_test_windows(
-        mdata.classifier_dataset("test", recipe.n_test_recordings, seed, ranges, look="scanner"), spec)
-    log(f"classifier data: {train.n_recordings} train recordings ({len(train.columns)} columns, both looks), "
-        f"{test.n_recordings} test recordings: " + ", ".join(f"{len(t.y)} windows of {w:g} s" for w, t in tests.items())
-        + "; scanner look: " + ", ".join(f"{len(t.y)}" for t in scanner_tests.values()))
+    train, test, tests, scanner_tests, cine_tests = classifier_sets(recipe, seed, log)
     lo, hi = mdata.column_range(spec)
     example = torch.zeros(1, 1, hi, spec["n_depth"])
     shortest = torch.zeros(1, 1, lo, spec["n_depth"])
@@ -467,7 +486,7 @@ def train_classifiers(recipe: Recipe, seed: int, log: Callable[[str], None]) -> 
     teacher = networks.build("classifier_teacher", {**networks.DEFAULT_CONFIGS["classifier_teacher"], "n_classes": n_classes})
     fit_windows(teacher, train, classification_loss(weights), FitSettings(epochs=recipe.teacher_epochs, seed=seed),
                 crops, spec, augment_windows)
-    t_metrics = classifier_report(teacher, tests, scanner_tests)
+    t_metrics = classifier_report(teacher, tests, scanner_tests, cine_tests)
     log(f"teacher: macro_f1 {_by_length(t_metrics)} ({time.perf_counter() - t0:.0f} s)")
 
     kd = FitSettings(epochs=recipe.student_epochs, seed=seed + 1)
@@ -475,7 +494,7 @@ def train_classifiers(recipe: Recipe, seed: int, log: Callable[[str], None]) -> 
     torch.manual_seed(seed + 1)
     student = networks.build("classifier_student", {**networks.DEFAULT_CONFIGS["classifier_student"], "n_classes": n_classes})
     fit_windows(student, train, kd_window_loss(teacher, weights, kd), kd, crops, spec, augment_windows)
-    s_metrics = classifier_report(student, tests, scanner_tests)
+    s_metrics = classifier_report(student, tests, scanner_tests, cine_tests)
     steps = [_step("distill_into_compact_student", student, example, s_metrics, True,
                    temperature=kd.temperature, alpha=kd.alpha, curriculum_epochs=kd.curriculum_epochs)]
     log(f"student (distilled): macro_f1 {_by_length(s_metrics)} ({time.perf_counter() - t0:.0f} s)")
@@ -488,7 +507,7 @@ def train_classifiers(recipe: Recipe, seed: int, log: Callable[[str], None]) -> 
         fine_tune=lambda m, _s: fit_windows(m, train, kd_window_loss(teacher, weights, fine), fine, crops, spec,
                                             augment_windows),
     )
-    p_metrics = classifier_report(student, tests, scanner_tests)
+    p_metrics = classifier_report(student, tests, scanner_tests, cine_tests)
     steps.append(_step("structured_channel_pruning", student, example, p_metrics, True,
                        importance="group_magnitude_l2", ratio=recipe.prune_ratio, iterative_steps=recipe.prune_steps,
                        fine_tune="distillation"))
@@ -581,14 +600,19 @@ def train_motion(recipe: Recipe, seed: int, log: Callable[[str], None]) -> list[
 
 
 def train_all(out_dir: Path, seed: int = 0, recipe: str = "full", tasks: tuple[str, ...] = ("classify", "motion"),
-              threads: int = 2, log: Callable[[str], None] = print) -> list[dict]:
+              threads: int = 2, log: Callable[[str], None] = print, fine_tune_from: Path | None = None) -> list[dict]:
     """Train every model of ``tasks`` with ``recipe`` from ``seed``; write weights and cards
-    into ``out_dir``; return the cards."""
+    into ``out_dir``; return the cards. With ``fine_tune_from`` (a weights folder), the
+    classifiers are fine-tuned from the ones there (:mod:`mmode.models.finetune`)."""
     torch.set_num_threads(threads)
     r = Recipe.named(recipe)
     cards = []
     for task in tasks:
-        if task == "classify":
+        if task == "classify" and fine_tune_from is not None:
+            from mmode.models.finetune import fine_tune_classifiers
+
+            pairs = fine_tune_classifiers(r, seed, log, Path(fine_tune_from))
+        elif task == "classify":
             pairs = train_classifiers(r, seed, log)
         elif task == "motion":
             pairs = train_motion(r, seed, log)

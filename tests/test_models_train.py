@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mmode.app.cli import main
+from mmode.ingest.meta import CLASSES
 from mmode.models import registry
 from mmode.models.inference import Classifier, MotionNet
 from mmode.models.train import FitSettings, classification_loss, class_weights, fit, fit_windows
@@ -90,7 +91,33 @@ def test_train_smoke_writes_loadable_models(tmp_path, monkeypatch, capsys):
     assert {r["window_s"] for r in student["metrics"]["by_length"]} == {2.25, 3.0, 4.0, 5.0, 6.0}
     # scored on scanner images too (issue 13.5), per length
     assert {r["window_s"] for r in student["metrics"]["scanner"]["by_length"]} == {2.25, 3.0, 4.0, 5.0, 6.0}
+    # and on the default M-line of simulated lung cines: only the four classes a lung cine has
+    cine = student["metrics"]["cine"]["by_length"][0]["confusion"]
+    lung = {CLASSES.index(c) for c in ("lung_sliding", "no_sliding", "lung_point", "no_contact")}
+    assert all(sum(row) == 0 for k, row in enumerate(cine) if k not in lung) and sum(map(sum, cine)) > 0
     assert MotionNet("motion_student", out).spec["n_samples"] == 16
+
+
+@pytest.mark.slow
+def test_fine_tune_starts_from_the_given_weights_and_keeps_the_student_small(tmp_path, monkeypatch, capsys):
+    """``mmode train --fine-tune DIR``: the classifiers of DIR trained further on every look;
+    the pruned student keeps its channels, its card its compression steps plus the new one."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "tuned"
+    rc = main(["train", "--recipe", "smoke", "--task", "classify", "--fine-tune", str(registry.WEIGHTS_DIR),
+               "--out", str(out), "--threads", "1", "--json"])
+    assert rc == 0
+    cards = {c["name"]: c for c in json.loads(capsys.readouterr().out)}
+    assert set(cards) == {"classifier_teacher", "classifier_student"}
+    for name, card in cards.items():
+        shipped_model, shipped = registry.load_model(name, registry.WEIGHTS_DIR)
+        model, _ = registry.load_model(name, out)
+        assert card["config"] == shipped["config"] and card["params"] == shipped["params"]
+        changed = [not torch.equal(a, b) for a, b in zip(model.state_dict().values(), shipped_model.state_dict().values())]
+        assert any(changed)  # trained further, not copied
+        assert [s["step"] for s in card["steps"]] == [s["step"] for s in shipped["steps"]] + ["fine_tune_all_looks"]
+        assert {"rf", "scanner", "cine"} & set(card["metrics"]) == {"scanner", "cine"}
+        assert card["data"]["fine_tuned_from"][name] == shipped["data"]
 
 
 @pytest.mark.slow

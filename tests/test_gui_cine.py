@@ -31,6 +31,7 @@ from mmode.gui.engine_link import SourceSpec, make_source
 from mmode.gui.main_window import MainWindow
 from mmode.ingest.meta import AcquisitionMeta
 from mmode.ingest.regions import UltrasoundRegion, line_step_m
+from test_gui import open_source, wait_jobs  # the window's worker jobs, shared with the GUI tests
 
 FPS = 25
 N_FRAMES = 30
@@ -148,22 +149,6 @@ def window(qtbot, tmp_path):
     w.timer.stop()  # the tests tick by hand
     w.sweep.smooth = False
     return w
-
-
-def wait_jobs(w):
-    """Let the window's worker jobs (opening, restarting a source) finish and report back."""
-    from PyQt6.QtTest import QTest
-
-    for _ in range(3000):
-        if not w.jobs.busy:
-            return
-        QTest.qWait(10)
-    raise AssertionError(f"still busy: {w.jobs.busy}")
-
-
-def open_source(w, spec):
-    w.open_source(spec)
-    wait_jobs(w)
 
 
 def play_to_end(w, max_ticks=200):

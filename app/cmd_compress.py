@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     from mmode.app.cli import print_json
     from mmode.errors import UsageError, describe
-    from mmode.models.train import compress_model
+    from mmode.models.compress_recipe import compress_model
 
     if not 0 <= args.prune_ratio < 1:
         raise UsageError(describe("--prune-ratio", "0 <= r < 1", args.prune_ratio))

@@ -23,9 +23,10 @@ from torch import nn
 from mmode.ingest.meta import CLASSES
 from mmode.models import compress, registry
 from mmode.models import data as mdata
+from mmode.models.metrics import classifier_report
 from mmode.models.train import (FitSettings, Recipe, augment_windows, class_weights, classification_loss,
-                                classifier_report, classifier_sets, confusion_note, fit_windows, kd_window_loss,
-                                _by_length, _measured_card, _step)
+                                classifier_sets, confusion_note, fit_windows, kd_window_loss, _by_length,
+                                _measured_card, _step)
 
 #: The fine-tuning: epochs, peak learning rate (a third of ``FitSettings.lr``), and how many
 #: of the recipe's rf and scanner training recordings join the cines (420 of 700 each, so

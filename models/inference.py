@@ -338,7 +338,7 @@ def evaluate_classifier(rec, model: str = DEFAULT_CLASSIFIER, block_lines: int =
     (rows truth, columns prediction) and windows (with their truth).
     """
     from mmode.dsp.processor import Processor, ProcessorSettings
-    from mmode.models.train import f1_scores
+    from mmode.models.metrics import f1_scores
 
     truth = rec.truth()
     if truth is None:

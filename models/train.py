@@ -1,4 +1,4 @@
-"""Training loops, metrics and the full teacher -> distilled, pruned student recipe.
+"""Training loops and the full teacher -> distilled, pruned student recipe.
 
 :func:`train_all` reproduces every shipped model from one seed: it generates the data sets
 (:mod:`mmode.models.data`), trains each teacher, distils a compact student from it with an
@@ -27,29 +27,11 @@ from mmode.errors import DataError, describe
 from mmode.ingest.meta import CLASSES
 from mmode.models import compress, data as mdata, networks, registry
 from mmode.models.distill import distillation_loss, regression_distillation_loss
+from mmode.models.metrics import (EVAL_WINDOWS_S, classifier_report, classifier_test_windows, f1_scores, motion_metrics,
+                                  predict)
 
 
-# -- metrics -------------------------------------------------------------------------------
-def f1_scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> tuple[float, list[float]]:
-    """(macro F1 over the classes present in ``y_true``, per-class F1 list of length n_classes).
-
-    Per-class F1 = 2 TP / (2 TP + FP + FN); a class absent from both truth and prediction
-    gets F1 1.0 in the list and is left out of the macro mean.
-    """
-    y_true = np.asarray(y_true)
-    y_pred = np.asarray(y_pred)
-    per_class, present = [], []
-    for c in range(n_classes):
-        tp = int(np.sum((y_true == c) & (y_pred == c)))
-        fp = int(np.sum((y_true != c) & (y_pred == c)))
-        fn = int(np.sum((y_true == c) & (y_pred != c)))
-        f1 = 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
-        per_class.append(f1)
-        if np.any(y_true == c):
-            present.append(f1)
-    return (float(np.mean(present)) if present else 0.0), per_class
-
-
+# -- training helpers --------------------------------------------------------------------
 def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
     """Inverse-frequency weights ``N / (n_classes * count_c)`` (0 for absent classes), (n_classes,)."""
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes).astype(np.float64)
@@ -214,103 +196,6 @@ def augment_windows(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         crop = out[i : i + 1, :, :, : int(keep[i])]
         out[i : i + 1] = F.interpolate(crop, size=(n_time, n_depth), mode="bilinear", align_corners=False)
     return out * (0.8 + 0.4 * torch.rand(n, 1, 1, 1, generator=gen))
-
-
-@torch.inference_mode()
-def predict(model: nn.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Model outputs for (N, ...) float32 inputs, in eval mode, as a float32 array."""
-    model.eval()
-    outs = [model(torch.from_numpy(x[i : i + batch_size])).numpy() for i in range(0, len(x), batch_size)]
-    return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
-
-
-def classifier_metrics(model: nn.Module, test: "mdata.ClassifierWindows") -> dict[str, Any]:
-    """{"macro_f1", "per_class_f1" {class: f1}, "accuracy", "n_test", "confusion" (rows truth,
-    columns prediction, in class order)} on held-out windows of one length."""
-    pred = predict(model, test.x).argmax(axis=1) if len(test.y) else np.zeros(0, np.int64)
-    macro, per = f1_scores(test.y, pred, len(CLASSES))
-    confusion = np.zeros((len(CLASSES), len(CLASSES)), np.int64)
-    np.add.at(confusion, (test.y, pred), 1)
-    return {
-        "macro_f1": round(macro, 4),
-        "per_class_f1": {c: round(f, 4) for c, f in zip(CLASSES, per)},
-        "accuracy": round(float(np.mean(pred == test.y)), 4) if len(test.y) else None,
-        "n_test": int(len(test.y)),
-        "confusion": confusion.tolist(),
-    }
-
-
-#: Window lengths (s) the classifiers are scored at; the longest is the reference of the
-#: card's top-level metrics, MACs and latency. 2.25 s (36 columns) is the shortest window,
-#: what a recording of 2.3 s gets.
-EVAL_WINDOWS_S = (2.25, 3.0, 4.0, 5.0, 6.0)
-
-
-def classifier_test_windows(data: "mdata.ClassifierData", spec: dict = mdata.CLASSIFIER_SPEC,
-                            windows_s: tuple[float, ...] = EVAL_WINDOWS_S) -> dict[float, "mdata.ClassifierWindows"]:
-    """{window_s: windows of that length every ``hop_s`` from each recording's first line,
-    those at least ``min_label_purity`` pure} of a held-out set."""
-    hop = mdata.n_columns_in(spec["hop_s"], spec)
-    return {w: data.windows(mdata.n_columns_in(w, spec), hop, spec["min_label_purity"]) for w in windows_s}
-
-
-def classifier_report(model: nn.Module, tests: dict[float, "mdata.ClassifierWindows"],
-                      scanner: dict[float, "mdata.ClassifierWindows"] | None = None,
-                      cine: dict[float, "mdata.ClassifierWindows"] | None = None) -> dict[str, Any]:
-    """The classifier's metrics: :func:`classifier_metrics` of the longest window at the top
-    level (with ``reference_window_s``) and of every length in ``by_length`` (a list of
-    dicts with ``window_s`` and ``n_columns`` added), on the rf look; with ``scanner`` (or
-    ``cine``) test windows, the same report of those under ``scanner`` (or ``cine``)."""
-    by_length = [{"window_s": w, "n_columns": int(t.x.shape[2]), **classifier_metrics(model, t)} for w, t in tests.items()]
-    ref = max(by_length, key=lambda m: m["window_s"])
-    top = {k: ref[k] for k in ("macro_f1", "per_class_f1", "accuracy", "n_test")}
-    out = {**top, "reference_window_s": ref["window_s"], "by_length": by_length}
-    if scanner is not None:
-        out["scanner"] = classifier_report(model, scanner)
-    if cine is not None:
-        out["cine"] = classifier_report(model, cine)
-    return out
-
-
-#: Pairs whose true displacement is at least this (m) count as "moving" in :func:`motion_metrics`.
-MOVING_M = 10e-6
-
-
-def motion_metrics(model: nn.Module, test: "mdata.MotionData") -> dict[str, Any]:
-    """{"rmse_m", "rmse_m_10db", "kasai_rmse_m", "kasai_rmse_m_10db", "zero_rmse_m",
-    "zero_rmse_m_10db", the same six with suffix "_10db_moving" replaced for the 10 dB ones
-    ("rmse_m_10db_moving", ...), "truth_abs_m" {"p50", "p90", "p99", "max"}, "moving_m",
-    "n_test", "n_10db", "n_10db_moving"}: RMS error in metres over all test pairs, over those
-    simulated at SNR <= 10 dB, and over those at SNR <= 10 dB whose true displacement is at
-    least ``MOVING_M`` (None without such pairs), beside classic Kasai on the same pairs and
-    beside the trivial "no motion" estimate (the RMS of the true displacement). Most pairs are
-    slow tissue, where "no motion" is hard to beat; the moving subset is where an estimator
-    has to estimate. ``truth_abs_m``: percentiles of |true displacement| over the test set."""
-    pred_m = predict(model, test.x)[:, 0] * test.wavelength_m
-    truth_m = test.y[:, 0] * test.wavelength_m
-    low = test.snr_db <= 10.0
-    moving = low & (np.abs(truth_m) >= MOVING_M)
-
-    def rmse(a: np.ndarray, mask: np.ndarray) -> float | None:
-        return float(np.sqrt(np.mean((a[mask] - truth_m[mask]) ** 2))) if mask.any() else None
-
-    every = np.ones_like(low)
-    return {
-        "rmse_m": rmse(pred_m, every),
-        "rmse_m_10db": rmse(pred_m, low),
-        "kasai_rmse_m": rmse(test.kasai_m, every),
-        "kasai_rmse_m_10db": rmse(test.kasai_m, low),
-        "zero_rmse_m": rmse(np.zeros_like(truth_m), every),
-        "zero_rmse_m_10db": rmse(np.zeros_like(truth_m), low),
-        "rmse_m_10db_moving": rmse(pred_m, moving),
-        "kasai_rmse_m_10db_moving": rmse(test.kasai_m, moving),
-        "zero_rmse_m_10db_moving": rmse(np.zeros_like(truth_m), moving),
-        "truth_abs_m": dict(zip(("p50", "p90", "p99", "max"), np.percentile(np.abs(truth_m), [50, 90, 99, 100]).tolist())),
-        "moving_m": MOVING_M,
-        "n_test": int(len(truth_m)),
-        "n_10db": int(low.sum()),
-        "n_10db_moving": int(moving.sum()),
-    }
 
 
 def classification_loss(weights: torch.Tensor) -> LossFn:
@@ -623,103 +508,3 @@ def train_all(out_dir: Path, seed: int = 0, recipe: str = "full", tasks: tuple[s
             cards.append(registry.load_card(card["name"], Path(out_dir)))
     (Path(out_dir) / "train_report.json").write_text(json.dumps(cards, indent=2) + "\n")
     return cards
-
-
-# -- mmode compress ------------------------------------------------------------------------
-def compress_model(
-    name: str,
-    *,
-    prune_ratio: float = 0.3,
-    importance: str = "magnitude",
-    prune_steps: int = 1,
-    fine_tune_epochs: int = 0,
-    sparsity: float = 0.5,
-    low_rank_energy: float = 0.9,
-    n_recordings: int = 14,
-    seed: int = 0,
-    out_dir: Path | None = None,
-    out_name: str | None = None,
-    log: Callable[[str], None] = print,
-) -> dict:
-    """Apply each compression step to shipped model ``name`` and measure its effect.
-
-    Test data: ``n_recordings`` freshly simulated validation-split recordings (seeds never
-    used for training; a classifier is scored at every length of :data:`EVAL_WINDOWS_S`). Steps: structured channel pruning (``prune_ratio`` with
-    ``importance`` in ``prune_steps`` steps; with ``fine_tune_epochs`` > 0, distillation
-    fine-tuning from the model's teacher on as many training-split recordings), then on
-    copies of the pruned network: unstructured magnitude pruning at ``sparsity``, low-rank
-    factorisation keeping ``low_rank_energy``, ONNX float32 and ONNX Runtime int8. With
-    ``out_dir`` the pruned network is saved as ``out_name`` (weights + card) together with
-    its ``.onnx`` and ``_int8.onnx`` exports. Returns {"model", "baseline", "steps"}.
-    """
-    model, card = registry.load_model(name)
-    spec = card["input"]
-    classify = card["task"] == "classify"
-    if classify:
-        tests = classifier_test_windows(mdata.classifier_dataset("val", n_recordings, seed, spec=spec), spec)
-        test = tests[max(tests)]  # the longest windows: Taylor importance
-        example = torch.zeros(1, 1, mdata.column_range(spec)[1], spec["n_depth"])
-        metrics = lambda m: classifier_report(m, tests)  # noqa: E731
-        onnx_inputs, variable_axes = [t.x for t in tests.values()], (0, 2)
-    else:
-        test = mdata.motion_dataset("val", n_recordings, seed)
-        example = torch.zeros(1, spec["channels"], spec["n_samples"])
-        metrics = lambda m: motion_metrics(m, test)  # noqa: E731
-        onnx_inputs, variable_axes = [test.x], (0,)
-        out_metric = lambda outs: {  # noqa: E731
-            "rmse_m": float(np.sqrt(np.mean(((outs[0][:, 0] - test.y[:, 0]) * test.wavelength_m) ** 2)))}
-    baseline = _step("baseline", model, example, metrics(model), False)
-    log(f"{name}: {baseline['params']} params, {baseline['macs']} MACs")
-    steps = []
-    pruned_metrics = card["metrics"]
-    if prune_ratio > 0:
-        fine_tune = None
-        if fine_tune_epochs > 0 and card["teacher"]:
-            teacher, _ = registry.load_model(card["teacher"])
-            settings = FitSettings(epochs=fine_tune_epochs, lr=1e-3, curriculum_epochs=0, seed=seed)
-            if classify:
-                windows = mdata.classifier_dataset("train", n_recordings, seed, spec=spec)
-                loss = kd_window_loss(teacher, class_weights(windows.label_counts.argmax(axis=1), len(CLASSES)), settings)
-                fine_tune = lambda m, _s: fit_windows(m, windows, loss, settings, CROPS_PER_RECORDING, spec,  # noqa: E731
-                                                      augment_windows)
-            else:
-                train = mdata.motion_dataset("train", n_recordings, seed)
-                loss = kd_regression_loss(torch.from_numpy(predict(teacher, train.x)), 0.5)
-                fine_tune = lambda m, _s: fit(m, train.x, train.y, train.snr_db, loss, settings)  # noqa: E731
-        compress.prune_structured(model, example, prune_ratio, importance=importance, steps=prune_steps,
-                                  ignored_layers=[model.head], fine_tune=fine_tune,
-                                  taylor_loss=lambda m: _taylor_loss(m, test, classify))
-        pruned_metrics = metrics(model)
-        steps.append(_step("structured_channel_pruning", model, example, pruned_metrics, True, importance=importance,
-                           ratio=prune_ratio, iterative_steps=prune_steps, fine_tune_epochs=fine_tune_epochs))
-        log(f"pruned: {steps[-1]['params']} params")
-    if sparsity > 0:
-        sparse = copy.deepcopy(model)
-        stats = compress.prune_unstructured(sparse, sparsity)
-        steps.append(_step("unstructured_magnitude", sparse, example, metrics(sparse), False,
-                           sparsity=round(stats["total"], 4), nonzero_weights=stats["nonzero"]))
-    if low_rank_energy < 1:
-        low, ranks = compress.factorize_low_rank(model, low_rank_energy)
-        steps.append(_step("low_rank_svd", low, example, metrics(low), False, energy=low_rank_energy, ranks=ranks))
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(out_dir) if out_dir is not None else Path(tmp)
-        workdir.mkdir(parents=True, exist_ok=True)
-        if classify:
-            out_metric = _classifier_onnx_metric(model, tests)
-        steps.extend(_onnx_steps(model, onnx_inputs, out_metric, example, workdir, variable_axes))
-        if out_dir is not None:
-            new_name = out_name or f"{name}_compressed"
-            (workdir / "model.onnx").replace(workdir / f"{new_name}.onnx")
-            (workdir / "model_int8.onnx").replace(workdir / f"{new_name}_int8.onnx")
-            new_card = {**card, "name": new_name, "metrics": pruned_metrics,
-                        "steps": list(card["steps"]) + steps}
-            registry.save_model(model, _measured_card(model, example, new_card), workdir)
-    return {"model": name, "baseline": baseline, "steps": steps}
-
-
-def _taylor_loss(model: nn.Module, test: Any, classify: bool) -> torch.Tensor:
-    """Loss on (up to 256) held-out samples whose gradient ranks channels for Taylor importance."""
-    x, y = torch.from_numpy(test.x[:256]), torch.from_numpy(test.y[:256])
-    model.eval()
-    out = model(x)
-    return F.cross_entropy(out, y) if classify else F.mse_loss(out, y)

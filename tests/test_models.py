@@ -15,7 +15,8 @@ from torch import nn
 from mmode.errors import DataError, ModelError
 from mmode.models import compress, data as mdata, networks
 from mmode.models.distill import FeatureHint, distillation_loss, logits_and_features, regression_distillation_loss
-from mmode.models.train import class_weights, curriculum_indices, f1_scores, motion_metrics
+from mmode.models.metrics import f1_scores, motion_metrics
+from mmode.models.train import class_weights, curriculum_indices
 
 torch.set_num_threads(1)
 

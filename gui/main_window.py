@@ -466,6 +466,7 @@ class MainWindow(QMainWindow):
         self.panel.apply_to(self.s)
         self.mview.show_classes = self.s.show_classes
         self.mview.show_motion = self.s.show_motion
+        self.mview.show_motion_network = self.s.show_motion_network
         self.mview.show_rate = self.s.show_rate
         self._dirty = True
 
@@ -530,6 +531,9 @@ class MainWindow(QMainWindow):
             if self.reader.late_track is not None:
                 self.ring.set_track(*self.reader.late_track)
                 self._dirty = True
+            if self.reader.net_track is not None:
+                self.ring.set_net_track(*self.reader.net_track)
+                self._dirty = True
             return
         live = self.spec is not None and self.spec.kind != "file"
         if self.frozen and live:
@@ -542,6 +546,8 @@ class MainWindow(QMainWindow):
         self.ring.push(db, r.t_s, self.s.dynamic_range_db, label, conf, track, quality)
         if self.reader.late_track is not None:
             self.ring.set_track(*self.reader.late_track)
+        if self.reader.net_track is not None:
+            self.ring.set_net_track(*self.reader.net_track)
         for t_from, t_to, label_k, conf_k in self.reader.relabel:
             self.ring.set_labels(t_from, t_to, label_k, conf_k)
         if len(r.t_s):
@@ -630,6 +636,8 @@ class MainWindow(QMainWindow):
     def _update_motion_and_level(self) -> None:
         """The tracker's state in the status bar and the display level under the gain."""
         text, tip = motion_text(self.reader.motion_state, running=self.engine is not None, scale=self.scale)
+        if np.isfinite(self.reader.net_ms):
+            text += f"  |  network {self.reader.net_ms:.1f} ms/block"
         if text != self.motion_label.text():
             self.motion_label.setText(text)
             self.motion_label.setToolTip(tip)

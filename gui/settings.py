@@ -16,6 +16,8 @@ from mmode.dsp.processor import DENOISE_METHODS
 
 SWEEP_SPEEDS_MM_S = (25, 50, 100, 200)
 MODEL_CHOICES = ("student", "teacher", "int8", "classic")
+#: The motion traces (``PipelineSettings.motion``): the classic tracker's, the learned one's, both.
+MOTION_CHOICES = ("classic", "network", "both")
 TGC_DEPTHS_FRACTION = (0.125, 0.375, 0.625, 0.875)  # TGC knob positions, fraction of the depth range
 CALIPER_KINDS = ("time", "depth", "slope", "heart_rate", "tapse", "epss", "fs")
 #: Range of the gain slider, dB around the level shown as 0 dB (set by *Auto*, full scale or
@@ -34,7 +36,9 @@ class GuiSettings:
     denoise_method / denoise_strength (0..1) : speckle reduction.
     model : one of :data:`MODEL_CHOICES` ("classic" = no network).
     sweep_mm_s : one of :data:`SWEEP_SPEEDS_MM_S`.
-    show_classes / show_motion / show_rate : overlay toggles.
+    motion_source : one of :data:`MOTION_CHOICES`: the motion traces the pipeline computes.
+    show_classes / show_motion / show_motion_network / show_rate : overlay toggles (the
+    classic tracker's trace, the learned network's).
     caliper_kind / n_cycles : the active measurement tool.
     """
 
@@ -47,7 +51,9 @@ class GuiSettings:
     sweep_mm_s: int = 50
     show_classes: bool = True
     show_motion: bool = True
+    show_motion_network: bool = True
     show_rate: bool = True
+    motion_source: str = "both"
     caliper_kind: str = "time"
     n_cycles: int = 1
     last_file: str = ""
@@ -58,6 +64,7 @@ class GuiSettings:
 _CHOICES = {
     "denoise_method": DENOISE_METHODS,
     "model": MODEL_CHOICES,
+    "motion_source": MOTION_CHOICES,
     "sweep_mm_s": SWEEP_SPEEDS_MM_S,
     "caliper_kind": CALIPER_KINDS,
 }

@@ -39,7 +39,8 @@ KEYFRAME_SPEC: dict = {
                       "|current| / rms"],
     "target": "residual axial displacement (true minus the integer shift of the current window) / local "
               "wavelength (c / the echo's mean frequency from the pair's depth autocorrelation), positive away from "
-              "the probe",
+              "the probe, minus the lag-zero phase estimate of it (phase_residual): the network's output is added "
+              "to that estimate",
 }
 
 #: Parameter ranges of the recordings the pairs come from.
@@ -57,7 +58,14 @@ KEYFRAME_RANGES = {
 #: Oldest keyframe (lines before the current one) in the pairs.
 MAX_KEYFRAME_AGE = 64
 #: Standard deviation (tracking samples) of the coarse match's error the pairs carry.
-COARSE_ERROR_SAMPLES = 0.5
+COARSE_ERROR_SAMPLES = 0.35
+#: The echo's mean frequency is taken within this range of f0 (attenuation lowers it by up to
+#: about 30 % at depth in the simulator's views; the demodulation passes at most +-f0).
+LOCAL_FREQUENCY_RANGE = (0.6, 1.3)
+#: Pairs whose true shift is further than this (tracking samples) from their integer shift
+#: are left out: the coarse error modelled is a sample or so; beyond it the truth is that of
+#: a fold (tissue sliding past an interface) or of a window clipped at the line's end.
+MAX_RESIDUAL_SAMPLES = 2.5
 #: First seed of the evaluation recordings (never in a training, validation or test split).
 EVAL_SEED_OFFSET = 2_000_000
 
@@ -74,25 +82,36 @@ def realign(current: np.ndarray, shift: np.ndarray, f0_cycles_per_sample: float)
     return (np.asarray(current) * rot[:, None]).astype(np.complex64)
 
 
+def phase_residual(x: np.ndarray) -> np.ndarray:
+    """The lag-zero phase estimate (N,) of the residual, in local wavelengths, from model
+    inputs (N, 4, n) (:func:`mmode.models.data.motion_inputs`): ``-angle(sum conj(keyframe)
+    current) / 4 pi``, within a quarter wavelength (it wraps beyond). The network estimates
+    the residual *minus* this: near 0 where the phase is right (a high SNR, a coarse match
+    within a sample), the wrap or the noise's bias where it is not."""
+    return (-np.arctan2(x[:, 1].sum(axis=1), x[:, 0].sum(axis=1)) / (4 * np.pi)).astype(np.float32)
+
+
 def local_cycles_per_sample(x0: np.ndarray, x1: np.ndarray, f0_cycles_per_sample: float) -> np.ndarray:
     """The echo's mean frequency (N,) in cycles per tracking sample, from the lag-one
     autocorrelation along depth of both windows (Loupas 1995, as the classic tracker's
-    :func:`mmode.dsp.motion._phase_at`): f0's plus the depth phase / 2 pi; f0's where that
-    is under a quarter of it (no usable echo). Attenuation lowers the echo's frequency with
+    :func:`mmode.dsp.motion._phase_at`): f0's plus the depth phase / 2 pi, held within
+    :data:`LOCAL_FREQUENCY_RANGE` of f0's (noise alone gives any phase). Attenuation lowers the echo's frequency with
     depth, and a displacement's phase scales with it, not with f0."""
     z = np.sum(np.conj(x0[:, :-1]) * x0[:, 1:] + np.conj(x1[:, :-1]) * x1[:, 1:], axis=1)
     f = f0_cycles_per_sample + np.angle(z) / (2 * np.pi)
-    return np.where(f < 0.25 * f0_cycles_per_sample, f0_cycles_per_sample, f)
+    return np.clip(f, LOCAL_FREQUENCY_RANGE[0] * f0_cycles_per_sample, LOCAL_FREQUENCY_RANGE[1] * f0_cycles_per_sample)
 
 
 @dataclass
 class KeyframePairs:
-    """x (N, 4, n_samples) float32; y (N, 1) float32 residual / local wavelength; wavelength_m (N,) that wavelength;
+    """x (N, 4, n_samples) float32; y (N, 1) float32 the target (residual / local wavelength
+    minus base); base (N,) the phase estimate (:func:`phase_residual`); wavelength_m (N,) that wavelength;
     snr_db (N,); prf_hz (N,); iq (N,) bool (stored as IQ); truth_m (N,) the whole true shift;
     recipe (JSON-safe)."""
 
     x: np.ndarray
     y: np.ndarray
+    base: np.ndarray
     wavelength_m: np.ndarray
     snr_db: np.ndarray
     prf_hz: np.ndarray
@@ -156,15 +175,18 @@ def recording_pairs(args: tuple) -> dict[str, np.ndarray]:
     shift_m = np.array([_tissue_shift_m(sim.truth, a, b, z) for a, b, z in zip(k0, k1, depth)])
     shift = shift_m / tracker.spacing_m
     offset = np.rint(shift + rng.normal(0.0, COARSE_ERROR_SAMPLES, len(shift))).astype(np.int64)
-    offset = np.clip(offset, -start, n_iq - n - start)
+    inside = (start + offset >= 0) & (start + offset <= n_iq - n) & (np.abs(shift - offset) <= MAX_RESIDUAL_SAMPLES)
+    k0, k1, start, offset, shift, shift_m = k0[inside], k1[inside], start[inside], offset[inside], shift[inside], shift_m[inside]
     cols = np.arange(n)[None, :]
     x0 = iq[k0[:, None], start[:, None] + cols]
     x1 = realign(iq[k1[:, None], (start + offset)[:, None] + cols], offset, tracker.f0_cycles_per_sample)
     # the local wavelength (m): a phase wrap (2 pi) is half of it, 1 / f_cycles tracking samples
     wavelength = 2.0 * tracker.spacing_m / local_cycles_per_sample(x0, x1, tracker.f0_cycles_per_sample)
     residual_m = shift_m - offset * tracker.spacing_m
-    k = len(keep)
-    return {"x": mdata.motion_inputs(x0, x1), "y": (residual_m / wavelength).astype(np.float32)[:, None],
+    k = len(k0)
+    x = mdata.motion_inputs(x0, x1)
+    base = phase_residual(x)
+    return {"x": x, "y": (residual_m / wavelength - base).astype(np.float32)[:, None], "base": base,
             "wavelength_m": np.full(k, wavelength), "snr_db": np.full(k, params["snr_db"], np.float32),
             "prf_hz": np.full(k, params["prf_hz"]), "iq": np.full(k, "iq_fs_hz" in params), "truth_m": shift_m}
 
@@ -176,9 +198,10 @@ def keyframe_dataset(split: str, n_recordings: int, seed: int = 0, ranges: dict 
     mdata._check_split(split, n_recordings)
     recipe = {"task": "motion", "split": split, "n_recordings": n_recordings, "seed": seed,
               "seed_offset": mdata.SPLIT_OFFSETS[split], "ranges": ranges, "spec": spec,
-              "max_keyframe_age": MAX_KEYFRAME_AGE, "coarse_error_samples": COARSE_ERROR_SAMPLES, "version": 4}
+              "max_keyframe_age": MAX_KEYFRAME_AGE, "coarse_error_samples": COARSE_ERROR_SAMPLES,
+              "max_residual_samples": MAX_RESIDUAL_SAMPLES, "local_frequency_range": LOCAL_FREQUENCY_RANGE, "version": 6}
     path = mdata._cache_path("motion_keyframe", recipe)
-    fields = ("x", "y", "wavelength_m", "snr_db", "prf_hz", "iq", "truth_m")
+    fields = ("x", "y", "base", "wavelength_m", "snr_db", "prf_hz", "iq", "truth_m")
     cached = mdata._load_cached(path, fields) if cache else None
     if cached is None:
         jobs = [(seed + mdata.SPLIT_OFFSETS[split] + i, ranges["scenarios"][i % len(ranges["scenarios"])], ranges, spec)

@@ -12,7 +12,8 @@ trace does not drift as a sum of per-pair estimates would (their errors add as a
    line's quality; below ``keyframe_ncc`` the line becomes the next keyframe.
 2. **Fine, per block (the network, one batched forward pass):** the keyframe window and the
    current window at that integer shift go into the motion network
-   (:func:`mmode.models.data.motion_inputs`), which gives the residual displacement in
+   (:func:`mmode.models.data.motion_inputs`), which gives the residual displacement (as a
+   correction to the pair's own phase estimate, :func:`mmode.models.motion_data.phase_residual`) in
    local wavelengths (of the echo's mean frequency measured on the pair, which attenuation
    lowers below f0). A coarse shift off by a sample is corrected by the residual (the network is
    trained on shifts off by up to about 1.5 samples); velocities many times the aliasing
@@ -33,9 +34,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from numba import njit
 
 from mmode.dsp import clutter
-from mmode.dsp.demod import to_iq
+from mmode.dsp.demod import demod_design, iq_decimation, mixer, to_iq
 from mmode.dsp.tracker import MotionBlock, MotionTracker
 from mmode.errors import DataError, ModelError, describe
 from mmode.ingest.meta import AcquisitionMeta, LineBlock
@@ -109,6 +111,7 @@ class NetworkTracker:
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []
         self._started = False
         self._wall: clutter.WallFilter | None = None
+        self._design = None  # (band length, taps, half): _demodulate
         self.depth_m = math.nan
         self.n_lines = 0
 
@@ -175,64 +178,100 @@ class NetworkTracker:
         centre = float(self.meta.sample_at_depth(c.depth_m)) / c.stride
         self._home = int(min(max(round(centre) - n // 2, 0), iq0.shape[0] - n))
         self._max_lag, self._track_lag = c.search_lags(self.meta.prf_hz)
+        # stored samples beyond the band that the demodulation filter reads (RF), or the
+        # band-limited interpolation of coarse IQ (scipy's resample_poly: 10 input samples a side)
+        if self.meta.kind == "rf":
+            dec = iq_decimation(self.meta.fs_hz, self.meta.f0_hz)
+            self._pad = demod_design(1, self.meta.fs_hz, self.meta.f0_hz, dec)[2] + dec
+        else:
+            self._pad = 16
         self._spacing_m = c.spacing_m
         self._kf_iq = iq0[self._home : self._home + n].copy()
         weight = np.abs(self._kf_iq).astype(np.float64) ** 2  # the depth its window follows, as the classic one's
         if weight.sum() > 0:
             self.depth_m = float(self.meta.depth_m((self._home + np.sum(weight * np.arange(n)) / weight.sum()) * c.stride))
+        self._kf_env = np.abs(self._kf_iq).astype(np.float32)
         self._kf_pos = 0  # keyframe window's integer shift from home
         self._kf_disp = 0.0  # keyframe's displacement, tracking samples (network)
-        self._kf_coarse = 0.0  # the same from the coarse match
-        self._coarse = [0.0, 0.0]  # coarse displacement of the last two lines
+        # the coarse stage's state (_coarse_kernel): keyframe shift and coarse displacement,
+        # coarse displacement of the last two lines, lines so far
+        self._state = np.zeros(5)
         self._prev_disp = 0.0
         self._started = True
 
+    def _band(self, lines: np.ndarray) -> tuple[np.ndarray, int]:
+        """IQ on the tracking grid of the depth band the echo can reach in these lines (its
+        last position +- the classic tracker's ``max_velocity_m_s`` over the block, the
+        first-line search and a window, plus the demodulation filter's reach), and the
+        tracking index of its first sample. Demodulating only that band is what keeps a
+        5 kHz stream cheap. Whole lines for the first block and on clutter-filtered lines
+        (the wall filter keeps a state per depth sample)."""
+        c = self.classic
+        if c.representation == "clutter" or not self._started:
+            return self._iq(lines), 0
+        n = self.spec["n_samples"]
+        reach = math.ceil(c.max_velocity_m_s * lines.shape[0] / self.meta.prf_hz / c.spacing_m) + self._max_lag + n
+        centre = self._home + self._state[3]
+        a = max(0, int(math.floor((centre - reach) * c.stride)) - self._pad)
+        b = min(self._n_samples, int(math.ceil((centre + n + reach) * c.stride)) + self._pad)
+        if self.meta.kind == "rf":
+            dec = int(round(c.stride))
+            a -= a % dec
+            return self._demodulate(lines[:, a:b], a, dec), a // dec
+        return c.tracking_iq(lines[:, a:b]), int(round(a / c.stride))
+
+    def _demodulate(self, rf: np.ndarray, first: int, dec: int) -> np.ndarray:
+        """:func:`mmode.dsp.demod.rf_to_iq` of a band of RF samples starting at stored sample
+        ``first`` (a multiple of ``dec``), with the mixer of the whole line (its phase at
+        ``first``) and the filter designed once per band length rather than on every block."""
+        from scipy import signal
+
+        n = rf.shape[1]
+        if self._design is None or self._design[0] != n:
+            self._design = (n, *demod_design(n, self.meta.fs_hz, self.meta.f0_hz, dec)[1:])
+        _, taps, half = self._design
+        carrier = mixer(np.arange(first, first + n), self.meta.fs_hz, self.meta.f0_hz).astype(np.complex64)
+        full = signal.upfirdn(taps, rf.astype(np.float32) * carrier, up=1, down=dec, axis=1)
+        return np.ascontiguousarray(full[:, half // dec : half // dec + -(-n // dec)], dtype=np.complex64)
+
     def _run(self, lines: np.ndarray, t_s: np.ndarray) -> MotionBlock:
-        iq = self._iq(lines)
         first = not self._started
+        iq, offset = self._band(lines)
         if first:
             self._start(iq[0])
         n = self.spec["n_samples"]
         m = iq.shape[0]
-        env = np.abs(iq)
+        home = self._home - offset
         pos = np.zeros(m, np.int64)
-        kf_id = np.zeros(m, np.int64)  # index into keyframes (this block's list)
-        renew = np.zeros(m, bool)
+        renew = np.zeros(m, np.bool_)
         quality = np.ones(m)
-        keyframes = [(self._kf_iq, self._kf_pos)]
         start = 1 if first else 0
-        for i in range(start, m):
-            kf_iq, kf_pos = keyframes[-1]
-            c1, c0 = self._coarse[-1], self._coarse[-2]
-            lag = self._max_lag if self.n_lines + i < 2 else self._track_lag
-            pred = c1 + (c1 - c0 if self.n_lines + i >= 2 else 0.0)
-            p, sub, q = _coarse_match(np.abs(kf_iq), env[i], self._home, kf_pos, pred - self._kf_coarse, lag)
-            pos[i], quality[i], kf_id[i] = p, q, len(keyframes) - 1
-            coarse = self._kf_coarse + (p - kf_pos) + sub
-            self._coarse = [c1, coarse]
-            if q < self.keyframe_ncc:
-                renew[i] = True
-                self._kf_coarse = coarse
-                keyframes.append((iq[i, self._home + p : self._home + p + n].copy(), p))
+        self._state[4] = self.n_lines
+        _coarse_kernel(np.abs(iq).astype(np.float32), home, n, self._kf_env, self._state, start, self._max_lag,
+                       self._track_lag, self.keyframe_ncc, pos, quality, renew)
         idx = np.arange(start, m)
-        ref = np.stack([keyframes[kf_id[i]][0] for i in idx]) if len(idx) else np.zeros((0, n), np.complex64)
-        cols = self._home + pos[idx, None] + np.arange(n)[None, :]
-        shift = pos[idx] - np.array([keyframes[kf_id[i]][1] for i in idx], np.int64)
-        cur = kdata.realign(iq[idx[:, None], cols], shift, self.classic.f0_cycles_per_sample)
+        kf_id = np.cumsum(renew) - renew  # keyframes before each line: 0 is the one carried in
+        renewed = np.flatnonzero(renew)
+        cols = home + pos[:, None] + np.arange(n)[None, :]
+        kf_iqs = np.concatenate([self._kf_iq[None, :], iq[renewed[:, None], cols[renewed]]])
+        kf_pos = np.concatenate([[self._kf_pos], pos[renewed]])
+        ref = kf_iqs[kf_id[idx]]
+        shift = pos[idx] - kf_pos[kf_id[idx]]
+        cur = kdata.realign(iq[idx[:, None], cols[idx]], shift, self.classic.f0_cycles_per_sample)
         t0 = time.perf_counter()
-        residual_wl = self.forward(mdata.motion_inputs(ref, cur))
+        x = mdata.motion_inputs(ref, cur)
+        residual_wl = self.forward(x) + kdata.phase_residual(x)
         self.inference_ms = (time.perf_counter() - t0) * 1e3
         f_cycles = kdata.local_cycles_per_sample(ref, cur, self.classic.f0_cycles_per_sample)
         residual = residual_wl.astype(np.float64) * 2.0 / f_cycles  # local wavelengths -> tracking samples
         disp = np.zeros(m)
-        kf_disp = [self._kf_disp]
-        for j, i in enumerate(idx):
-            d = kf_disp[kf_id[i]] + (pos[i] - keyframes[kf_id[i]][1]) + residual[j]
-            disp[i] = d
+        kf_disp = np.empty(len(kf_pos))
+        kf_disp[0] = self._kf_disp
+        for j, i in enumerate(idx):  # a keyframe's displacement is that of the line it was taken from
+            disp[i] = kf_disp[kf_id[i]] + shift[j] + residual[j]
             if renew[i]:
-                kf_disp.append(d)
-        self._kf_iq, self._kf_pos = keyframes[-1]
-        self._kf_disp = kf_disp[-1]
+                kf_disp[kf_id[i] + 1] = disp[i]
+        self._kf_iq, self._kf_pos, self._kf_disp = kf_iqs[-1], int(kf_pos[-1]), float(kf_disp[-1])
         disp_m = disp * self._spacing_m
         vel = np.diff(np.concatenate(([self._prev_disp], disp_m))) * self.meta.prf_hz
         if first:
@@ -242,28 +281,64 @@ class NetworkTracker:
         return MotionBlock(t_s, disp_m, vel, np.clip(quality, 0.0, 1.0), self.depth_m)
 
 
-def _coarse_match(ref_env: np.ndarray, env: np.ndarray, home: int, kf_pos: int, pred: float,
-                  lag: int) -> tuple[int, float, float]:
-    """Integer shift p (from ``home``) of the window in ``env`` (n_iq,) that best matches the
-    keyframe envelope ``ref_env`` (n,) by NCC, searched within ``lag`` of the predicted shift
-    ``kf_pos + pred``; its parabolic sub-sample offset and NCC peak. An envelope without
-    contrast gives NCC 0 (and the prediction)."""
-    n = ref_env.shape[0]
-    centre = kf_pos + int(round(pred))
-    lo = max(home + centre - lag, 0)
-    hi = min(home + centre + lag, env.shape[0] - n)
-    if hi < lo:
-        return int(min(max(centre, -home), env.shape[0] - n - home)), 0.0, 0.0
-    seg = np.lib.stride_tricks.sliding_window_view(env[lo : hi + n], n)
-    r = ref_env - ref_env.mean()
-    s = seg - seg.mean(axis=1, keepdims=True)
-    den = np.sqrt(np.sum(s * s, axis=1) * np.sum(r * r))
-    ncc = np.where(den > 0, s @ r / np.where(den > 0, den, 1.0), 0.0)
-    k = int(np.argmax(ncc))
-    sub = 0.0
-    if 0 < k < len(ncc) - 1:
-        a, b, c = ncc[k - 1], ncc[k], ncc[k + 1]
-        curv = a - 2 * b + c
-        if curv < 0:
-            sub = float(np.clip(0.5 * (a - c) / curv, -0.5, 0.5))
-    return lo + k - home, sub, float(ncc[k])
+@njit(nogil=True, cache=True)
+def _coarse_kernel(env, home, n, kf_env, state, start, max_lag, track_lag, keyframe_ncc, pos, quality, renew):
+    """The coarse, sequential stage over the lines of a block: for each line ``i >= start`` of
+    ``env`` (m, k) (envelopes of the band, the window at ``home + p``), the integer shift
+    ``pos[i]`` whose window best matches the keyframe envelope ``kf_env`` (n,) by NCC, searched
+    within ``max_lag`` (first two lines of the stream) or ``track_lag`` of the
+    constant-velocity prediction; ``quality[i]`` its NCC peak; ``renew[i]`` where that is
+    below ``keyframe_ncc`` (the line becomes the keyframe: ``kf_env`` is replaced).
+    ``state`` (5,) float64 in and out: keyframe shift, keyframe coarse displacement, coarse
+    displacement of the two previous lines (tracking samples), and (in) the stream's line
+    count before this block."""
+    m, k = env.shape
+    for i in range(start, m):
+        kf_pos, kf_coarse, c0, c1 = state[0], state[1], state[2], state[3]
+        line = state[4] + i
+        lag = max_lag if line < 2 else track_lag
+        pred = c1 + (c1 - c0 if line >= 2 else 0.0)
+        centre = int(kf_pos) + int(np.round(pred - kf_coarse))
+        lo = max(home + centre - lag, 0)
+        hi = min(home + centre + lag, k - n)
+        ref_mean = 0.0
+        for j in range(n):
+            ref_mean += kf_env[j]
+        ref_mean /= n
+        ref_energy = 0.0
+        for j in range(n):
+            ref_energy += (kf_env[j] - ref_mean) ** 2
+        best, best_s, prev_s, next_s = -2.0, min(max(home + centre, 0), k - n), -2.0, -2.0
+        scores = np.full(max(hi - lo + 1, 1), -2.0)
+        for s in range(lo, hi + 1):
+            mean = 0.0
+            for j in range(n):
+                mean += env[i, s + j]
+            mean /= n
+            num = 0.0
+            energy = 0.0
+            for j in range(n):
+                d = env[i, s + j] - mean
+                num += d * (kf_env[j] - ref_mean)
+                energy += d * d
+            den = math.sqrt(energy * ref_energy)
+            scores[s - lo] = num / den if den > 0.0 else 0.0
+            if scores[s - lo] > best:
+                best, best_s = scores[s - lo], s
+        sub = 0.0
+        b = best_s - lo
+        if hi >= lo and 0 < b < hi - lo:
+            prev_s, next_s = scores[b - 1], scores[b + 1]
+            curv = prev_s - 2.0 * best + next_s
+            if curv < 0.0:
+                sub = min(max(0.5 * (prev_s - next_s) / curv, -0.5), 0.5)
+        p = best_s - home
+        pos[i] = p
+        quality[i] = best if hi >= lo else 0.0
+        coarse = kf_coarse + (p - kf_pos) + sub
+        state[2], state[3] = c1, coarse
+        if quality[i] < keyframe_ncc:
+            renew[i] = True
+            state[0], state[1] = p, coarse
+            for j in range(n):
+                kf_env[j] = env[i, best_s + j]

@@ -35,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="on exit, print the drawing statistics as JSON")
     p.add_argument("--motion", choices=("classic", "network", "both"), default=None,
                    help="motion traces drawn: the classic tracker's, the learned network's or both "
-                        "(default: the window's setting, both at first)")
+                        "(default: the window's setting; the Network overlay toggle runs the network, off at first: live, "
+                        "the learned trace does not yet keep latency within budget, docs/models.md)")
     add_cine_arguments(p)
     p.set_defaults(func=run)
 

@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="classifier to run (see `mmode models`), or none (default: classifier_student)")
     from mmode.app.cmd_process import add_motion_option
 
-    add_motion_option(p)
+    add_motion_option(p, default="classic")
     add_sim_arguments(p)
     p.set_defaults(func=run)
 

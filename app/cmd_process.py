@@ -163,11 +163,12 @@ def _motion_report(parts: list, tracker) -> tuple[dict | None, str | None, dict]
     return motion, None, rates.summary(disp, tracker.meta.prf_hz)
 
 
-def add_motion_option(p: argparse.ArgumentParser) -> None:
-    """``--motion classic|network|both`` (process, monitor, gui)."""
-    p.add_argument("--motion", default="both", choices=("classic", "network", "both"),
+def add_motion_option(p: argparse.ArgumentParser, default: str = "both") -> None:
+    """``--motion classic|network|both`` (process: default both; monitor: classic, since the
+    learned trace does not yet keep a live stream's latency within budget, docs/models.md)."""
+    p.add_argument("--motion", default=default, choices=("classic", "network", "both"),
                    help="motion traces: the classic tracker's, the learned network's (following the same echo) "
-                        "or both (default both)")
+                        f"or both (default {default})")
 
 
 def _network_report(parts: list, pipeline) -> dict | None:

@@ -48,6 +48,7 @@ def run_app(spec: SourceSpec, *, screenshot: str | None = None, quit_after_s: fl
         store = QSettings()
     if motion is not None:  # --motion: which traces the pipeline computes (GuiSettings.motion_source)
         store.setValue("motion_source", motion)
+        store.setValue("show_motion_network", motion != "classic")
     window = MainWindow(spec, store, scenarios=tuple(SCENARIOS))
     if sweep_mm_s is not None:
         window.panel.sweep.setCurrentIndex(SWEEP_SPEEDS_MM_S.index(sweep_mm_s))

@@ -161,6 +161,7 @@ class ControlPanel(QWidget):
             cb.setChecked(on)
             cb.toggled.connect(lambda _on: self.view_changed.emit())
             row.addWidget(cb)
+        self.show_motion_network.toggled.connect(lambda _on: self.processing_changed.emit())  # runs the network
         f.addRow("Overlays", row)
         self.gate_label = QLabel()
         self.gate_label.setToolTip("Shift+click or Shift+drag on the image places the tracking gate")

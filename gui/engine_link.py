@@ -143,7 +143,7 @@ def pipeline_settings(s: GuiSettings, depth_range_m: tuple[float, float] | None 
         reference_db=reference_db,
     )
     return PipelineSettings(processor=proc, track_depth_m=track_depth_m, model=classifier_name(s.model),
-                            motion=s.motion_source)
+                            motion=s.motion_source if s.show_motion_network else "classic")
 
 
 def _field(obj, name: str, default=None):

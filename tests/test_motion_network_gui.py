@@ -32,6 +32,9 @@ def test_network_trace_drawn_in_its_colour_with_legend_and_toggle(window):
 
     window.engine_factory = WithNetwork
     window.open_source(SourceSpec("sim", "lung_sliding"))
+    assert window.engine.settings.motion == "classic"  # off at first
+    window.panel.show_motion_network.setChecked(True)
+    assert window.engine.updates[-1].motion == "both"  # the toggle runs the network
     run_ticks(window, 30)
     x, y = window.mview.net_curve.getData()
     assert window.mview.net_curve.isVisible() and window.mview.legend.isVisible()
@@ -50,6 +53,7 @@ def test_network_trace_drawn_in_its_colour_with_legend_and_toggle(window):
     assert not window.mview.net_curve.isVisible() and not window.mview.legend.isVisible()
     assert window.mview.motion_curve.isVisible()
     assert window.s.show_motion_network is False
+    assert window.engine.updates[-1].motion == "classic"
 
 
 def test_without_a_network_trace_no_legend(window):
@@ -63,5 +67,6 @@ def test_without_a_network_trace_no_legend(window):
 @pytest.mark.parametrize("mode", ["classic", "network", "both"])
 def test_motion_setting_reaches_the_pipeline(window, mode):
     window.s.motion_source = mode
+    window.s.show_motion_network = True
     window.open_source(SourceSpec("sim", "lung_sliding"))
     assert window.engine.settings.motion == mode

@@ -76,7 +76,7 @@ class NetworkTracker:
     then ``process(block, n_done)`` per block, where ``n_done`` is the number of lines the
     classic tracker finished with that block (its :class:`MotionBlock` length): the network
     tracks the same lines, so both traces cover the same line times. ``flush(n_done)`` at
-    the end. ``last_ms`` is the wall time of the last call, ``inference_ms`` that of its
+    the end. Envelope lines (no phase) give empty blocks (``active`` False). ``last_ms`` is the wall time of the last call, ``inference_ms`` that of its
     network forward pass.
     """
 
@@ -114,6 +114,8 @@ class NetworkTracker:
         self._design = None  # (band length, taps, half): _demodulate
         self.depth_m = math.nan
         self.n_lines = 0
+        # envelope lines (a video's grey levels) carry no phase: no learned trace, not an error
+        self.active = meta.kind in ("rf", "iq") and meta.f0_hz > 0
 
     # -- per block -----------------------------------------------------------------------------
     def process(self, block: LineBlock, n_done: int) -> MotionBlock:
@@ -128,7 +130,7 @@ class NetworkTracker:
             raise DataError(describe(f"motion network, block at line {block.seq}", "finite line samples",
                                      "NaN or infinite values"))
         t_s = block.t_s + np.arange(lines.shape[0], dtype=np.float64) / self.meta.prf_hz
-        if self.classic.status in ("inactive", "no_motion"):
+        if not self.active or self.classic.status in ("inactive", "no_motion"):
             self._pending = []
         else:
             self._pending.append((lines, t_s))
@@ -176,7 +178,12 @@ class NetworkTracker:
         n = self.spec["n_samples"]
         self.depth_m = c.depth_m
         centre = float(self.meta.sample_at_depth(c.depth_m)) / c.stride
-        self._home = int(min(max(round(centre) - n // 2, 0), iq0.shape[0] - n))
+        # the coarse match uses the classic tracker's window (at least 4 stored samples of
+        # coarse IQ, where the network's window may hold under three), centred on the network's
+        self._w = max(n, c.window)
+        self._margin = (self._w - n) // 2
+        lo, hi = self._margin, iq0.shape[0] - self._w + self._margin
+        self._home = int(min(max(round(centre) - n // 2, lo), hi))
         self._max_lag, self._track_lag = c.search_lags(self.meta.prf_hz)
         # stored samples beyond the band that the demodulation filter reads (RF), or the
         # band-limited interpolation of coarse IQ (scipy's resample_poly: 10 input samples a side)
@@ -190,7 +197,8 @@ class NetworkTracker:
         weight = np.abs(self._kf_iq).astype(np.float64) ** 2  # the depth its window follows, as the classic one's
         if weight.sum() > 0:
             self.depth_m = float(self.meta.depth_m((self._home + np.sum(weight * np.arange(n)) / weight.sum()) * c.stride))
-        self._kf_env = np.abs(self._kf_iq).astype(np.float32)
+        chome = self._home - self._margin
+        self._kf_env = np.abs(iq0[chome : chome + self._w]).astype(np.float32)
         self._kf_pos = 0  # keyframe window's integer shift from home
         self._kf_disp = 0.0  # keyframe's displacement, tracking samples (network)
         # the coarse stage's state (_coarse_kernel): keyframe shift and coarse displacement,
@@ -210,7 +218,7 @@ class NetworkTracker:
         if c.representation == "clutter" or not self._started:
             return self._iq(lines), 0
         n = self.spec["n_samples"]
-        reach = math.ceil(c.max_velocity_m_s * lines.shape[0] / self.meta.prf_hz / c.spacing_m) + self._max_lag + n
+        reach = math.ceil(c.max_velocity_m_s * lines.shape[0] / self.meta.prf_hz / c.spacing_m) + self._max_lag + self._w
         centre = self._home + self._state[3]
         a = max(0, int(math.floor((centre - reach) * c.stride)) - self._pad)
         b = min(self._n_samples, int(math.ceil((centre + n + reach) * c.stride)) + self._pad)
@@ -247,8 +255,8 @@ class NetworkTracker:
         quality = np.ones(m)
         start = 1 if first else 0
         self._state[4] = self.n_lines
-        _coarse_kernel(np.abs(iq).astype(np.float32), home, n, self._kf_env, self._state, start, self._max_lag,
-                       self._track_lag, self.keyframe_ncc, pos, quality, renew)
+        _coarse_kernel(np.abs(iq).astype(np.float32), home - self._margin, self._w, self._kf_env, self._state, start,
+                       self._max_lag, self._track_lag, self.keyframe_ncc, pos, quality, renew)
         idx = np.arange(start, m)
         kf_id = np.cumsum(renew) - renew  # keyframes before each line: 0 is the one carried in
         renewed = np.flatnonzero(renew)
@@ -284,7 +292,7 @@ class NetworkTracker:
 @njit(nogil=True, cache=True)
 def _coarse_kernel(env, home, n, kf_env, state, start, max_lag, track_lag, keyframe_ncc, pos, quality, renew):
     """The coarse, sequential stage over the lines of a block: for each line ``i >= start`` of
-    ``env`` (m, k) (envelopes of the band, the window at ``home + p``), the integer shift
+    ``env`` (m, k) (envelopes of the band, the window of ``n`` samples at ``home + p``), the integer shift
     ``pos[i]`` whose window best matches the keyframe envelope ``kf_env`` (n,) by NCC, searched
     within ``max_lag`` (first two lines of the stream) or ``track_lag`` of the
     constant-velocity prediction; ``quality[i]`` its NCC peak; ``renew[i]`` where that is

@@ -142,3 +142,16 @@ def test_student_is_a_compressed_teacher():
     assert s["params"] <= 0.10 * t["params"] and s["macs"] <= 0.10 * t["macs"]
     for name in (DEFAULT_MODEL, TEACHER):
         assert (registry.WEIGHTS_DIR / f"{name}.safetensors").stat().st_size < 2 * 1024 * 1024
+
+
+def test_envelope_lines_give_no_learned_trace_and_no_error(cardiac, tmp_path):
+    """A video's grey levels carry no phase: the report has the classic trace only."""
+    from mmode.dsp.demod import to_iq
+    from mmode.ingest.h5format import write_recording
+
+    _, sim, _ = cardiac
+    iq, iq_fs, _ = to_iq(sim.lines[:1500], sim.meta)
+    path = tmp_path / "envelope.h5"
+    write_recording(path, sim.meta.replace(kind="envelope", fs_hz=iq_fs), np.abs(iq).astype(np.float32))
+    report = _process(path)
+    assert report["motion_network"] is None

@@ -155,3 +155,8 @@ def test_envelope_lines_give_no_learned_trace_and_no_error(cardiac, tmp_path):
     write_recording(path, sim.meta.replace(kind="envelope", fs_hz=iq_fs), np.abs(iq).astype(np.float32))
     report = _process(path)
     assert report["motion_network"] is None
+
+
+def test_compress_refuses_a_keyframe_net_instead_of_scoring_it_on_other_data(capsys):
+    assert main(["compress", "--model", DEFAULT_MODEL]) == 2
+    assert "motion_train" in capsys.readouterr().err

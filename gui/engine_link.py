@@ -269,9 +269,9 @@ class ResultsReader:
         self.late_track = None
         net = _motion_track(getattr(r, "motion_network", None))
         self.net_track = None if net is None else net[:2]  # for DisplayRing.set_net_track
-        net_ms = (getattr(r, "timings_ms", None) or {}).get("motion_network")
-        if net_ms is not None and net is not None:
-            self.net_ms = float(net_ms)
+        timings = getattr(r, "timings_ms", None) or {}
+        if timings:  # a processed block (the end of a stream has none): NaN once the network is off
+            self.net_ms = float(timings.get("motion_network", float("nan")))
         track = np.full(n, np.nan, np.float32)
         quality = np.full(n, np.nan, np.float32)
         motion = _motion_track(r.motion)

@@ -54,6 +54,11 @@ def test_network_trace_drawn_in_its_colour_with_legend_and_toggle(window):
     assert window.mview.motion_curve.isVisible()
     assert window.s.show_motion_network is False
     assert window.engine.updates[-1].motion == "classic"
+    window.engine_factory = FakeEngine  # results without a learned trace: its time leaves the status bar
+    window.open_source(SourceSpec("sim", "lung_sliding"))
+    run_ticks(window, 2)
+    window._update_status()
+    assert "network" not in window.motion_label.text()
 
 
 def test_without_a_network_trace_no_legend(window):

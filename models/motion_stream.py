@@ -45,6 +45,9 @@ from mmode.models import data as mdata
 from mmode.models import motion_data as kdata
 from mmode.models.registry import load_model
 
+#: Most lines tracked in one step (one demodulated band, one forward pass): about 13 ms at
+#: 5 kHz, over which the echo moves at most 6 mm at the classic tracker's 0.5 m/s.
+BAND_LINES = 64
 #: The shipped student the product runs.
 DEFAULT_MODEL = "motion_keyframe_student"
 #: The input kind the streaming tracker feeds.
@@ -89,7 +92,12 @@ class NetworkTracker:
         self.last_ms = 0.0
         self.inference_ms = 0.0
         self.meta: AcquisitionMeta | None = None
-        self.forward(np.zeros((2, 4, self.spec["n_samples"]), np.float32))  # torch's lazy start-up
+        # torch's lazy start-up and numba's compilation (or cache load) here, not in a live stream:
+        # left to the first tracked block, they stalled a 5 kHz stream for 0.3 s
+        n = self.spec["n_samples"]
+        self.forward(np.zeros((2, 4, n), np.float32))
+        _coarse_kernel(np.zeros((2, 3 * n), np.float32), n, n, np.zeros(n, np.float32), np.zeros(5), 0, 1, 1,
+                       KEYFRAME_NCC, np.zeros(2, np.int64), np.zeros(2), np.zeros(2, np.bool_))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Network output (N,) float32, residual displacement in local wavelengths, of inputs (N, 4, n)."""
@@ -104,7 +112,10 @@ class NetworkTracker:
             torch.set_num_threads(threads)
 
     def prepare(self, meta: AcquisitionMeta, n_samples: int, classic: MotionTracker) -> None:
-        """Reset for a stream of lines of ``n_samples`` described by ``meta``."""
+        """Reset for a stream of lines of ``n_samples`` described by ``meta``. Runs the network
+        once, in the calling thread (the engine's worker), whose first torch call otherwise
+        stalls the first tracked block by about 0.1 s."""
+        self.forward(np.zeros((2, 4, self.spec["n_samples"]), np.float32))
         self.meta = meta
         self.classic = classic
         self._n_samples = int(n_samples)
@@ -155,10 +166,17 @@ class NetworkTracker:
             parts.append((lines[:k], t_s[:k]))
             taken += k
         self.inference_ms = 0.0
+        self._inference_parts: list[float] = []
         if not parts:
             e = np.zeros(0)
             return MotionBlock(e, e.copy(), e.copy(), e.copy(), self.depth_m)
-        return self._run(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+        lines, t_s = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        # in steps of BAND_LINES: the depth band the echo can reach (_band) stays narrow when a
+        # call takes many lines (the catch-up after the echo is chosen, offline blocks)
+        out = [self._run(lines[i : i + BAND_LINES], t_s[i : i + BAND_LINES]) for i in range(0, len(t_s), BAND_LINES)]
+        self.inference_ms = sum(self._inference_parts)
+        return MotionBlock(*(np.concatenate([getattr(o, f) for o in out]) for f in
+                             ("t_s", "displacement_m", "velocity_m_s", "quality")), self.depth_m)
 
     def _iq(self, lines: np.ndarray) -> np.ndarray:
         """Lines on the classic tracker's tracking grid, clutter-filtered when it follows its
@@ -212,10 +230,10 @@ class NetworkTracker:
         last position +- the classic tracker's ``max_velocity_m_s`` over the block, the
         first-line search and a window, plus the demodulation filter's reach), and the
         tracking index of its first sample. Demodulating only that band is what keeps a
-        5 kHz stream cheap. Whole lines for the first block and on clutter-filtered lines
-        (the wall filter keeps a state per depth sample)."""
+        5 kHz stream cheap. Whole lines on clutter-filtered lines (the wall filter keeps a
+        state per depth sample)."""
         c = self.classic
-        if c.representation == "clutter" or not self._started:
+        if c.representation == "clutter":
             return self._iq(lines), 0
         n = self.spec["n_samples"]
         reach = math.ceil(c.max_velocity_m_s * lines.shape[0] / self.meta.prf_hz / c.spacing_m) + self._max_lag + self._w
@@ -244,9 +262,13 @@ class NetworkTracker:
 
     def _run(self, lines: np.ndarray, t_s: np.ndarray) -> MotionBlock:
         first = not self._started
-        iq, offset = self._band(lines)
-        if first:
+        if first and self.classic.representation == "clutter":  # the wall filter starts on the whole block
+            iq, offset = self._iq(lines), 0
             self._start(iq[0])
+        else:
+            if first:  # line 0 whole (the echo's window and keyframe), then the band it can reach
+                self._start(self.classic.tracking_iq(lines[:1])[0])
+            iq, offset = self._band(lines)
         n = self.spec["n_samples"]
         m = iq.shape[0]
         home = self._home - offset
@@ -269,7 +291,7 @@ class NetworkTracker:
         t0 = time.perf_counter()
         x = mdata.motion_inputs(ref, cur)
         residual_wl = self.forward(x) + kdata.phase_residual(x)
-        self.inference_ms = (time.perf_counter() - t0) * 1e3
+        self._inference_parts.append((time.perf_counter() - t0) * 1e3)
         f_cycles = kdata.local_cycles_per_sample(ref, cur, self.classic.f0_cycles_per_sample)
         residual = residual_wl.astype(np.float64) * 2.0 / f_cycles  # local wavelengths -> tracking samples
         disp = np.zeros(m)

@@ -67,6 +67,12 @@ def run(args: argparse.Namespace) -> int:
                                   (args.steps, args.fine_tune_epochs, args.recordings)))
     if not 1 <= args.threads <= 256:
         raise UsageError(describe("--threads", "1 .. 256", args.threads))
+    from mmode.models import registry
+    from mmode.models.motion_data import KEYFRAME_SPEC
+
+    if registry.load_card(args.model)["input"].get("kind") == KEYFRAME_SPEC["kind"]:
+        raise UsageError(describe("--model", "a model whose data mmode compress builds (classifier or per-pair motion net)",
+                                  f"{args.model}, a keyframe motion net: python -m mmode.models.motion_train compresses it"))
     torch.set_num_threads(args.threads)
     log = (lambda m: print(m, file=sys.stderr, flush=True)) if args.json else (lambda m: print(m, flush=True))
     report = compress_model(

@@ -33,6 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sweep", type=int, choices=(25, 50, 100, 200), help="sweep speed, mm/s")
     p.add_argument("--settings", metavar="INI", help="settings file (default: the user's QSettings)")
     p.add_argument("--json", action="store_true", help="on exit, print the drawing statistics as JSON")
+    p.add_argument("--motion", choices=("classic", "network", "both"), default=None,
+                   help="motion traces drawn: the classic tracker's, the learned network's or both "
+                        "(default: the window's setting; the Network overlay toggle runs the network, off at first: live, "
+                        "the learned trace does not yet keep latency within budget, docs/models.md)")
     add_cine_arguments(p)
     p.set_defaults(func=run)
 
@@ -79,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from mmode.gui.app import run_app
 
     stats = run_app(spec, screenshot=args.screenshot, quit_after_s=args.quit_after,
-                    sweep_mm_s=args.sweep, settings_path=args.settings)
+                    sweep_mm_s=args.sweep, settings_path=args.settings, motion=args.motion)
     if args.json:
         from mmode.app.cli import print_json
 

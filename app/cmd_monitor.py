@@ -41,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--record", metavar="OUT.h5", help="also record every received line")
     p.add_argument("--model", default="classifier_student",
                    help="classifier to run (see `mmode models`), or none (default: classifier_student)")
+    from mmode.app.cmd_process import add_motion_option
+
+    add_motion_option(p, default="classic")
     add_sim_arguments(p)
     p.set_defaults(func=run)
 
@@ -57,6 +60,8 @@ def _text(report: dict) -> str:
         ("gaps", f"{report['gaps']} ({report['lines_missing']} lines missing), restarts {report['restarts']}, reconnects {report['reconnects']}"),
         ("latency_ms", f"p50 {fmt(lat['p50'])}, p99 {fmt(lat['p99'])}, max {fmt(lat['max'])}"),
         ("inference_ms", f"p50 {fmt(inf['p50'])}, p99 {fmt(inf['p99'])}"),
+        *([("motion_net_ms", f"p50 {fmt(net['p50'])}, p99 {fmt(net['p99'])} per block (learned trace)")]
+          if (net := report.get("stage_ms", {}).get("motion_network")) else []),
         ("line_rate_hz", f"{fmt(report['line_rate_hz'])} (PRF {report['prf_hz']:g})"),
         ("realtime", f"x{fmt(report['realtime_factor'])}"),
         ("peak_rss_mb", f"{report['peak_rss_mb']:.0f}"),
@@ -86,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         source = sim_source(args, args.block_lines)
     else:
         source = FileSource(args.file, speed=args.speed, loop=args.loop, block_lines=args.block_lines)
-    engine = Engine(source, PipelineSettings(model=args.model), max_latency_s=args.max_latency_ms / 1e3)
+    engine = Engine(source, PipelineSettings(model=args.model, motion=args.motion), max_latency_s=args.max_latency_ms / 1e3)
     engine.start()
     try:
         engine.wait_ready()

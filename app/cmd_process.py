@@ -52,6 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--track-depth", type=float, metavar="METRES",
                    help="depth of the echo whose motion is tracked (default: the strongest moving echo)")
     add_cine_arguments(p)
+    add_motion_option(p)
     p.add_argument("--model", default="classifier_student", metavar="NAME",
                    help="shipped classifier run on sliding windows (`mmode models`), or 'none' (default classifier_student)")
     p.set_defaults(func=run)
@@ -162,6 +163,37 @@ def _motion_report(parts: list, tracker) -> tuple[dict | None, str | None, dict]
     return motion, None, rates.summary(disp, tracker.meta.prf_hz)
 
 
+def add_motion_option(p: argparse.ArgumentParser, default: str = "both") -> None:
+    """``--motion classic|network|both`` (process: default both; monitor: classic, since the
+    learned trace does not yet keep a live stream's latency within budget, docs/models.md)."""
+    p.add_argument("--motion", default=default, choices=("classic", "network", "both"),
+                   help="motion traces: the classic tracker's, the learned network's (following the same echo) "
+                        f"or both (default {default})")
+
+
+def _network_report(parts: list, pipeline) -> dict | None:
+    """The ``motion_network`` object: the learned trace (t_s, displacement_m, quality per
+    line), its depth and model, beside ``motion``; None without the network or a trace."""
+    import numpy as np
+
+    net = pipeline.network
+    parts = [m for m in parts if m is not None]
+    if net is None or not parts or pipeline.motion.status != "tracking":
+        return None
+    t_s = np.concatenate([m.t_s for m in parts])
+    if t_s.shape[0] == 0:
+        return None
+    return {
+        "model": net.name,
+        "representation": pipeline.motion.representation,
+        "depth_m": _finite(net.depth_m),
+        "t_s": t_s.tolist(),
+        "displacement_m": np.concatenate([m.displacement_m for m in parts]).tolist(),
+        "velocity_m_s": np.concatenate([m.velocity_m_s for m in parts]).tolist(),
+        "quality": np.round(np.concatenate([m.quality for m in parts]), 4).tolist(),
+    }
+
+
 def analyse(rec, settings, *, block_lines: int = DEFAULT_BLOCK_LINES, window_s: float = DEFAULT_WINDOW_S,
             image_path: str | Path | None = None, progress: _Progress | None = None) -> dict:
     """Run the pipeline over an open :class:`~mmode.ingest.recording.Recording`.
@@ -188,6 +220,7 @@ def analyse(rec, settings, *, block_lines: int = DEFAULT_BLOCK_LINES, window_s: 
     t_s = rec.timestamps_s()
     dsp_s = 0.0
     motion_parts = []
+    network_parts = []
     class_windows = []
     t_start = time.perf_counter()
     for block in rec.blocks(block_lines):
@@ -197,6 +230,7 @@ def analyse(rec, settings, *, block_lines: int = DEFAULT_BLOCK_LINES, window_s: 
             image[res.seq_start:res.seq_stop] = res.display_db
         log.add(res.seq_start, res.features)
         motion_parts.append(res.motion)
+        network_parts.append(res.motion_network)
         class_windows += res.classification or []
         if progress is not None:
             progress.update(res.seq_stop)
@@ -216,7 +250,16 @@ def analyse(rec, settings, *, block_lines: int = DEFAULT_BLOCK_LINES, window_s: 
     lines_per_s = rec.n_lines / max(dsp_s, 1e-9)
     end = pipeline.finish()
     motion_parts.append(end.motion)  # the lines the tracker still holds
-    motion, motion_note, rates = _motion_report(motion_parts, pipeline.motion)
+    network_parts.append(end.motion_network)
+    motion_network = _network_report(network_parts, pipeline)
+    if settings.motion == "network":  # the classic tracker ran only to choose the echo
+        from mmode.dsp import rates as rate_analysis
+
+        motion, motion_note = None, "classic trace not asked for (--motion network)"
+        disp = np.asarray(motion_network["displacement_m"] if motion_network else [], dtype=np.float64)
+        rates = rate_analysis.summary(disp, rec.meta.prf_hz)
+    else:
+        motion, motion_note, rates = _motion_report(motion_parts, pipeline.motion)
     p = settings.processor
     return {
         "file": str(rec.source),
@@ -234,6 +277,7 @@ def analyse(rec, settings, *, block_lines: int = DEFAULT_BLOCK_LINES, window_s: 
                      "windows": log.windows(rec.meta.prf_hz, t_s, window_s)},
         "motion": motion,
         "motion_note": motion_note,
+        "motion_network": motion_network,
         "rates": rates,
         "classification": _classification_report(pipeline.classifier, class_windows, end.classification,
                                                  rec.duration_s),
@@ -318,6 +362,10 @@ def _text(report: dict) -> str:
         gate = "" if m["track_depth_m"] is None else f", gate at {length(m['track_depth_m'], 1)}"
         rows.append(("motion", f"echo at {length(m['depth_m'], 1)}{gate}, {length(max(d) - min(d), 2)} "
                                f"peak to peak ({how})"))
+    n = report.get("motion_network")
+    if n is not None:
+        d = n["displacement_m"]
+        rows.append(("motion (net)", f"{length(max(d) - min(d), 2)} peak to peak ({n['model']}, same echo)"))
     if r["rate_per_min"] is not None:
         rows.append(("rate", f"{r['rate_per_min']:.1f}/min (confidence {r['confidence']:.2f}), rhythm {r['rhythm']}"))
     if r.get("breathing_rate_per_min") is not None:
@@ -357,7 +405,7 @@ def run(args: argparse.Namespace) -> int:
     settings = PipelineSettings(processor=ProcessorSettings(
         n_rows=args.n_rows, gain_db=args.gain_db, reference_db=args.reference_db, dynamic_range_db=args.dynamic_range_db,
         denoise=args.denoise, denoise_strength=args.denoise_strength), track_depth_m=args.track_depth,
-        model=args.model)
+        model=args.model, motion=args.motion)
     with open_recording(args.file, **cine_options(args)) as rec:
         progress = _Progress(rec.n_lines)
         try:

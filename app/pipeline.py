@@ -30,12 +30,22 @@ class PipelineSettings:
     realtime : a live stream: one-off work (the motion tracker's choice of the echo) is
     spread over several blocks, ``REALTIME_STEP_BUDGET_S`` per block, instead of finishing
     in the block that completes it (offline runs, where nobody waits for the next block).
+    motion : which motion traces the results carry: "classic" (the tracker's), "network"
+    (the learned :class:`~mmode.models.motion_stream.NetworkTracker`'s; the classic tracker
+    still runs, to choose the echo it follows) or "both". motion_model : the shipped motion
+    network the learned trace uses.
     """
 
     processor: ProcessorSettings = ProcessorSettings()
     track_depth_m: float | None = None
     model: str | None = None
     realtime: bool = False
+    motion: str = "classic"
+    motion_model: str = "motion_keyframe_student"
+
+
+#: The values of ``PipelineSettings.motion`` (``--motion`` of process, monitor and gui).
+MOTION_MODES = ("classic", "network", "both")
 
 
 #: Wall time the one-off choice of the tracked echo may take per block in a live stream, s:
@@ -58,8 +68,11 @@ class Results:
     ``display_db`` was set (:class:`~mmode.dsp.levels.LevelReference`). motion_state : the
     tracker's ``status`` ("choosing", "tracking", "no_motion", "inactive"), ``note`` (why
     there is no trace, or None), ``representation`` ("raw" or "clutter"), ``depth_m`` and
-    ``track_depth_m`` (the gate the user set, or None for automatic). timings_ms : wall
-    time per stage.
+    ``track_depth_m`` (the gate the user set, or None for automatic). motion_network : the
+    learned trace of the same lines (:class:`~mmode.dsp.tracker.MotionBlock`), or None when
+    ``settings.motion`` is "classic" (``motion`` is None when it is "network"). timings_ms :
+    wall time per stage ("motion_network" the learned tracker's, "motion_inference" its
+    network's forward pass).
     """
 
     seq_start: int
@@ -73,6 +86,7 @@ class Results:
     level: object | None = None
     motion_state: dict = field(default_factory=dict)
     timings_ms: dict = field(default_factory=dict)
+    motion_network: object | None = None
 
 
 class Pipeline:
@@ -82,6 +96,7 @@ class Pipeline:
         self.settings = settings
         self.processor = Processor(settings.processor)
         self.motion = _tracker(settings)
+        self.network = _load_network(settings)
         self.classifier = _load_classifier(settings.model)
         self.meta: AcquisitionMeta | None = None
         self.n_samples = 0
@@ -98,6 +113,8 @@ class Pipeline:
         self.n_samples = int(n_samples)
         self.processor.prepare(meta, n_samples)
         self.motion.prepare(meta, n_samples)
+        if self.network is not None:
+            self.network.prepare(meta, n_samples, self.motion)
         if self.classifier is not None:
             self.classifier.reset()
 
@@ -121,12 +138,16 @@ class Pipeline:
         window (:meth:`mmode.models.inference.Classifier.finish`; [] otherwise, None without a
         classifier)."""
         n_rows = self.processor.row_depths_m.shape[0]
+        motion = self.motion.flush()
+        network = None if self.network is None else self.network.flush(motion.t_s.shape[0])
         return Results(
             seq_start=self._seq_stop, seq_stop=self._seq_stop, t_s=np.zeros(0),
             display_db=np.zeros((0, n_rows), np.float32), row_depths_m=self.processor.row_depths_m, features={},
-            motion=self.motion.flush(), classification=None if self.classifier is None else self.classifier.finish(),
+            motion=None if self.settings.motion == "network" else motion,
+            classification=None if self.classifier is None else self.classifier.finish(),
             level=self.processor.level,
             motion_state=self.motion_state(),
+            motion_network=network,
         )
 
     def relevel(self, t_from_s: float | None = None, t_to_s: float | None = None) -> None:
@@ -136,10 +157,16 @@ class Pipeline:
 
     def update_settings(self, settings: PipelineSettings) -> None:
         """Apply new settings before the next block."""
-        if (settings.track_depth_m, settings.realtime) != (self.settings.track_depth_m, self.settings.realtime):
-            self.motion = _tracker(settings)  # a new echo: the trace restarts
+        new_network = (settings.motion, settings.motion_model) != (self.settings.motion, self.settings.motion_model)
+        if new_network:
+            self.network = _load_network(settings)
+        if (settings.track_depth_m, settings.realtime) != (self.settings.track_depth_m, self.settings.realtime) \
+                or new_network:
+            self.motion = _tracker(settings)  # a new echo: the traces restart
             if self.meta is not None:
                 self.motion.prepare(self.meta, self.n_samples)
+                if self.network is not None:
+                    self.network.prepare(self.meta, self.n_samples, self.motion)
         if settings.model != self.settings.model:
             self.classifier = _load_classifier(settings.model)
         self.settings = settings
@@ -155,6 +182,12 @@ class Pipeline:
         motion = self.motion.process(block)
         t2 = time.perf_counter()
         timings_ms = {"dsp": (t1 - t0) * 1e3, "motion": (t2 - t1) * 1e3}
+        network = None
+        if self.network is not None:
+            network = self.network.process(block, motion.t_s.shape[0])
+            timings_ms["motion_network"] = self.network.last_ms
+            timings_ms["motion_inference"] = self.network.inference_ms
+            t2 = time.perf_counter()
         classification = None
         if self.classifier is not None:
             classification = self.classifier.push(out.display_db, out.t_s, self.processor.row_depths_m)
@@ -167,17 +200,30 @@ class Pipeline:
             display_db=out.display_db,
             row_depths_m=self.processor.row_depths_m,
             features=out.features,
-            motion=motion,
+            motion=None if self.settings.motion == "network" else motion,
             classification=classification,
             level=self.processor.level,
             motion_state=self.motion_state(),
             timings_ms=timings_ms,
+            motion_network=network,
         )
 
 
 def _tracker(settings: PipelineSettings) -> MotionTracker:
     return MotionTracker(track_depth_m=settings.track_depth_m,
                          step_budget_s=REALTIME_STEP_BUDGET_S if settings.realtime else None)
+
+
+def _load_network(settings: PipelineSettings):
+    """The learned :class:`~mmode.models.motion_stream.NetworkTracker` when ``settings.motion``
+    asks for its trace, else None; DataError for an unknown mode."""
+    if settings.motion not in MOTION_MODES:
+        raise DataError(describe("--motion", f"one of {MOTION_MODES}", repr(settings.motion)))
+    if settings.motion == "classic":
+        return None
+    from mmode.models.motion_stream import NetworkTracker  # torch loads only when asked for
+
+    return NetworkTracker(settings.motion_model)
 
 
 def _load_classifier(model: str | None):

@@ -18,7 +18,7 @@ from mmode.gui.settings import SWEEP_SPEEDS_MM_S
 
 
 def run_app(spec: SourceSpec, *, screenshot: str | None = None, quit_after_s: float | None = None,
-            sweep_mm_s: int | None = None, settings_path: str | None = None) -> dict:
+            sweep_mm_s: int | None = None, settings_path: str | None = None, motion: str | None = None) -> dict:
     """Open the window on ``spec`` and run the event loop; returns drawing statistics.
 
     screenshot : PNG path written just before quitting (needs ``quit_after_s``; default 6 s).
@@ -46,6 +46,9 @@ def run_app(spec: SourceSpec, *, screenshot: str | None = None, quit_after_s: fl
         store = QSettings(str(Path(tmp.name) / "settings.ini"), QSettings.Format.IniFormat)
     else:
         store = QSettings()
+    if motion is not None:  # --motion: which traces the pipeline computes (GuiSettings.motion_source)
+        store.setValue("motion_source", motion)
+        store.setValue("show_motion_network", motion != "classic")
     window = MainWindow(spec, store, scenarios=tuple(SCENARIOS))
     if sweep_mm_s is not None:
         window.panel.sweep.setCurrentIndex(SWEEP_SPEEDS_MM_S.index(sweep_mm_s))

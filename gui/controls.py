@@ -152,13 +152,16 @@ class ControlPanel(QWidget):
         f.addRow("Sweep", self.sweep)
         self.show_classes = QCheckBox("Classes")
         self.show_motion = QCheckBox("Motion")
+        self.show_motion_network = QCheckBox("Network")
+        self.show_motion_network.setToolTip("The learned motion trace (cyan) over the classic tracker's (yellow)")
         self.show_rate = QCheckBox("Rate")
         row = QHBoxLayout()
         for cb, on in ((self.show_classes, s.show_classes), (self.show_motion, s.show_motion),
-                       (self.show_rate, s.show_rate)):
+                       (self.show_motion_network, s.show_motion_network), (self.show_rate, s.show_rate)):
             cb.setChecked(on)
             cb.toggled.connect(lambda _on: self.view_changed.emit())
             row.addWidget(cb)
+        self.show_motion_network.toggled.connect(lambda _on: self.processing_changed.emit())  # runs the network
         f.addRow("Overlays", row)
         self.gate_label = QLabel()
         self.gate_label.setToolTip("Shift+click or Shift+drag on the image places the tracking gate")
@@ -233,6 +236,7 @@ class ControlPanel(QWidget):
         s.sweep_mm_s = SWEEP_SPEEDS_MM_S[self.sweep.currentIndex()]
         s.show_classes = self.show_classes.isChecked()
         s.show_motion = self.show_motion.isChecked()
+        s.show_motion_network = self.show_motion_network.isChecked()
         s.show_rate = self.show_rate.isChecked()
         s.caliper_kind = self.caliper.currentData()
         s.n_cycles = self.n_cycles.value()

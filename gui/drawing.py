@@ -58,6 +58,9 @@ class Drawing:
             if w.reader.late_track is not None:
                 w.ring.set_track(*w.reader.late_track)
                 w._dirty = True
+            if w.reader.net_track is not None:
+                w.ring.set_net_track(*w.reader.net_track)
+                w._dirty = True
             return
         live = w.spec is not None and w.spec.kind != "file"
         if w.frozen and live:
@@ -65,6 +68,8 @@ class Drawing:
         w.ring.push(db, r.t_s, w.s.dynamic_range_db, label, conf, track, quality)
         if w.reader.late_track is not None:
             w.ring.set_track(*w.reader.late_track)
+        if w.reader.net_track is not None:
+            w.ring.set_net_track(*w.reader.net_track)
         for t_from, t_to, label_k, conf_k in w.reader.relabel:
             w.ring.set_labels(t_from, t_to, label_k, conf_k)
         w.sweep.arrived(time.perf_counter(), float(r.t_s[-1]))

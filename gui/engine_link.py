@@ -150,7 +150,8 @@ def pipeline_settings(s: GuiSettings, depth_range_m: tuple[float, float] | None 
         denoise_strength=s.denoise_strength,
         reference_db=reference_db,
     )
-    return PipelineSettings(processor=proc, track_depth_m=track_depth_m, model=classifier_name(s.model))
+    return PipelineSettings(processor=proc, track_depth_m=track_depth_m, model=classifier_name(s.model),
+                            motion=s.motion_source if s.show_motion_network else "classic")
 
 
 def _field(obj, name: str, default=None):
@@ -221,6 +222,8 @@ class ResultsReader:
         self.level = None
         self.motion_state: dict = {}
         self.late_track: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.net_track: tuple[np.ndarray, np.ndarray] | None = None
+        self.net_ms = float("nan")
         self.relabel: list[tuple[float, float, int, float]] = []
 
     def read(self, r) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -229,7 +232,10 @@ class ResultsReader:
 
         Motion the tracker returns late (lines before this block, e.g. while it chose its
         echo) is left in :attr:`late_track` as (t_s (k,), depth_m (k,), quality (k,)) for
-        :meth:`mmode.gui.mmode_data.DisplayRing.set_track`, else None.
+        :meth:`mmode.gui.mmode_data.DisplayRing.set_track`, else None. The learned trace
+        (``Results.motion_network``) is left in :attr:`net_track` as (t_s (k,), depth_m (k,))
+        for :meth:`~mmode.gui.mmode_data.DisplayRing.set_net_track`, and the wall time of its
+        last block in :attr:`net_ms`.
 
         A classifier window describes the lines it spans, but arrives when it ends. For the
         timeline, each window with a start time also relabels the second half of its span
@@ -269,6 +275,11 @@ class ResultsReader:
         if state:
             self.motion_state = dict(state)
         self.late_track = None
+        net = _motion_track(getattr(r, "motion_network", None))
+        self.net_track = None if net is None else net[:2]  # for DisplayRing.set_net_track
+        timings = getattr(r, "timings_ms", None) or {}
+        if timings:  # a processed block (the end of a stream has none): NaN once the network is off
+            self.net_ms = float(timings.get("motion_network", float("nan")))
         track = np.full(n, np.nan, np.float32)
         quality = np.full(n, np.nan, np.float32)
         motion = _motion_track(r.motion)

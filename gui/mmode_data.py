@@ -60,6 +60,7 @@ class Window:
     track_depth_m: np.ndarray
     track_quality: np.ndarray
     epoch: int = 0
+    net_depth_m: np.ndarray | None = None  # the learned motion trace's depth per column (NaN = none)
 
     @property
     def n_cols(self) -> int:
@@ -97,6 +98,7 @@ class DisplayRing:
         self._conf = np.full(2 * capacity, np.nan, np.float32)
         self._track = np.full(2 * capacity, np.nan, np.float32)
         self._quality = np.full(2 * capacity, np.nan, np.float32)
+        self._net = np.full(2 * capacity, np.nan, np.float32)
         self.n_written = 0
         # lines waiting to complete a column
         self._pend_db = np.empty((0, n_rows), np.float32)
@@ -212,6 +214,7 @@ class DisplayRing:
                 self._conf[off:off + m] = conf[src_lo:src_hi]
                 self._track[off:off + m] = trk[src_lo:src_hi]
                 self._quality[off:off + m] = qual[src_lo:src_hi]
+                self._net[off:off + m] = np.nan  # set_net_track fills it
         self.n_written += n
 
     def set_track(self, t_s: np.ndarray, track_depth_m: np.ndarray, track_quality: np.ndarray) -> None:
@@ -234,6 +237,23 @@ class DisplayRing:
         for p in (pos, pos + self.capacity):  # both copies of each column
             self._track[p] = depth
             self._quality[p] = quality
+
+    def set_net_track(self, t_s: np.ndarray, depth_m: np.ndarray) -> None:
+        """Fill in the learned motion trace (:class:`mmode.models.motion_stream.NetworkTracker`)
+        of columns already held whose time lies within ``t_s`` (k,) increasing, by linear
+        interpolation of the echo depth ``depth_m`` (k,) m."""
+        t = np.asarray(t_s, np.float64).reshape(-1)
+        z = np.asarray(depth_m, np.float64).reshape(-1)
+        if t.size == 0 or t.shape != z.shape:
+            return
+        w = self.window(self.n_written, self.capacity)
+        lo = int(np.searchsorted(w.t_s, t[0], side="left"))
+        hi = int(np.searchsorted(w.t_s, t[-1], side="right"))
+        if hi > lo:
+            pos = (w.start + np.arange(lo, hi)) % self.capacity
+            depth = np.interp(w.t_s[lo:hi], t, z).astype(np.float32)
+            self._net[pos] = depth
+            self._net[pos + self.capacity] = depth
 
     def set_labels(self, t_from_s: float, t_to_s: float, label: int, confidence: float) -> None:
         """Give the columns held with time in [t_from_s, t_to_s] class ``label`` (its probability
@@ -258,6 +278,7 @@ class DisplayRing:
         self._conf[:] = np.nan
         self._track[:] = np.nan
         self._quality[:] = np.nan
+        self._net[:] = np.nan
         self._img[:] = 0
         self._pend_t = self._pend_t[:0]
         self._pend_db = self._pend_db[:0]
@@ -283,7 +304,7 @@ class DisplayRing:
         p = start % self.capacity
         q = p + (stop - start)
         return Window(start, stop, self._img[p:q], self._t[p:q], self._label[p:q], self._conf[p:q], self._track[p:q],
-                      self._quality[p:q], self.epoch)
+                      self._quality[p:q], self.epoch, self._net[p:q])
 
     def column_at_time(self, t_s: float) -> int | None:
         """Absolute index of the held column nearest to time ``t_s``, or None when empty."""

@@ -35,6 +35,8 @@ MOTION_DIM_PEN = (255, 200, 0, 90)
 #: over a dark 3 px band, so that it shows on bright tissue and on black alike. Two straight
 #: lines: no stroking cost worth measuring.
 GATE_PEN = (255, 140, 0)
+#: The learned motion trace (``Results.motion_network``): cyan, one pixel, over the classic one.
+MOTION_NET_PEN = (0, 220, 255)
 GATE_HALO_PEN = (0, 0, 0, 150)
 
 
@@ -124,6 +126,14 @@ class MModeView(TimedPaint, pg.GraphicsLayoutWidget):
         self.plot.addItem(self.motion_dim_curve)
         self.motion_curve = pg.PlotCurveItem(pen=pg.mkPen(MOTION_PEN, width=1), connect="finite")
         self.plot.addItem(self.motion_curve)
+        self.net_curve = pg.PlotCurveItem(pen=pg.mkPen(MOTION_NET_PEN, width=1), connect="finite")
+        self.net_curve.setVisible(False)
+        self.plot.addItem(self.net_curve)
+        self.legend = pg.LegendItem(offset=(-10, 10), labelTextColor=(220, 220, 220), brush=(0, 0, 0, 150))
+        self.legend.setParentItem(self.plot.vb)
+        self.legend.addItem(self.motion_curve, "classic tracker")
+        self.legend.addItem(self.net_curve, "network")
+        self.legend.setVisible(False)
         self.gate_halo = pg.InfiniteLine(angle=0, movable=False, pen=pg.mkPen(GATE_HALO_PEN, width=3))
         self.gate_line = pg.InfiniteLine(angle=0, movable=False, pen=pg.mkPen(GATE_PEN, width=1))
         for line in (self.gate_halo, self.gate_line):
@@ -138,6 +148,7 @@ class MModeView(TimedPaint, pg.GraphicsLayoutWidget):
         self.ci.layout.setRowStretchFactor(1, 10)
         self.show_classes = True
         self.show_motion = True
+        self.show_motion_network = True
         self.show_rate = True
         self.no_class_text = "Class: waiting for a full window"
         self._depth_cm = (0.0, 4.0)
@@ -182,6 +193,7 @@ class MModeView(TimedPaint, pg.GraphicsLayoutWidget):
         self.plot.setXRange(x_end_s - window_s, x_end_s, padding=0)
 
         self._render_trace(window, first, step, motion and self.show_motion)
+        self._render_net_trace(window, first, step, motion and self.show_motion_network)
         self.strip.setVisible(self.show_classes)
         if self.show_classes:
             self.strip.render(window.label, t0, col_dt_s, self.classes)
@@ -209,6 +221,16 @@ class MModeView(TimedPaint, pg.GraphicsLayoutWidget):
             if visible:
                 curve.setData(t, depth_cm)
             curve.setVisible(visible)
+
+    def _render_net_trace(self, window: Window, first: int, step: int, show: bool) -> None:
+        """The learned trace (cyan) through the drawn columns, and the legend naming both
+        traces while it is drawn."""
+        z = window.net_depth_m
+        show = show and z is not None and bool(np.isfinite(z[first::step]).any())
+        if show:
+            self.net_curve.setData(window.t_s[first::step], z[first::step] * 100.0)
+        self.net_curve.setVisible(show)
+        self.legend.setVisible(show)
 
     def set_gate(self, depth_m: float | None) -> None:
         """Show the tracking gate at ``depth_m`` (None: automatic, no marker)."""

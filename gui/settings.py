@@ -19,6 +19,8 @@ SWEEP_SPEEDS_MM_S = (25, 50, 100, 200)
 #: registry loads safetensors float32 weights; int8 exists only as an ONNX Runtime export of
 #: ``mmode compress``, which the engine does not run.)
 MODEL_CHOICES = ("student", "teacher", "classic")
+#: The motion traces (``PipelineSettings.motion``): the classic tracker's, the learned one's, both.
+MOTION_CHOICES = ("classic", "network", "both")
 TGC_DEPTHS_FRACTION = (0.125, 0.375, 0.625, 0.875)  # TGC knob positions, fraction of the depth range
 CALIPER_KINDS = ("time", "depth", "slope", "heart_rate", "tapse", "epss", "fs")
 #: Range of the gain slider, dB around the level shown as 0 dB (set by *Auto*, full scale or
@@ -37,7 +39,11 @@ class GuiSettings:
     denoise_method / denoise_strength (0..1) : speckle reduction.
     model : one of :data:`MODEL_CHOICES` ("classic" = no network).
     sweep_mm_s : one of :data:`SWEEP_SPEEDS_MM_S`.
-    show_classes / show_motion / show_rate : overlay toggles.
+    motion_source : one of :data:`MOTION_CHOICES`: the motion traces the pipeline computes
+        while ``show_motion_network`` is on (off: "classic").
+    show_classes / show_motion / show_motion_network / show_rate : overlay toggles (the
+    classic tracker's trace, the learned network's: off at first, since live the learned
+    trace does not yet keep latency within budget, docs/models.md).
     caliper_kind / n_cycles : the active measurement tool.
     """
 
@@ -50,7 +56,9 @@ class GuiSettings:
     sweep_mm_s: int = 50
     show_classes: bool = True
     show_motion: bool = True
+    show_motion_network: bool = False
     show_rate: bool = True
+    motion_source: str = "both"
     caliper_kind: str = "time"
     n_cycles: int = 1
     last_file: str = ""
@@ -61,6 +69,7 @@ class GuiSettings:
 _CHOICES = {
     "denoise_method": DENOISE_METHODS,
     "model": MODEL_CHOICES,
+    "motion_source": MOTION_CHOICES,
     "sweep_mm_s": SWEEP_SPEEDS_MM_S,
     "caliper_kind": CALIPER_KINDS,
 }

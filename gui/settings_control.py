@@ -104,6 +104,7 @@ class SettingsController:
         w.panel.apply_to(w.s)
         w.mview.show_classes = w.s.show_classes
         w.mview.show_motion = w.s.show_motion
+        w.mview.show_motion_network = w.s.show_motion_network
         w.mview.show_rate = w.s.show_rate
         w._dirty = True
 

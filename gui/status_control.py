@@ -11,6 +11,7 @@ pipeline; the motion tracker's state and the display level come last.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -79,6 +80,8 @@ class StatusController:
         """The tracker's state in the status bar and the display level under the gain."""
         w = self.w
         text, tip = motion_text(w.reader.motion_state, running=w.engine is not None, scale=w.scale)
+        if math.isfinite(w.reader.net_ms):
+            text += f"  |  network {w.reader.net_ms:.1f} ms/block"
         if text != w.motion_label.text():
             w.motion_label.setText(text)
             w.motion_label.setToolTip(tip)

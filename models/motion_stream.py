@@ -1,0 +1,374 @@
+"""The learned motion estimate in the product path: :class:`NetworkTracker`.
+
+It follows the echo the classic :class:`~mmode.dsp.tracker.MotionTracker` chose (or the
+gate the user set), from line 0, with its own integrated position, so that the two traces
+can be compared line for line. Like the classic tracker it matches each line against a
+*keyframe* (the window of an earlier line, renewed only when the match weakens), so that the
+trace does not drift as a sum of per-pair estimates would (their errors add as a random walk):
+
+1. **Coarse, per line (numpy):** the envelope of the keyframe window is matched (NCC) against
+   the current line at integer shifts around the constant-velocity prediction of the
+   coarse position; the best integer shift places the current window. Its NCC peak is the
+   line's quality; below ``keyframe_ncc`` the line becomes the next keyframe.
+2. **Fine, per block (the network, one batched forward pass):** the keyframe window and the
+   current window at that integer shift go into the motion network
+   (:func:`mmode.models.data.motion_inputs`), which gives the residual displacement (as a
+   correction to the pair's own phase estimate, :func:`mmode.models.motion_data.phase_residual`) in
+   local wavelengths (of the echo's mean frequency measured on the pair, which attenuation
+   lowers below f0). A coarse shift off by a sample is corrected by the residual (the network is
+   trained on shifts off by up to about 1.5 samples); velocities many times the aliasing
+   limit are a larger integer shift plus a residual.
+
+Displacement of line n: ``D(keyframe) + (p_n - p_keyframe) + residual_n`` (tracking samples
+x spacing). Lines are IQ on the classic tracker's tracking grid (RF demodulated, coarse IQ
+interpolated, :meth:`MotionTracker.tracking_iq`); on clutter-filtered lines when the classic
+tracker follows its echo there (a causal wall filter from the stream's start). Torch lives
+here, not in ``dsp/`` (docs/ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from numba import njit
+
+from mmode.dsp import clutter
+from mmode.dsp.demod import demod_design, iq_decimation, mixer, to_iq
+from mmode.dsp.tracker import MotionBlock, MotionTracker
+from mmode.errors import DataError, ModelError, describe
+from mmode.ingest.meta import AcquisitionMeta, LineBlock
+from mmode.models import data as mdata
+from mmode.models import motion_data as kdata
+from mmode.models.registry import load_model
+
+#: Most lines tracked in one step (one demodulated band, one forward pass): about 13 ms at
+#: 5 kHz, over which the echo moves at most 6 mm at the classic tracker's 0.5 m/s.
+BAND_LINES = 64
+#: The shipped student the product runs.
+DEFAULT_MODEL = "motion_keyframe_student"
+#: The input kind the streaming tracker feeds.
+KEYFRAME_KIND = kdata.KEYFRAME_SPEC["kind"]
+#: Keyframe renewal threshold on the envelope NCC of the coarse match: lower than the
+#: classic tracker's 0.9 on the complex correlation, since at 0-10 dB SNR the envelope NCC of
+#: two noisy views of the same echo rarely reaches 0.9 and renewing on every line would make
+#: the trace a random walk again.
+KEYFRAME_NCC = 0.75
+
+
+def check_motion_card(card: dict, name: str) -> dict:
+    """The input spec of a motion card the streaming tracker can feed; ModelError otherwise."""
+    spec = card.get("input")
+    if card.get("task") != "motion" or not isinstance(spec, dict) or spec.get("kind") != KEYFRAME_KIND:
+        found = spec.get("kind") if isinstance(spec, dict) else spec
+        raise ModelError(describe(f"model {name}", f"a motion model with input kind {KEYFRAME_KIND!r}", repr(found)))
+    n = spec.get("n_samples")
+    if not isinstance(n, int) or not 4 <= n <= 256 or spec.get("channels") != 4:
+        raise ModelError(describe(f"model {name}", "input n_samples 4..256 and 4 channels",
+                                  (n, spec.get("channels"))))
+    return spec
+
+
+class NetworkTracker:
+    """Streaming learned tracker of the classic tracker's echo.
+
+    ``prepare(meta, n_samples, classic)`` once (``classic`` prepared on the same stream),
+    then ``process(block, n_done)`` per block, where ``n_done`` is the number of lines the
+    classic tracker finished with that block (its :class:`MotionBlock` length): the network
+    tracks the same lines, so both traces cover the same line times. ``flush(n_done)`` at
+    the end. Envelope lines (no phase) give empty blocks (``active`` False). ``last_ms`` is the wall time of the last call, ``inference_ms`` that of its
+    network forward pass.
+    """
+
+    def __init__(self, name: str = DEFAULT_MODEL, directory: Path | None = None,
+                 keyframe_ncc: float = KEYFRAME_NCC) -> None:
+        self.model, self.card = load_model(name, directory)
+        self.spec = check_motion_card(self.card, name)
+        self.name = name
+        self.keyframe_ncc = float(keyframe_ncc)
+        self.last_ms = 0.0
+        self.inference_ms = 0.0
+        self.meta: AcquisitionMeta | None = None
+        # torch's lazy start-up and numba's compilation (or cache load) here, not in a live stream:
+        # left to the first tracked block, they stalled a 5 kHz stream for 0.3 s
+        n = self.spec["n_samples"]
+        self.forward(np.zeros((2, 4, n), np.float32))
+        _coarse_kernel(np.zeros((2, 3 * n), np.float32), n, n, np.zeros(n, np.float32), np.zeros(5), 0, 1, 1,
+                       KEYFRAME_NCC, np.zeros(2, np.int64), np.zeros(2), np.zeros(2, np.bool_))
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Network output (N,) float32, residual displacement in local wavelengths, of inputs (N, 4, n)."""
+        if len(x) == 0:
+            return np.zeros(0, np.float32)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with torch.inference_mode():
+                return self.model(torch.from_numpy(np.ascontiguousarray(x))).numpy()[:, 0]
+        finally:
+            torch.set_num_threads(threads)
+
+    def prepare(self, meta: AcquisitionMeta, n_samples: int, classic: MotionTracker) -> None:
+        """Reset for a stream of lines of ``n_samples`` described by ``meta``. Runs the network
+        once, in the calling thread (the engine's worker), whose first torch call otherwise
+        stalls the first tracked block by about 0.1 s."""
+        self.forward(np.zeros((2, 4, self.spec["n_samples"]), np.float32))
+        self.meta = meta
+        self.classic = classic
+        self._n_samples = int(n_samples)
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self._started = False
+        self._wall: clutter.WallFilter | None = None
+        self._design = None  # (band length, taps, half): _demodulate
+        self.depth_m = math.nan
+        self.n_lines = 0
+        # envelope lines (a video's grey levels) carry no phase: no learned trace, not an error
+        self.active = meta.kind in ("rf", "iq") and meta.f0_hz > 0
+
+    # -- per block -----------------------------------------------------------------------------
+    def process(self, block: LineBlock, n_done: int) -> MotionBlock:
+        """Queue ``block``'s lines; track the oldest ``n_done`` queued lines."""
+        t0 = time.perf_counter()
+        if self.meta is None:
+            raise DataError(describe("motion network", "prepare(meta, n_samples, classic) before process", "none"))
+        lines = np.asarray(block.lines)
+        if lines.ndim != 2 or lines.shape[1] != self._n_samples:
+            raise DataError(describe("motion network", f"blocks of (n, {self._n_samples}) lines", lines.shape))
+        if not np.all(np.isfinite(lines.view(np.float32) if lines.dtype == np.complex64 else lines)):
+            raise DataError(describe(f"motion network, block at line {block.seq}", "finite line samples",
+                                     "NaN or infinite values"))
+        t_s = block.t_s + np.arange(lines.shape[0], dtype=np.float64) / self.meta.prf_hz
+        if not self.active or self.classic.status in ("inactive", "no_motion"):
+            self._pending = []
+        else:
+            self._pending.append((lines, t_s))
+        out = self._take(n_done)
+        self.last_ms = (time.perf_counter() - t0) * 1e3
+        return out
+
+    def flush(self, n_done: int) -> MotionBlock:
+        """End of stream: track the ``n_done`` lines the classic tracker released in its flush."""
+        t0 = time.perf_counter()
+        out = self._take(n_done)
+        self.last_ms = (time.perf_counter() - t0) * 1e3
+        return out
+
+    def _take(self, n: int) -> MotionBlock:
+        parts, taken = [], 0
+        while self._pending and taken < n:
+            lines, t_s = self._pending.pop(0)
+            k = min(lines.shape[0], n - taken)
+            if k < lines.shape[0]:
+                self._pending.insert(0, (lines[k:], t_s[k:]))
+            parts.append((lines[:k], t_s[:k]))
+            taken += k
+        self.inference_ms = 0.0
+        self._inference_parts: list[float] = []
+        if not parts:
+            e = np.zeros(0)
+            return MotionBlock(e, e.copy(), e.copy(), e.copy(), self.depth_m)
+        lines, t_s = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        # in steps of BAND_LINES: the depth band the echo can reach (_band) stays narrow when a
+        # call takes many lines (the catch-up after the echo is chosen, offline blocks)
+        out = [self._run(lines[i : i + BAND_LINES], t_s[i : i + BAND_LINES]) for i in range(0, len(t_s), BAND_LINES)]
+        self.inference_ms = sum(self._inference_parts)
+        return MotionBlock(*(np.concatenate([getattr(o, f) for o in out]) for f in
+                             ("t_s", "displacement_m", "velocity_m_s", "quality")), self.depth_m)
+
+    def _iq(self, lines: np.ndarray) -> np.ndarray:
+        """Lines on the classic tracker's tracking grid, clutter-filtered when it follows its
+        echo on clutter-filtered lines: (m, n_iq) complex64."""
+        c = self.classic
+        if c.representation != "clutter":
+            return c.tracking_iq(lines)
+        iq, _, _ = to_iq(lines, self.meta)
+        if self._wall is None:
+            b, a = c.clutter_filter(self.meta.prf_hz)
+            self._wall = clutter.WallFilter(b, a)
+            return c.interpolate(self._wall.process(iq, stationary=iq.mean(axis=0)))
+        return c.interpolate(self._wall.process(iq))
+
+    def _start(self, iq0: np.ndarray) -> None:
+        c = self.classic
+        n = self.spec["n_samples"]
+        self.depth_m = c.depth_m
+        centre = float(self.meta.sample_at_depth(c.depth_m)) / c.stride
+        # the coarse match uses the classic tracker's window (at least 4 stored samples of
+        # coarse IQ, where the network's window may hold under three), centred on the network's
+        self._w = max(n, c.window)
+        self._margin = (self._w - n) // 2
+        lo, hi = self._margin, iq0.shape[0] - self._w + self._margin
+        self._home = int(min(max(round(centre) - n // 2, lo), hi))
+        self._max_lag, self._track_lag = c.search_lags(self.meta.prf_hz)
+        # stored samples beyond the band that the demodulation filter reads (RF), or the
+        # band-limited interpolation of coarse IQ (scipy's resample_poly: 10 input samples a side)
+        if self.meta.kind == "rf":
+            dec = iq_decimation(self.meta.fs_hz, self.meta.f0_hz)
+            self._pad = demod_design(1, self.meta.fs_hz, self.meta.f0_hz, dec)[2] + dec
+        else:
+            self._pad = 16
+        self._spacing_m = c.spacing_m
+        self._kf_iq = iq0[self._home : self._home + n].copy()
+        weight = np.abs(self._kf_iq).astype(np.float64) ** 2  # the depth its window follows, as the classic one's
+        if weight.sum() > 0:
+            self.depth_m = float(self.meta.depth_m((self._home + np.sum(weight * np.arange(n)) / weight.sum()) * c.stride))
+        chome = self._home - self._margin
+        self._kf_env = np.abs(iq0[chome : chome + self._w]).astype(np.float32)
+        self._kf_pos = 0  # keyframe window's integer shift from home
+        self._kf_disp = 0.0  # keyframe's displacement, tracking samples (network)
+        # the coarse stage's state (_coarse_kernel): keyframe shift and coarse displacement,
+        # coarse displacement of the last two lines, lines so far
+        self._state = np.zeros(5)
+        self._prev_disp = 0.0
+        self._started = True
+
+    def _band(self, lines: np.ndarray) -> tuple[np.ndarray, int]:
+        """IQ on the tracking grid of the depth band the echo can reach in these lines (its
+        last position +- the classic tracker's ``max_velocity_m_s`` over the block, the
+        first-line search and a window, plus the demodulation filter's reach), and the
+        tracking index of its first sample. Demodulating only that band is what keeps a
+        5 kHz stream cheap. Whole lines on clutter-filtered lines (the wall filter keeps a
+        state per depth sample)."""
+        c = self.classic
+        if c.representation == "clutter":
+            return self._iq(lines), 0
+        n = self.spec["n_samples"]
+        reach = math.ceil(c.max_velocity_m_s * lines.shape[0] / self.meta.prf_hz / c.spacing_m) + self._max_lag + self._w
+        centre = self._home + self._state[3]
+        a = max(0, int(math.floor((centre - reach) * c.stride)) - self._pad)
+        b = min(self._n_samples, int(math.ceil((centre + n + reach) * c.stride)) + self._pad)
+        if self.meta.kind == "rf":
+            dec = int(round(c.stride))
+            a -= a % dec
+            return self._demodulate(lines[:, a:b], a, dec), a // dec
+        return c.tracking_iq(lines[:, a:b]), int(round(a / c.stride))
+
+    def _demodulate(self, rf: np.ndarray, first: int, dec: int) -> np.ndarray:
+        """:func:`mmode.dsp.demod.rf_to_iq` of a band of RF samples starting at stored sample
+        ``first`` (a multiple of ``dec``), with the mixer of the whole line (its phase at
+        ``first``) and the filter designed once per band length rather than on every block."""
+        from scipy import signal
+
+        n = rf.shape[1]
+        if self._design is None or self._design[0] != n:
+            self._design = (n, *demod_design(n, self.meta.fs_hz, self.meta.f0_hz, dec)[1:])
+        _, taps, half = self._design
+        carrier = mixer(np.arange(first, first + n), self.meta.fs_hz, self.meta.f0_hz).astype(np.complex64)
+        full = signal.upfirdn(taps, rf.astype(np.float32) * carrier, up=1, down=dec, axis=1)
+        return np.ascontiguousarray(full[:, half // dec : half // dec + -(-n // dec)], dtype=np.complex64)
+
+    def _run(self, lines: np.ndarray, t_s: np.ndarray) -> MotionBlock:
+        first = not self._started
+        if first and self.classic.representation == "clutter":  # the wall filter starts on the whole block
+            iq, offset = self._iq(lines), 0
+            self._start(iq[0])
+        else:
+            if first:  # line 0 whole (the echo's window and keyframe), then the band it can reach
+                self._start(self.classic.tracking_iq(lines[:1])[0])
+            iq, offset = self._band(lines)
+        n = self.spec["n_samples"]
+        m = iq.shape[0]
+        home = self._home - offset
+        pos = np.zeros(m, np.int64)
+        renew = np.zeros(m, np.bool_)
+        quality = np.ones(m)
+        start = 1 if first else 0
+        self._state[4] = self.n_lines
+        _coarse_kernel(np.abs(iq).astype(np.float32), home - self._margin, self._w, self._kf_env, self._state, start,
+                       self._max_lag, self._track_lag, self.keyframe_ncc, pos, quality, renew)
+        idx = np.arange(start, m)
+        kf_id = np.cumsum(renew) - renew  # keyframes before each line: 0 is the one carried in
+        renewed = np.flatnonzero(renew)
+        cols = home + pos[:, None] + np.arange(n)[None, :]
+        kf_iqs = np.concatenate([self._kf_iq[None, :], iq[renewed[:, None], cols[renewed]]])
+        kf_pos = np.concatenate([[self._kf_pos], pos[renewed]])
+        ref = kf_iqs[kf_id[idx]]
+        shift = pos[idx] - kf_pos[kf_id[idx]]
+        cur = kdata.realign(iq[idx[:, None], cols[idx]], shift, self.classic.f0_cycles_per_sample)
+        t0 = time.perf_counter()
+        x = mdata.motion_inputs(ref, cur)
+        residual_wl = self.forward(x) + kdata.phase_residual(x)
+        self._inference_parts.append((time.perf_counter() - t0) * 1e3)
+        f_cycles = kdata.local_cycles_per_sample(ref, cur, self.classic.f0_cycles_per_sample)
+        residual = residual_wl.astype(np.float64) * 2.0 / f_cycles  # local wavelengths -> tracking samples
+        disp = np.zeros(m)
+        kf_disp = np.empty(len(kf_pos))
+        kf_disp[0] = self._kf_disp
+        for j, i in enumerate(idx):  # a keyframe's displacement is that of the line it was taken from
+            disp[i] = kf_disp[kf_id[i]] + shift[j] + residual[j]
+            if renew[i]:
+                kf_disp[kf_id[i] + 1] = disp[i]
+        self._kf_iq, self._kf_pos, self._kf_disp = kf_iqs[-1], int(kf_pos[-1]), float(kf_disp[-1])
+        disp_m = disp * self._spacing_m
+        vel = np.diff(np.concatenate(([self._prev_disp], disp_m))) * self.meta.prf_hz
+        if first:
+            vel[0] = 0.0
+        self._prev_disp = float(disp_m[-1])
+        self.n_lines += m
+        return MotionBlock(t_s, disp_m, vel, np.clip(quality, 0.0, 1.0), self.depth_m)
+
+
+@njit(nogil=True, cache=True)
+def _coarse_kernel(env, home, n, kf_env, state, start, max_lag, track_lag, keyframe_ncc, pos, quality, renew):
+    """The coarse, sequential stage over the lines of a block: for each line ``i >= start`` of
+    ``env`` (m, k) (envelopes of the band, the window of ``n`` samples at ``home + p``), the integer shift
+    ``pos[i]`` whose window best matches the keyframe envelope ``kf_env`` (n,) by NCC, searched
+    within ``max_lag`` (first two lines of the stream) or ``track_lag`` of the
+    constant-velocity prediction; ``quality[i]`` its NCC peak; ``renew[i]`` where that is
+    below ``keyframe_ncc`` (the line becomes the keyframe: ``kf_env`` is replaced).
+    ``state`` (5,) float64 in and out: keyframe shift, keyframe coarse displacement, coarse
+    displacement of the two previous lines (tracking samples), and (in) the stream's line
+    count before this block."""
+    m, k = env.shape
+    for i in range(start, m):
+        kf_pos, kf_coarse, c0, c1 = state[0], state[1], state[2], state[3]
+        line = state[4] + i
+        lag = max_lag if line < 2 else track_lag
+        pred = c1 + (c1 - c0 if line >= 2 else 0.0)
+        centre = int(kf_pos) + int(np.round(pred - kf_coarse))
+        lo = max(home + centre - lag, 0)
+        hi = min(home + centre + lag, k - n)
+        ref_mean = 0.0
+        for j in range(n):
+            ref_mean += kf_env[j]
+        ref_mean /= n
+        ref_energy = 0.0
+        for j in range(n):
+            ref_energy += (kf_env[j] - ref_mean) ** 2
+        best, best_s, prev_s, next_s = -2.0, min(max(home + centre, 0), k - n), -2.0, -2.0
+        scores = np.full(max(hi - lo + 1, 1), -2.0)
+        for s in range(lo, hi + 1):
+            mean = 0.0
+            for j in range(n):
+                mean += env[i, s + j]
+            mean /= n
+            num = 0.0
+            energy = 0.0
+            for j in range(n):
+                d = env[i, s + j] - mean
+                num += d * (kf_env[j] - ref_mean)
+                energy += d * d
+            den = math.sqrt(energy * ref_energy)
+            scores[s - lo] = num / den if den > 0.0 else 0.0
+            if scores[s - lo] > best:
+                best, best_s = scores[s - lo], s
+        sub = 0.0
+        b = best_s - lo
+        if hi >= lo and 0 < b < hi - lo:
+            prev_s, next_s = scores[b - 1], scores[b + 1]
+            curv = prev_s - 2.0 * best + next_s
+            if curv < 0.0:
+                sub = min(max(0.5 * (prev_s - next_s) / curv, -0.5), 0.5)
+        p = best_s - home
+        pos[i] = p
+        quality[i] = best if hi >= lo else 0.0
+        coarse = kf_coarse + (p - kf_pos) + sub
+        state[2], state[3] = c1, coarse
+        if quality[i] < keyframe_ncc:
+            renew[i] = True
+            state[0], state[1] = p, coarse
+            for j in range(n):
+                kf_env[j] = env[i, best_s + j]

@@ -1,0 +1,162 @@
+"""The learned motion trace in the product path (issue 14): ``mmode process --motion``, the
+streaming :class:`~mmode.models.motion_stream.NetworkTracker` against exact simulator truth,
+and the typed errors for bad lines and model files that do not match their cards."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from mmode.app.cli import main
+from mmode.app.pipeline import Pipeline, PipelineSettings
+from mmode.errors import DataError, ModelError
+from mmode.ingest.meta import LineBlock
+from mmode.ingest.simulator import _displacement_since_line0
+from mmode.models import registry
+from mmode.models.motion_eval import simulate_with_scene, traces
+from mmode.models.motion_stream import DEFAULT_MODEL, NetworkTracker
+
+TEACHER = "motion_keyframe_teacher"
+#: A fresh cardiac recording (its seed is in no training, test or evaluation split).
+SIM = dict(seconds=2.0, prf_hz=1000.0, snr_db=25.0, seed=7_100_001)
+
+
+@pytest.fixture(scope="module")
+def cardiac(tmp_path_factory):
+    from mmode.ingest.h5format import write_recording
+
+    sim, scene = simulate_with_scene("cardiac_regular", **SIM)
+    path = tmp_path_factory.mktemp("motionnet") / "cardiac.h5"
+    write_recording(path, sim.meta, sim.lines, timestamps_s=sim.timestamps_s, truth=sim.truth)
+    return path, sim, scene
+
+
+def _process(path, *extra) -> dict:
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["process", str(path), "--json", "--model", "none", *extra]) == 0
+    return json.loads(out.getvalue())
+
+
+def _exact(scene, sim, depth_m: float) -> np.ndarray:
+    return _displacement_since_line0(scene, np.array([depth_m]), sim.timestamps_s)[:, 0]
+
+
+def test_process_json_gives_the_network_trace_beside_the_classic_one(cardiac):
+    path, sim, scene = cardiac
+    report = _process(path)  # --motion both is the default
+    m, n = report["motion"], report["motion_network"]
+    assert m is not None and n is not None
+    assert n["model"] == DEFAULT_MODEL
+    assert n["t_s"] == m["t_s"] and len(n["t_s"]) == sim.lines.shape[0]  # line for line
+    assert abs(n["depth_m"] - m["depth_m"]) < 0.5e-3  # the same echo
+    q = np.asarray(n["quality"])
+    assert q.shape == (len(n["t_s"]),) and np.all((q >= 0) & (q <= 1))
+    truth = _exact(scene, sim, n["depth_m"])
+    disp = np.asarray(n["displacement_m"])
+    rmse = np.sqrt(np.mean((disp - truth) ** 2))
+    # the echo moves millimetres; the integrated learned trace stays within 25 um of the
+    # exact Lagrangian truth over 2000 lines (no drift), and far better than "no motion"
+    assert np.ptp(truth) > 2e-3
+    assert rmse < 25e-6, rmse
+    assert rmse < 0.05 * np.sqrt(np.mean(truth**2))
+
+
+def test_motion_option_selects_the_traces(cardiac):
+    path, _, _ = cardiac
+    network_only = _process(path, "--motion", "network")
+    assert network_only["motion"] is None and network_only["motion_network"] is not None
+    assert "not asked for" in network_only["motion_note"]
+    classic = _process(path, "--motion", "classic")
+    assert classic["motion"] is not None and classic["motion_network"] is None
+    assert set(network_only["rates"]) == set(classic["rates"])  # the rates of the learned trace instead
+
+
+def test_block_cutting_does_not_change_the_learned_trace(cardiac):
+    _, sim, _ = cardiac
+    a = traces(sim.meta, sim.lines[:1200], models=(DEFAULT_MODEL,), block_lines=256)
+    b = traces(sim.meta, sim.lines[:1200], models=(DEFAULT_MODEL,), block_lines=97)
+    np.testing.assert_allclose(a[DEFAULT_MODEL], b[DEFAULT_MODEL], rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(a[DEFAULT_MODEL + "_quality"], b[DEFAULT_MODEL + "_quality"])
+
+
+def test_non_finite_lines_are_a_typed_error(cardiac):
+    _, sim, _ = cardiac
+    pipe = Pipeline(PipelineSettings(motion="network"))
+    pipe.prepare(sim.meta, sim.lines.shape[1])
+    bad = sim.lines[:100].astype(np.float32)
+    bad[40, 10] = np.nan
+    with pytest.raises(DataError, match="finite"):
+        pipe.process(LineBlock(0, 0.0, bad))
+    net = NetworkTracker()
+    from mmode.dsp.tracker import MotionTracker
+
+    classic = MotionTracker()
+    classic.prepare(sim.meta, sim.lines.shape[1])
+    net.prepare(sim.meta, sim.lines.shape[1], classic)
+    bad[40, 10] = np.inf
+    with pytest.raises(DataError, match="motion network.*finite"):
+        net.process(LineBlock(0, 0.0, bad), 0)
+
+
+def test_model_files_that_do_not_match_their_card_are_typed_errors(tmp_path):
+    with pytest.raises(ModelError, match="iq_keyframe_residual"):
+        NetworkTracker("motion_student")  # the per-pair net: another input
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(registry.WEIGHTS_DIR / f"{DEFAULT_MODEL}{suffix}", tmp_path / f"{DEFAULT_MODEL}{suffix}")
+    card = json.loads((tmp_path / f"{DEFAULT_MODEL}.json").read_text())
+    (tmp_path / f"{DEFAULT_MODEL}.json").write_text(json.dumps({**card, "input": {**card["input"], "n_samples": 2}}))
+    with pytest.raises(ModelError, match="n_samples"):
+        NetworkTracker(DEFAULT_MODEL, tmp_path)
+    (tmp_path / f"{DEFAULT_MODEL}.json").write_text(json.dumps(card))
+    shutil.copy(registry.WEIGHTS_DIR / f"{TEACHER}.safetensors", tmp_path / f"{DEFAULT_MODEL}.safetensors")
+    with pytest.raises(ModelError, match="weights matching"):
+        NetworkTracker(DEFAULT_MODEL, tmp_path)
+    with pytest.raises(DataError, match="--motion"):
+        Pipeline(PipelineSettings(motion="sideways"))
+
+
+def test_motion_option_rejects_unknown_values(cardiac, capsys):
+    path, _, _ = cardiac
+    with pytest.raises(SystemExit) as exc:
+        main(["process", str(path), "--motion", "sideways"])
+    assert exc.value.code == 2
+
+
+def test_student_is_a_compressed_teacher():
+    """Measured on the shipped networks, not read from their cards: the student has at most
+    10 % of the teacher's parameters and MACs."""
+    from mmode.models.compress import costs
+
+    student, card = registry.load_model(DEFAULT_MODEL)
+    teacher, _ = registry.load_model(TEACHER)
+    x = torch.zeros(1, card["input"]["channels"], card["input"]["n_samples"])
+    s, t = costs(student, x), costs(teacher, x)
+    assert s["params"] <= 0.10 * t["params"] and s["macs"] <= 0.10 * t["macs"]
+    for name in (DEFAULT_MODEL, TEACHER):
+        assert (registry.WEIGHTS_DIR / f"{name}.safetensors").stat().st_size < 2 * 1024 * 1024
+
+
+def test_envelope_lines_give_no_learned_trace_and_no_error(cardiac, tmp_path):
+    """A video's grey levels carry no phase: the report has the classic trace only."""
+    from mmode.dsp.demod import to_iq
+    from mmode.ingest.h5format import write_recording
+
+    _, sim, _ = cardiac
+    iq, iq_fs, _ = to_iq(sim.lines[:1500], sim.meta)
+    path = tmp_path / "envelope.h5"
+    write_recording(path, sim.meta.replace(kind="envelope", fs_hz=iq_fs), np.abs(iq).astype(np.float32))
+    report = _process(path)
+    assert report["motion_network"] is None
+
+
+def test_compress_refuses_a_keyframe_net_instead_of_scoring_it_on_other_data(capsys):
+    assert main(["compress", "--model", DEFAULT_MODEL]) == 2
+    assert "motion_train" in capsys.readouterr().err

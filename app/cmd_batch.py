@@ -48,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="redo files whose results are already in OUT_DIR")
     p.add_argument("--model", default="classifier_student", metavar="NAME",
                    help="shipped classifier (`mmode models`), or 'none' (default classifier_student)")
+    from mmode.app.cmd_process import add_motion_option
+
+    add_motion_option(p)  # as `mmode process`, so each report is what process says of its file
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
 
@@ -152,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     (out_dir / batch.REPORTS_DIR).mkdir(parents=True, exist_ok=True)
     done = {} if args.force else batch.load_done(out_dir, files)
     todo = [f for f in files if f not in done]
-    settings = PipelineSettings(model=args.model)
+    settings = PipelineSettings(model=args.model, motion=args.motion)
 
     t0 = time.perf_counter()
     with _client(args) as client:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmode.ingest.meta import CLASSES
-from mmode.models import compress, data as mdata, registry
+from mmode.models import compress, data as mdata, pair_data, registry
 from mmode.models.metrics import classifier_report, classifier_test_windows, motion_metrics, predict
 from mmode.models.train import (CROPS_PER_RECORDING, FitSettings, _classifier_onnx_metric, _measured_card, _onnx_steps,
                                 _step, augment_windows, class_weights, fit, fit_windows, kd_regression_loss,
@@ -61,7 +61,7 @@ def compress_model(
         metrics = lambda m: classifier_report(m, tests)  # noqa: E731
         onnx_inputs, variable_axes = [t.x for t in tests.values()], (0, 2)
     else:
-        test = mdata.motion_dataset("val", n_recordings, seed)
+        test = pair_data.motion_dataset("val", n_recordings, seed)
         example = torch.zeros(1, spec["channels"], spec["n_samples"])
         metrics = lambda m: motion_metrics(m, test)  # noqa: E731
         onnx_inputs, variable_axes = [test.x], (0,)
@@ -82,7 +82,7 @@ def compress_model(
                 fine_tune = lambda m, _s: fit_windows(m, windows, loss, settings, CROPS_PER_RECORDING, spec,  # noqa: E731
                                                       augment_windows)
             else:
-                train = mdata.motion_dataset("train", n_recordings, seed)
+                train = pair_data.motion_dataset("train", n_recordings, seed)
                 loss = kd_regression_loss(torch.from_numpy(predict(teacher, train.x)), 0.5)
                 fine_tune = lambda m, _s: fit(m, train.x, train.y, train.snr_db, loss, settings)  # noqa: E731
         compress.prune_structured(model, example, prune_ratio, importance=importance, steps=prune_steps,

@@ -6,7 +6,7 @@ net's RMS error beside Kasai and "no motion". Used by training (:mod:`mmode.mode
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -14,6 +14,9 @@ from torch import nn
 
 from mmode.ingest.meta import CLASSES
 from mmode.models import data as mdata
+
+if TYPE_CHECKING:
+    from mmode.models.pair_data import MotionData
 
 
 def f1_scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> tuple[float, list[float]]:
@@ -96,7 +99,7 @@ def classifier_report(model: nn.Module, tests: dict[float, "mdata.ClassifierWind
 MOVING_M = 10e-6
 
 
-def motion_metrics(model: nn.Module, test: "mdata.MotionData") -> dict[str, Any]:
+def motion_metrics(model: nn.Module, test: "MotionData") -> dict[str, Any]:
     """{"rmse_m", "rmse_m_10db", "kasai_rmse_m", "kasai_rmse_m_10db", "zero_rmse_m",
     "zero_rmse_m_10db", the same six with suffix "_10db_moving" replaced for the 10 dB ones
     ("rmse_m_10db_moving", ...), "truth_abs_m" {"p50", "p90", "p99", "max"}, "moving_m",

@@ -25,7 +25,7 @@ from torch import nn
 
 from mmode.errors import DataError, describe
 from mmode.ingest.meta import CLASSES
-from mmode.models import compress, data as mdata, networks, registry
+from mmode.models import compress, data as mdata, networks, pair_data, registry
 from mmode.models.distill import distillation_loss, regression_distillation_loss
 from mmode.models.metrics import (EVAL_WINDOWS_S, classifier_report, classifier_test_windows, f1_scores, motion_metrics,
                                   predict)
@@ -439,8 +439,8 @@ def _by_length(metrics: dict) -> str:
 def train_motion(recipe: Recipe, seed: int, log: Callable[[str], None]) -> list[tuple[nn.Module, dict]]:
     """(model, card) for the motion teacher and its distilled, pruned student."""
     spec = mdata.MOTION_SPEC
-    train = mdata.motion_dataset("train", recipe.n_motion_recordings, seed)
-    test = mdata.motion_dataset("test", max(1, recipe.n_motion_recordings // 3), seed)
+    train = pair_data.motion_dataset("train", recipe.n_motion_recordings, seed)
+    test = pair_data.motion_dataset("test", max(1, recipe.n_motion_recordings // 3), seed)
     log(f"motion data: {len(train.y)} train / {len(test.y)} test pairs")
     example = torch.zeros(1, spec["channels"], spec["n_samples"])
     recipe_card = {"seed": seed, "train": train.recipe, "test": test.recipe}

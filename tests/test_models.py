@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from mmode.errors import DataError, ModelError
-from mmode.models import compress, data as mdata, networks
+from mmode.models import compress, data as mdata, networks, pair_data
 from mmode.models.distill import FeatureHint, distillation_loss, logits_and_features, regression_distillation_loss
 from mmode.models.metrics import f1_scores, motion_metrics
 from mmode.models.train import class_weights, curriculum_indices
@@ -297,7 +297,7 @@ def test_motion_metrics_by_hand():
     truth_um = np.array([0.0, 20.0, -30.0, 5.0])
     kasai_um = np.array([1.0, 18.0, -26.0, 9.0])
     snr_db = np.array([5.0, 10.0, 20.0, 0.0])
-    test = mdata.MotionData(np.zeros((4, 1), np.float32), (truth_um / 1000.0).astype(np.float32)[:, None],
+    test = pair_data.MotionData(np.zeros((4, 1), np.float32), (truth_um / 1000.0).astype(np.float32)[:, None],
                             np.full(4, 1e-3), snr_db.astype(np.float32), kasai_um * 1e-6, {})
 
     class Constant(nn.Module):

@@ -137,7 +137,11 @@ def _echo_terms(iq_a, iq_b, prf_hz, f0_hz, c_m_s, window_samples, ensemble):
 def _local_maxima(values: np.ndarray, separation: int, count: int) -> list[int]:
     """Indices of at most ``count`` local maxima of ``values`` (n,), largest first, each at
     least ``separation`` samples from every larger one taken (the ends count as maxima when
-    they are not below their one neighbour)."""
+    they are not below their one neighbour).
+
+    Not ``scipy.signal.find_peaks(x, distance=separation)``, which does the same greedy
+    selection but never takes an end of the array for a peak: an echo at the first or last
+    depth of the search range must stay a candidate."""
     x = np.asarray(values, dtype=np.float64)
     left = np.concatenate(([-np.inf], x[:-1]))
     right = np.concatenate((x[1:], [-np.inf]))

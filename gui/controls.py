@@ -10,6 +10,7 @@ from PyQt6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFormLayout,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
@@ -155,12 +156,12 @@ class ControlPanel(QWidget):
         self.show_motion_network = QCheckBox("Network")
         self.show_motion_network.setToolTip("The learned motion trace (cyan) over the classic tracker's (yellow)")
         self.show_rate = QCheckBox("Rate")
-        row = QHBoxLayout()
-        for cb, on in ((self.show_classes, s.show_classes), (self.show_motion, s.show_motion),
-                       (self.show_motion_network, s.show_motion_network), (self.show_rate, s.show_rate)):
+        row = QGridLayout()  # two by two: four in a row are cut short at the panel's width
+        for k, (cb, on) in enumerate(((self.show_classes, s.show_classes), (self.show_motion, s.show_motion),
+                                      (self.show_rate, s.show_rate), (self.show_motion_network, s.show_motion_network))):
             cb.setChecked(on)
             cb.toggled.connect(lambda _on: self.view_changed.emit())
-            row.addWidget(cb)
+            row.addWidget(cb, k // 2, k % 2)
         self.show_motion_network.toggled.connect(lambda _on: self.processing_changed.emit())  # runs the network
         f.addRow("Overlays", row)
         self.gate_label = QLabel()

@@ -143,11 +143,11 @@ def doppler_reference(iq: np.ndarray, meta, band_m: tuple[float, float]) -> np.n
 
 
 #: The NTNU phantom's moving block: from its top (about 31 mm at the first line, the echo the
-#: classic tracker follows) to 52 mm (tests/test_real_data.py builds the same estimate).
+#: classic tracker follows) to 52 mm (tests/test_real_data.py checks the classic tracker against it).
 PHANTOM_BAND_M = (0.027, 0.052)
 
 
-def _sine_fit(t: np.ndarray, x: np.ndarray) -> tuple[float, float]:
+def sine_fit(t: np.ndarray, x: np.ndarray) -> tuple[float, float]:
     """(peak to peak m, frequency Hz) of the least-squares sinusoid through ``x``."""
     from scipy import optimize
 
@@ -180,11 +180,11 @@ def eval_phantom(path: Path, models=MODELS, directory: Path | None = None, beam:
     n = tr["t_s"].shape[0]
     t = np.arange(n) / meta.prf_hz
     out = {"depth_m": float(tr["depth_m"]), "representation": tr["representation"], "n_lines": n}
-    pp, f = _sine_fit(t, ref[:n])
+    pp, f = sine_fit(t, ref[:n])
     out["doppler_reference"] = {"pp_m": pp, "f_hz": f}
     for name in ("combined", "kasai", *models):
         x = tr[name]
-        pp, f = _sine_fit(t, x)
+        pp, f = sine_fit(t, x)
         err = (x - x.mean()) - (ref[:n] - ref[:n].mean())
         out[name] = {"pp_m": pp, "f_hz": f, "rmse_vs_doppler_m": float(np.sqrt(np.mean(err**2)))}
     return out

@@ -1,6 +1,7 @@
 """Real scanner files from ../shared/data (beside the checkout, as in CI): display levels at
-first open, and the motion of the NTNU phantom checked against an estimate built here
-independently of the product's tracker.
+first open, and the motion of the NTNU phantom checked against an independent Doppler
+estimate (:func:`mmode.models.motion_eval.doppler_reference`, which shares no code with the
+product's tracker; the learned trace's table uses the same one).
 
 The files are read in place; nothing derived from them is written outside tmp_path.
 """
@@ -10,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import optimize, signal
 
 from mmode.app.cli import main
+from mmode.ingest.meta import AcquisitionMeta
+from mmode.models.motion_eval import PHANTOM_BAND_M, doppler_reference, sine_fit
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 NTNU = DATA / "ntnu_phantom" / "slowmotion_clutter_v2.mat"
@@ -73,45 +75,21 @@ def test_ntnu_iq_opens_levelled_from_its_data(ntnu_report):
     assert report["level"]["reference_db"] == pytest.approx(np.percentile(raw_db[: int(report["meta"]["prf_hz"])], 99) + 6, abs=1.0)
 
 
-def _doppler_trace(iq: np.ndarray, meta: dict, band_m: tuple[float, float]) -> np.ndarray:
-    """Independent estimate of a rigid body's axial displacement (m): the lag-one
-    autocorrelation of zero-phase high-passed IQ (4th-order Butterworth at 30 Hz, forward and
-    backward, removing the clutter) summed over the body's depth band, its phase unwrapped
-    over time (Kasai 1985 with temporal unwrapping), integrated."""
-    prf = meta["prf_hz"]
-    b, a = signal.butter(4, 30.0, "highpass", fs=prf)
-    hp = signal.filtfilt(b, a, iq.astype(np.complex128), axis=0)
-    depth = C_M_S * (meta["t0_s"] + np.arange(iq.shape[1]) / meta["fs_hz"]) / 2
-    band = (depth > band_m[0]) & (depth < band_m[1])
-    r1 = np.sum(np.conj(hp[:-1, band]) * hp[1:, band], axis=1)
-    velocity = -C_M_S * prf * np.unwrap(np.angle(r1)) / (4 * np.pi * meta["f0_hz"])
-    return np.concatenate([[0.0], np.cumsum(velocity) / prf])
-
-
-def _sine_fit(t: np.ndarray, x: np.ndarray) -> tuple[float, float]:
-    """(peak to peak, frequency in Hz) of the best sinusoid through ``x``."""
-    spectrum = np.abs(np.fft.rfft(x - x.mean()))
-    f_guess = np.fft.rfftfreq(x.shape[0], t[1] - t[0])[1 + np.argmax(spectrum[1:])]
-    model = lambda tt, amp, f, ph, c: amp * np.sin(2 * np.pi * f * tt + ph) + c  # noqa: E731
-    (amp, f, _, _), _ = optimize.curve_fit(model, t, x, p0=[np.ptp(x) / 2, f_guess, 0.0, x.mean()])
-    return 2 * abs(amp), abs(f)
-
-
 @needs_data
 def test_ntnu_moving_echo_under_clutter_is_tracked(ntnu_report):
     """The phantom's moving block is weaker than the stationary clutter at its depth: the
     earlier choice tracked a near-field echo at 3.6 mm. Now the block's top (about 31 mm at
     the first line) is followed on clutter-filtered lines, and its trace matches, in peak to
-    peak and period, the Doppler estimate of the whole block built here."""
+    peak and period, the independent Doppler estimate of the whole block."""
     report, _, iq, meta = ntnu_report
     m = report["motion"]
     assert m is not None and m["representation"] == "clutter"
     assert 0.028 < m["depth_m"] < 0.035
     t = np.asarray(m["t_s"])
     trace = np.asarray(m["displacement_m"])
-    independent = _doppler_trace(iq, meta, (0.027, 0.052))
-    pp, f_hz = _sine_fit(t, trace)
-    pp_ref, f_ref = _sine_fit(t, independent)
+    independent = doppler_reference(iq, AcquisitionMeta(**meta), PHANTOM_BAND_M)
+    pp, f_hz = sine_fit(t, trace)
+    pp_ref, f_ref = sine_fit(t, independent)
     assert pp == pytest.approx(pp_ref, rel=0.08)
     assert f_hz == pytest.approx(f_ref, rel=0.03)
     assert 10e-3 < pp < 16e-3 and 0.9 < f_hz < 1.3  # about 13 mm at 1.1 Hz: what the image shows

@@ -38,6 +38,7 @@ from numba import njit
 
 from mmode.dsp import clutter
 from mmode.dsp.demod import demod_design, iq_decimation, mixer, to_iq
+from mmode.dsp.motion import _ncc_curve, _refine
 from mmode.dsp.tracker import MotionBlock, MotionTracker
 from mmode.errors import DataError, ModelError, describe
 from mmode.ingest.meta import AcquisitionMeta, LineBlock
@@ -331,40 +332,17 @@ def _coarse_kernel(env, home, n, kf_env, state, start, max_lag, track_lag, keyfr
         centre = int(kf_pos) + int(np.round(pred - kf_coarse))
         lo = max(home + centre - lag, 0)
         hi = min(home + centre + lag, k - n)
-        ref_mean = 0.0
-        for j in range(n):
-            ref_mean += kf_env[j]
-        ref_mean /= n
-        ref_energy = 0.0
-        for j in range(n):
-            ref_energy += (kf_env[j] - ref_mean) ** 2
-        best, best_s, prev_s, next_s = -2.0, min(max(home + centre, 0), k - n), -2.0, -2.0
-        scores = np.full(max(hi - lo + 1, 1), -2.0)
-        for s in range(lo, hi + 1):
-            mean = 0.0
-            for j in range(n):
-                mean += env[i, s + j]
-            mean /= n
-            num = 0.0
-            energy = 0.0
-            for j in range(n):
-                d = env[i, s + j] - mean
-                num += d * (kf_env[j] - ref_mean)
-                energy += d * d
-            den = math.sqrt(energy * ref_energy)
-            scores[s - lo] = num / den if den > 0.0 else 0.0
-            if scores[s - lo] > best:
-                best, best_s = scores[s - lo], s
-        sub = 0.0
-        b = best_s - lo
-        if hi >= lo and 0 < b < hi - lo:
-            prev_s, next_s = scores[b - 1], scores[b + 1]
-            curv = prev_s - 2.0 * best + next_s
-            if curv < 0.0:
-                sub = min(max(0.5 * (prev_s - next_s) / curv, -0.5), 0.5)
+        if hi >= lo:
+            ncc, _ = _ncc_curve(kf_env, env[i], 0, lo, hi)
+            b = int(np.argmax(ncc))
+            best_s, best = lo + b, ncc[b]
+            frac, _ = _refine(ncc, b)
+            sub = min(max(frac, -0.5), 0.5)
+        else:  # no room to search: stay at the prediction
+            best_s, best, sub = min(max(home + centre, 0), k - n), 0.0, 0.0
         p = best_s - home
         pos[i] = p
-        quality[i] = best if hi >= lo else 0.0
+        quality[i] = best
         coarse = kf_coarse + (p - kf_pos) + sub
         state[2], state[3] = c1, coarse
         if quality[i] < keyframe_ncc:

@@ -92,13 +92,13 @@ def check_against_simulator(path: Path) -> int:
     return lines.shape[0]
 
 
-def test_killed_recording_opens_with_everything_up_to_its_last_flush(tmp_path):
-    out = tmp_path / "killed.h5"
+def record_then_kill(out: Path) -> int:
+    """Record a simulated stream into ``out``, keep it running past its second flush, then
+    kill it without warning (SIGKILL); the lines of its first flush."""
     with StreamServer(SimSource("lung_sliding", block_lines=20, **SIM), port=0) as server:
         proc = start_record(server.address[1], out, seconds=60)
         try:
             first = wait_for_lines(out)
-            # keep it running past another flush, then kill it without warning
             deadline = time.monotonic() + 20
             while wait_for_lines(out) == first and time.monotonic() < deadline:
                 time.sleep(0.2)
@@ -108,6 +108,12 @@ def test_killed_recording_opens_with_everything_up_to_its_last_flush(tmp_path):
             if proc.poll() is None:
                 proc.kill()
     assert proc.returncode == -signal.SIGKILL
+    return first
+
+
+def test_killed_recording_opens_with_everything_up_to_its_last_flush(tmp_path):
+    out = tmp_path / "killed.h5"
+    first = record_then_kill(out)
     n = check_against_simulator(out)
     assert n > first > 0
 

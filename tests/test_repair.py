@@ -8,11 +8,8 @@ that writes with plain h5py in SWMR mode and exits without closing."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -23,9 +20,7 @@ from mmode.errors import DataError
 from mmode.ingest.h5format import FORMAT_NAME, FORMAT_VERSION, H5Writer, read_h5, write_state
 from mmode.ingest.h5repair import repair
 from mmode.ingest.meta import AcquisitionMeta
-from mmode.ingest.sources import SimSource
-from mmode.ingest.stream import StreamServer
-from test_record import SIM, check_against_simulator, start_record, wait_for_lines
+from test_record import check_against_simulator, record_then_kill
 
 MMODE = str(Path(sys.executable).with_name("mmode"))
 META = AcquisitionMeta("rf", fs_hz=20e6, f0_hz=5e6, prf_hz=1000.0)
@@ -77,18 +72,7 @@ def info(path: Path) -> dict:
 
 def test_a_recording_killed_mid_write_opens_in_plain_h5py_after_repair(tmp_path):
     out = tmp_path / "killed.h5"
-    with StreamServer(SimSource("lung_sliding", block_lines=20, **SIM), port=0) as server:
-        proc = start_record(server.address[1], out, seconds=60)
-        try:
-            first = wait_for_lines(out)
-            deadline = time.monotonic() + 20
-            while wait_for_lines(out) == first and time.monotonic() < deadline:  # past another flush
-                time.sleep(0.2)
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    record_then_kill(out)
     with read_h5(out) as r:  # mmode's SWMR reader: every flushed line
         flushed = r.n_lines
     with pytest.raises(OSError, match="already open for write"):

@@ -379,17 +379,17 @@ def _attr_text(v: object) -> str:
     return v.decode("utf-8") if isinstance(v, bytes) else str(v)
 
 
-def _check_storage(ds: h5py.Dataset, path: str, whole: bool = False) -> None:
-    """Raise FormatError unless dataset ``ds`` can hold the data its shape declares (at most
-    :data:`MAX_COMPRESSION_RATIO` times the bytes the file stores for it, plus one chunk) and,
-    when it is read ``whole``, fits :data:`MAX_WHOLE_BYTES`. Reads no data: a forged header
-    declaring 10^10 samples fails at once, in bounded memory."""
+def check_storage(ds: h5py.Dataset, where: str, whole: bool = False, shape_text: str = "shape") -> None:
+    """Raise FormatError naming ``where`` unless dataset ``ds`` can hold the data its shape
+    declares (at most :data:`MAX_COMPRESSION_RATIO` times the bytes the file stores for it,
+    plus one chunk) and, when it is read ``whole``, fits :data:`MAX_WHOLE_BYTES`. Reads no
+    data: a forged header declaring 10^10 samples fails at once, in bounded memory. Format v1
+    and MATLAB v7.3 files (``shape_text`` "HDF5 shape") use it."""
     declared = int(np.prod(ds.shape, dtype=np.float64)) * ds.dtype.itemsize
     chunk = int(np.prod(ds.chunks)) * ds.dtype.itemsize if ds.chunks else 0
     stored = ds.id.get_storage_size()
-    where = f"{path}:{ds.name}"
     if declared > MAX_COMPRESSION_RATIO * stored + chunk:
-        raise FormatError(describe(where, f"stored data for its declared shape {ds.shape} ({declared} bytes)",
+        raise FormatError(describe(where, f"stored data for its declared {shape_text} {ds.shape} ({declared} bytes)",
                                    f"{stored} bytes stored"))
     if whole and declared > MAX_WHOLE_BYTES:
         raise FormatError(describe(where, f"at most {MAX_WHOLE_BYTES} bytes to read whole", f"{declared} bytes"))
@@ -421,13 +421,13 @@ def read_h5(path: str | Path) -> Recording:
         if n_lines == 0:
             raise FormatError(describe(f"{path}:/lines", "at least one line", "0 lines"))
         _check_dtype(meta, ds.dtype, path)
-        _check_storage(ds, path)
+        check_storage(ds, f"{path}:{ds.name}")
         timestamps_fn = None
         if "timestamps_s" in f:
             tds = f["timestamps_s"]
             if tds.ndim != 1 or tds.shape[0] == 0 or tds.dtype.kind != "f":
                 raise FormatError(describe(f"{path}:/timestamps_s", f"float shape ({n_lines},)", f"{tds.dtype} {tds.shape}"))
-            _check_storage(tds, path, whole=True)
+            check_storage(tds, f"{path}:{tds.name}", whole=True)
             # a live recording stopped between the two resizes of an append holds more
             # lines than times: open it up to its last complete line
             n_lines = min(n_lines, tds.shape[0])
@@ -500,7 +500,7 @@ def _truth_loader(f: h5py.File, path: str, n_lines: int):
     if g["displacement_m"].shape != (n_lines, n_depths):
         raise FormatError(describe(f"{path}:/truth/displacement_m", f"shape ({n_lines}, {n_depths})", g["displacement_m"].shape))
     for name in ("labels", "depths_m", "displacement_m"):
-        _check_storage(g[name], path, whole=True)
+        check_storage(g[name], f"{path}:{g[name].name}", whole=True)
 
     def load() -> Truth:
         classes = tuple(_attr_text(c) for c in g["labels"].attrs["classes"])

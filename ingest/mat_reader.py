@@ -13,7 +13,7 @@ import numpy as np
 import scipy.io
 
 from mmode.errors import DataError, FormatError, UsageError, describe
-from mmode.ingest.h5format import MAX_COMPRESSION_RATIO
+from mmode.ingest.h5format import MAX_COMPRESSION_RATIO, check_storage
 from mmode.ingest.reader_common import (
     MAX_IN_MEMORY_BYTES,
     SIDECAR_COMMON_KEYS,
@@ -95,15 +95,15 @@ def _check_mat_meta_size(source: str, n_elements: int) -> None:
         raise FormatError(describe(source, f"a metadata variable of at most {MAX_MAT_META_ELEMENTS} elements", n_elements))
 
 
-def _check_declared(where: str, declared: int, stored: int, shape_text: str, whose: str, chunk: int = 0) -> None:
-    """Raise FormatError when a variable declares more bytes than ``stored`` bytes can hold.
+def _check_declared(where: str, declared: int, stored: int, shape_text: str, whose: str) -> None:
+    """Raise FormatError when a MAT v5 variable declares more bytes than ``stored`` bytes can hold.
 
-    MATLAB compresses v5 variables with zlib and v7.3 datasets with deflate, so ``stored``
-    bytes hold at most :data:`~mmode.ingest.h5format.MAX_COMPRESSION_RATIO` times as many
-    (plus, in HDF5, one chunk that may be left unwritten): more is a forged or damaged file,
-    refused before anything is read or allocated (as format v1 is).
+    MATLAB compresses v5 variables with zlib, so ``stored`` bytes hold at most
+    :data:`~mmode.ingest.h5format.MAX_COMPRESSION_RATIO` times as many: more is a forged or
+    damaged file, refused before anything is read or allocated (v7.3 files, which are HDF5,
+    get :func:`~mmode.ingest.h5format.check_storage`, as format v1 does).
     """
-    if declared > MAX_COMPRESSION_RATIO * stored + chunk:
+    if declared > MAX_COMPRESSION_RATIO * stored:
         raise FormatError(describe(where, f"stored data for its declared {shape_text} ({declared} bytes; "
                                           f"at most {MAX_COMPRESSION_RATIO} x {whose} {stored} bytes)",
                                    f"{stored} bytes"))
@@ -239,14 +239,6 @@ def _read_mat5(
     )
 
 
-def _check_h5_storage(ds: h5py.Dataset, where: str) -> None:
-    """:func:`_check_declared` for a v7.3 dataset, against the bytes the file stores for it;
-    reads no data (a dataset declared and never written would read as fill values)."""
-    chunk = math.prod(ds.chunks) * ds.dtype.itemsize if ds.chunks else 0
-    _check_declared(where, math.prod(ds.shape) * ds.dtype.itemsize, ds.id.get_storage_size(),
-                    f"HDF5 shape {ds.shape}", "its stored", chunk)
-
-
 def _read_mat73(
     source: str, spec: dict, variables: Mapping[str, str] | None, lines_axis: int, overrides: dict
 ) -> Recording:
@@ -268,7 +260,7 @@ def _read_mat73(
             )
         # HDF5 stores MATLAB arrays transposed: MATLAB size (a, b) is HDF5 shape (b, a).
         n_lines, n_samples = ds.shape if lines_axis == 1 else ds.shape[::-1]
-        _check_h5_storage(ds, f"{source}:{var}")
+        check_storage(ds, f"{source}:{var}", shape_text="HDF5 shape")
         meta_fields = {fld: v for fld, v in mapping.items() if fld not in ("lines", "timestamps_s")}
         for v in meta_fields.values():
             _check_mat_meta_size(f"{source}:{v}", f[v].size)
@@ -290,7 +282,7 @@ def _read_mat73(
                 describe(f"{source}:{mapping['timestamps_s']}", f"{n_lines} values", f"HDF5 shape {ts_ds.shape}")
             )
         if ts_ds is not None:  # read whole, as float64
-            _check_h5_storage(ts_ds, f"{source}:{mapping['timestamps_s']}")
+            check_storage(ts_ds, f"{source}:{mapping['timestamps_s']}", shape_text="HDF5 shape")
             if ts_ds.size * 8 > MAX_IN_MEMORY_BYTES:
                 raise FormatError(describe(f"{source}:{mapping['timestamps_s']}",
                                            f"at most {MAX_IN_MEMORY_BYTES} bytes to read whole", f"{ts_ds.size * 8} bytes"))

@@ -23,24 +23,13 @@ import time
 import numpy as np
 
 from mmode.app.pipeline import Pipeline, PipelineSettings
+from mmode.dsp.bench import N_SAMPLES, make_rf
 from mmode.ingest.meta import LineBlock
 from mmode.ingest.sources import default_block_lines
 
-N_SAMPLES = 2048
 #: Lines run before timing starts: the tracker's choice of the echo (1 s) and some margin.
 WARM_SECONDS = 1.5
 LARGE_BLOCK_LINES = 1024
-
-
-def make_rf(prf_hz: float, seconds: float, seed: int = 0):
-    """(meta, int16 lines (round(seconds x prf_hz), 2048)): 0.5 s of the cardiac simulator
-    tiled to ``seconds`` (rendering 20 kHz for seconds would take longer than the benchmark)."""
-    from mmode.ingest.simulator import simulate
-
-    n_lines = int(round(seconds * prf_hz))
-    sim = simulate("cardiac_regular", seconds=0.5, prf_hz=prf_hz, n_samples=N_SAMPLES, seed=seed)
-    reps = -(-n_lines // sim.lines.shape[0])
-    return sim.meta, np.ascontiguousarray(np.tile(sim.lines, (reps, 1))[:n_lines])
 
 
 def _time_blocks(meta, lines: np.ndarray, block_lines: int, n_warm: int, model: str) -> float:
@@ -65,7 +54,9 @@ def run_pipeline_benchmark(prf_hz: float = 20000.0, seconds: float = 2.0, repeat
                            model: str = "classifier_student") -> dict:
     """Lines per second of the live pipeline for 10 ms blocks and 1024-line blocks, and the
     fixed cost per block; the dict under ``pipeline`` in ``mmode bench --json``."""
-    meta, lines = make_rf(prf_hz, WARM_SECONDS + seconds)
+    # 0.5 s of the heart tiled: rendering 20 kHz for the whole span would outlast the benchmark
+    meta, lines = make_rf(int(round((WARM_SECONDS + seconds) * prf_hz)), scenario="cardiac_regular",
+                          prf_hz=prf_hz, loop_s=0.5)
     n_warm = int(round(WARM_SECONDS * prf_hz))
     sizes = {"live": default_block_lines(prf_hz), "large": LARGE_BLOCK_LINES}
     per_block_s = {}

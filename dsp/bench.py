@@ -64,14 +64,17 @@ def _best_rates(cases: dict, repeats: int, clock=time.thread_time) -> dict:
     return {name: cases[name][1] / best[name] for name in cases}
 
 
-def make_rf(n_lines: int, seed: int = 0):
-    """(meta, int16 lines (n_lines, 2048)): up to one second of simulator RF tiled to n_lines."""
+def make_rf(n_lines: int, seed: int = 0, scenario: str = "lung_sliding", prf_hz: float = PRF_HZ,
+            loop_s: float = 1.0, **params):
+    """(meta, int16 lines (n_lines, 2048)): up to ``loop_s`` of the simulator's ``scenario`` at
+    ``prf_hz`` (other simulator ``params`` as given) tiled to n_lines; rendering every line
+    would take longer than the benchmark."""
     # the only use of the simulator in dsp/ (test data), imported here so that importing
     # the DSP package never pulls it in
     from mmode.ingest.simulator import simulate
 
-    sim = simulate("lung_sliding", seconds=min(1.0, n_lines / PRF_HZ), prf_hz=PRF_HZ, f0_hz=5e6, fs_hz=40e6,
-                   n_samples=N_SAMPLES, seed=seed)
+    sim = simulate(scenario, seconds=min(loop_s, n_lines / prf_hz), prf_hz=prf_hz, n_samples=N_SAMPLES, seed=seed,
+                   **params)
     reps = -(-n_lines // sim.lines.shape[0])
     return sim.meta, np.ascontiguousarray(np.tile(sim.lines, (reps, 1))[:n_lines])
 
@@ -79,7 +82,7 @@ def make_rf(n_lines: int, seed: int = 0):
 def run_benchmark(n_lines: int = 8192, repeats: int = 5, reference_lines: int = 2048) -> dict:
     """Run every measurement; returns the dict ``mmode bench --json`` prints."""
     numba.set_num_threads(1)
-    meta, rf = make_rf(n_lines)
+    meta, rf = make_rf(n_lines, f0_hz=5e6, fs_hz=40e6)
     tables = envelope.envelope_tables(meta, N_SAMPLES, N_ROWS)
     env = np.empty((BLOCK_LINES, N_ROWS), np.float32)
     offset = np.full(N_ROWS, -levels.full_scale_db(rf.dtype), np.float32)

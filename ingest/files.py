@@ -45,7 +45,7 @@ CINE_OPTIONS = ("mline", "px_per_cm")
 #: Reader-specific options beyond the metadata overrides of :data:`~mmode.ingest.reader_common.META_KEYS`.
 _READER_OPTIONS = {
     ".npz": ("lines_key",),
-    ".mat": ("variables", "lines_axis"),
+    ".mat": ("variables", "lines_axis", "beam"),
     **{suffix: CINE_OPTIONS for suffix in (*DICOM_SUFFIXES, *VIDEO_SUFFIXES)},
 }
 
@@ -70,7 +70,7 @@ def open_recording(path: str | Path, **options: Any) -> Recording:
     options : metadata overrides (``kind``, ``fs_hz``, ``f0_hz``, ``prf_hz``, ``c_m_s``,
         ``t0_s``, ``probe``, ``description``, ``amplitude``, ``depth_calibrated``) that win
         over what the file and its sidecar say, plus ``lines_key`` for ``.npz``,
-        ``variables``, ``lines_axis`` for ``.mat`` and ``mline`` (x0, y0, x1, y1 frame
+        ``variables``, ``lines_axis``, ``beam`` for ``.mat`` and ``mline`` (x0, y0, x1, y1 frame
         pixels), ``px_per_cm`` for DICOM and video.
 
     Raises

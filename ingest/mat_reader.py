@@ -29,7 +29,7 @@ from mmode.ingest.recording import Recording
 
 #: Largest MATLAB metadata variable (scalar or char array), elements.
 MAX_MAT_META_ELEMENTS = 1 << 16
-MAT_SIDECAR_KEYS = (*SIDECAR_COMMON_KEYS, "variables", "lines_axis")
+MAT_SIDECAR_KEYS = (*SIDECAR_COMMON_KEYS, "variables", "lines_axis", "beam")
 #: Variable names tried, in order, for each field when no mapping names one.
 MAT_DEFAULT_VARIABLES: dict[str, tuple[str, ...]] = {
     "lines": ("lines", "rf", "iq", "env", "envelope", "data"),
@@ -127,6 +127,7 @@ def read_mat(
     *,
     variables: Mapping[str, str] | None = None,
     lines_axis: int | None = None,
+    beam: int | None = None,
     **overrides: Any,
 ) -> Recording:
     """Open a MATLAB ``.mat`` file (v5 via scipy, v7.3 via h5py).
@@ -137,6 +138,11 @@ def read_mat(
     dimension that indexes lines: 1 (default, ``rf(:, k)`` is line k, the MATLAB
     convention) or 0. Both may also come from an optional JSON sidecar. Without a kind, a
     complex lines variable is "iq", one named env/envelope is "envelope", else "rf".
+
+    A 3-D lines variable of MATLAB size (n_samples, n_beams, n_lines), as scanners store
+    beamformed IQ of several beams (``iq(:, b, k)`` is beam b of frame k), needs ``beam``
+    (0-based, option or sidecar): that beam over the frames is the M-mode. ``lines_axis``
+    does not apply to it.
     """
     check_overrides(overrides)
     source = str(path)
@@ -150,9 +156,31 @@ def read_mat(
             raise FormatError(describe(spec["_path"], "lines_axis 0 or 1", repr(lines_axis)))
     elif lines_axis not in (0, 1) or isinstance(lines_axis, bool):
         raise UsageError(describe(source, "lines_axis 0 or 1", repr(lines_axis)))
+    if beam is None:
+        beam = spec.get("beam")
+        if beam is not None and (isinstance(beam, bool) or not isinstance(beam, int) or beam < 0):
+            raise FormatError(describe(spec["_path"], "beam, an integer >= 0", repr(beam)))
+    elif isinstance(beam, bool) or not isinstance(beam, int) or beam < 0:
+        raise UsageError(describe(source, "beam, an integer >= 0", repr(beam)))
     if h5py.is_hdf5(source):
-        return _read_mat73(source, spec, variables, lines_axis, overrides)
-    return _read_mat5(source, spec, variables, lines_axis, overrides)
+        return _read_mat73(source, spec, variables, lines_axis, beam, overrides)
+    return _read_mat5(source, spec, variables, lines_axis, beam, overrides)
+
+
+def _lines_shape(where: str, matlab_shape: tuple[int, ...], lines_axis: int, beam: int | None,
+                 found: str) -> tuple[int, int]:
+    """(n_lines, n_samples) of a lines variable of MATLAB size ``matlab_shape``: a 2-D matrix
+    (``lines_axis``), or with ``beam`` one beam of a 3-D (n_samples, n_beams, n_lines) array;
+    FormatError otherwise (``found`` describes the variable)."""
+    if len(matlab_shape) == 2 and beam is None:
+        return (matlab_shape[1], matlab_shape[0]) if lines_axis == 1 else tuple(matlab_shape)
+    if len(matlab_shape) == 3 and beam is not None:
+        if beam >= matlab_shape[1]:
+            raise FormatError(describe(where, f"beam {beam} of the {matlab_shape[1]} beams (MATLAB size "
+                                              "(samples, beams, lines), beams counted from 0)", found))
+        return matlab_shape[2], matlab_shape[0]
+    what = "a 2-D numeric matrix, or with beam (option or sidecar key \"beam\") a 3-D (samples, beams, lines) array"
+    raise FormatError(describe(where, what, found))
 
 
 def _mat_kind(mapping: dict[str, str], file_meta: dict[str, Any], is_complex: bool) -> dict[str, Any]:
@@ -163,7 +191,7 @@ def _mat_kind(mapping: dict[str, str], file_meta: dict[str, Any], is_complex: bo
 
 
 def _read_mat5(
-    source: str, spec: dict, variables: Mapping[str, str] | None, lines_axis: int, overrides: dict
+    source: str, spec: dict, variables: Mapping[str, str] | None, lines_axis: int, beam: int | None, overrides: dict
 ) -> Recording:
     try:
         listing = {name: (shape, cls) for name, shape, cls in scipy.io.whosmat(source)}
@@ -172,9 +200,9 @@ def _read_mat5(
     mapping = _mat_mapping(variables, set(listing), source)
     var = mapping["lines"]
     shape, cls = listing[var]
-    if len(shape) != 2 or cls not in _MAT_CLASS_DTYPES:
-        raise FormatError(describe(f"{source}:{var}", "a 2-D numeric matrix", f"{cls} of size {shape}"))
-    n_lines, n_samples = (shape[1], shape[0]) if lines_axis == 1 else shape
+    if cls not in _MAT_CLASS_DTYPES:
+        raise FormatError(describe(f"{source}:{var}", "a numeric matrix", f"{cls} of size {shape}"))
+    n_lines, n_samples = _lines_shape(f"{source}:{var}", tuple(shape), lines_axis, beam, f"{cls} of size {shape}")
     _check_declared(f"{source}:{var}", math.prod(shape) * np.dtype(_MAT_CLASS_DTYPES[cls]).itemsize,
                     Path(source).stat().st_size, f"size {tuple(shape)}", "the file's")
     small = [v for f, v in mapping.items() if f not in ("lines", "timestamps_s")]
@@ -211,11 +239,14 @@ def _read_mat5(
                     arr.dtype,
                 )
             )
-        arr = arr.T if lines_axis == 1 else arr
+        if beam is not None:
+            arr = arr[:, beam, :]
+        arr = arr.T if lines_axis == 1 or beam is not None else arr
         return np.ascontiguousarray(arr, dtype=out_dtype)
 
+    # the whole variable is loaded (every beam), so its whole size is what is checked
     read_fn = whole_array_reader(
-        load_lines, n_lines * n_samples * out_dtype.itemsize, f"{source}:{var}", "a MAT v5 variable", "save as -v7.3"
+        load_lines, math.prod(shape) * out_dtype.itemsize, f"{source}:{var}", "a MAT v5 variable", "save as -v7.3"
     )
 
     timestamps_fn = None
@@ -240,7 +271,7 @@ def _read_mat5(
 
 
 def _read_mat73(
-    source: str, spec: dict, variables: Mapping[str, str] | None, lines_axis: int, overrides: dict
+    source: str, spec: dict, variables: Mapping[str, str] | None, lines_axis: int, beam: int | None, overrides: dict
 ) -> Recording:
     try:
         f = h5py.File(source, "r")
@@ -254,12 +285,13 @@ def _read_mat73(
         fields = ds.dtype.fields
         is_complex = fields is not None and set(fields) == {"real", "imag"}
         stored = np.dtype(np.result_type(fields["real"][0], np.complex64)) if is_complex else ds.dtype
-        if ds.ndim != 2 or (fields is not None and not is_complex):
+        if fields is not None and not is_complex:
             raise FormatError(
-                describe(f"{source}:{var}", "a 2-D numeric matrix", f"{ds.dtype} of HDF5 shape {ds.shape}")
+                describe(f"{source}:{var}", "a numeric matrix", f"{ds.dtype} of HDF5 shape {ds.shape}")
             )
         # HDF5 stores MATLAB arrays transposed: MATLAB size (a, b) is HDF5 shape (b, a).
-        n_lines, n_samples = ds.shape if lines_axis == 1 else ds.shape[::-1]
+        n_lines, n_samples = _lines_shape(f"{source}:{var}", ds.shape[::-1], lines_axis, beam,
+                                          f"{ds.dtype} of HDF5 shape {ds.shape}")
         check_storage(ds, f"{source}:{var}", shape_text="HDF5 shape")
         meta_fields = {fld: v for fld, v in mapping.items() if fld not in ("lines", "timestamps_s")}
         for v in meta_fields.values():
@@ -295,7 +327,10 @@ def _read_mat73(
 
     def read_fn(start: int, stop: int) -> np.ndarray:
         try:
-            block = ds[start:stop] if lines_axis == 1 else ds[:, start:stop].T
+            if beam is not None:  # HDF5 shape (lines, beams, samples)
+                block = ds[start:stop, beam, :]
+            else:
+                block = ds[start:stop] if lines_axis == 1 else ds[:, start:stop].T
         except OSError as exc:
             raise FormatError(
                 describe(f"{source}:{var}", f"readable lines {start}:{stop}", f"damaged ({exc})")

@@ -206,6 +206,23 @@ def test_mat_v73_complex_lines_axis0(tmp_path):
         np.testing.assert_allclose(rec.read(2, 4), iq[2:4].astype(np.complex64))
 
 
+def test_mat_3d_beams_v5_and_v73(tmp_path):
+    """A 3-D (samples, beams, lines) IQ variable, as scanners store several beams: the chosen
+    beam over the frames is the M-mode, in both MAT versions, from the option or the sidecar."""
+    iq = RNG.standard_normal((30, 5, 11)) + 1j * RNG.standard_normal((30, 5, 11))  # MATLAB iq(:, b, k)
+    v5, v73 = tmp_path / "beams5.mat", tmp_path / "beams73.mat"
+    scipy.io.savemat(v5, {"iq": iq, "fs": 1e6, "f0": 2.5e6, "prf": 349.0, "kind": "iq"})
+    _write_mat73(v73, {"iq": iq, "fs": 1e6, "f0": 2.5e6, "prf": 349.0})
+    _sidecar(v5, {"beam": 3})
+    with open_recording(v5) as rec:
+        assert (rec.n_lines, rec.n_samples) == (11, 30) and rec.meta.kind == "iq"
+        np.testing.assert_allclose(rec.read(), iq[:, 3, :].T.astype(np.complex64))
+    with open_recording(v73, beam=1) as rec:
+        assert (rec.n_lines, rec.n_samples) == (11, 30)
+        np.testing.assert_allclose(rec.read(), iq[:, 1, :].T.astype(np.complex64))
+        np.testing.assert_allclose(rec.read(4, 7), iq[:, 1, 4:7].T.astype(np.complex64))
+
+
 # -- Clarius --------------------------------------------------------------------------------------
 def _write_clarius(path: Path, ident: int, frames: np.ndarray, t_ns: list[int], yml: str | None) -> None:
     """frames: (n_frames, lines, samples[, 2]) in the on-disk sample type."""

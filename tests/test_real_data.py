@@ -39,15 +39,21 @@ def _ntnu_beam(beam: int = 3):
 
 @pytest.fixture(scope="module")
 def ntnu_report(tmp_path_factory):
-    from mmode.ingest.h5format import write_recording
-    from mmode.ingest.meta import AcquisitionMeta
+    """The NTNU file opened as a user would: the .mat itself (a copy beside a sidecar that
+    names the variable, the beam and the metadata of ``pars``), processed by ``mmode process``."""
+    import shutil
+
+    from mmode.ingest.files import open_recording
 
     if not NTNU.is_file():
         pytest.skip(f"{NTNU} not found")
     iq, meta = _ntnu_beam()
     folder = tmp_path_factory.mktemp("ntnu")
-    path = folder / "ntnu.h5"
-    write_recording(path, AcquisitionMeta(**meta), iq)
+    path = folder / NTNU.name
+    shutil.copyfile(NTNU, path)
+    (folder / (NTNU.name + ".json")).write_text(json.dumps({"variables": {"lines": "iq"}, "beam": 3, **meta}))
+    with open_recording(path) as rec:  # the reader's beam is scipy's, line for line
+        np.testing.assert_array_equal(rec.read(), iq)
     out, image = folder / "report.json", folder / "image.npy"
     assert main(["process", str(path), "-o", str(out), "--image", str(image), "--model", "none"]) == 0
     return json.loads(out.read_text()), np.load(image, allow_pickle=False), iq, meta

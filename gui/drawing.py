@@ -23,7 +23,9 @@ LIVE_CINE_S = 60.0
 MAX_FILE_CINE_S = 300.0
 RATE_INTERVAL_S = 0.5
 SLOW_VIEWS_INTERVAL_S = 0.1
-RATE_TRACE_S = 10.0
+#: Trace the overlay rate is measured on: twice the report's minimum for a breathing rate
+#: (dsp.rates.MIN_BREATHING_S), four breaths at 12/min.
+RATE_TRACE_S = 20.0
 
 
 class Drawing:

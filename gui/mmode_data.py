@@ -371,8 +371,6 @@ BREATHING_CLASSES = ("lung_sliding", "no_sliding", "lung_point", "sinusoid")
 CARDIAC_CLASSES = ("cardiac_regular", "cardiac_irregular")
 #: Least autocorrelation at which a rate is shown.
 MIN_RATE_CONFIDENCE = 0.3
-#: Shortest trace a rate is given for, s.
-MIN_RATE_TRACE_S = 2.5
 
 
 @dataclass(frozen=True)
@@ -389,9 +387,12 @@ def overlay_rate(track_depth_m: np.ndarray, col_dt_s: float, class_name: str | N
 
     The current class picks the range (breathing for lung views, heart for cardiac views;
     without a class the more confident of the two). NaN samples (before tracking started,
-    blank gap columns) are bridged by linear interpolation; None when the trace is shorter
-    than :data:`MIN_RATE_TRACE_S`, has too few valid samples or no rhythm reaches
-    :data:`MIN_RATE_CONFIDENCE`.
+    blank gap columns) are bridged by linear interpolation. A rate needs the trace length the
+    report asks for too (:data:`mmode.dsp.rates.MIN_CARDIAC_S`, and for breathing
+    :data:`~mmode.dsp.rates.MIN_BREATHING_S`, two breaths at 12/min): a few seconds of a lung
+    view hold no breath, and hand or pleura jitter in them would read as a fast breathing
+    rate. None when no rate has its trace length, the trace has too few valid samples or no
+    rhythm reaches :data:`MIN_RATE_CONFIDENCE`.
     """
     x = np.asarray(track_depth_m, np.float64)
     ok = np.isfinite(x)
@@ -412,12 +413,11 @@ def overlay_rate(track_depth_m: np.ndarray, col_dt_s: float, class_name: str | N
     if k > 1:
         x = x[x.shape[0] % k:].reshape(-1, k).mean(axis=1)
         fs_hz /= k
-    if seconds < MIN_RATE_TRACE_S:
-        return None
     candidates = []
-    for kind, (lo, hi), classes in (("heart", rates.CARDIAC_RANGE_PER_MIN, CARDIAC_CLASSES),
-                                    ("breathing", rates.BREATHING_RANGE_PER_MIN, BREATHING_CLASSES)):
-        if class_name is not None and class_name not in classes:
+    for kind, (lo, hi), classes, min_s in (
+            ("heart", rates.CARDIAC_RANGE_PER_MIN, CARDIAC_CLASSES, rates.MIN_CARDIAC_S),
+            ("breathing", rates.BREATHING_RANGE_PER_MIN, BREATHING_CLASSES, rates.MIN_BREATHING_S)):
+        if (class_name is not None and class_name not in classes) or seconds < min_s:
             continue
         if seconds < 2 * 60.0 / lo * 1.05:  # two periods of the slowest rate searched
             lo = 2 * 60.0 / seconds * 1.05

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from mmode.app.cli import add_cine_arguments, cine_options
+from mmode.app.motion_modes import MOTION_MODES, NETWORK_AUTO_MAX_RATE_HZ
 
 DEMO_NAME = "demo.h5"
 DESCRIPTION = """The desktop app. With no source it opens the demo recording from sample_data/.
@@ -33,10 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sweep", type=int, choices=(25, 50, 100, 200), help="sweep speed, mm/s")
     p.add_argument("--settings", metavar="INI", help="settings file (default: the user's QSettings)")
     p.add_argument("--json", action="store_true", help="on exit, print the drawing statistics as JSON")
-    p.add_argument("--motion", choices=("classic", "network", "both"), default=None,
-                   help="motion traces drawn: the classic tracker's, the learned network's or both "
-                        "(default: the window's setting; the Network overlay toggle runs the network, off at first: live, "
-                        "the learned trace does not yet keep latency within budget, docs/models.md)")
+    p.add_argument("--motion", choices=MOTION_MODES, default=None,
+                   help="motion traces drawn: the classic tracker's, the learned network's, both, or auto (both "
+                        f"up to {NETWORK_AUTO_MAX_RATE_HZ:g} lines/s, else classic) (default: the window's setting, "
+                        "auto at first; the Network overlay toggle runs the network)")
     add_cine_arguments(p)
     p.set_defaults(func=run)
 

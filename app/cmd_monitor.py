@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="classifier to run (see `mmode models`), or none (default: classifier_student)")
     from mmode.app.cmd_process import add_motion_option
 
-    add_motion_option(p, default="classic")
+    add_motion_option(p, default="auto")
     add_sim_arguments(p)
     p.set_defaults(func=run)
 
@@ -60,6 +60,7 @@ def _text(report: dict) -> str:
         ("gaps", f"{report['gaps']} ({report['lines_missing']} lines missing), restarts {report['restarts']}, reconnects {report['reconnects']}"),
         ("latency_ms", f"p50 {fmt(lat['p50'])}, p99 {fmt(lat['p99'])}, max {fmt(lat['max'])}"),
         ("inference_ms", f"p50 {fmt(inf['p50'])}, p99 {fmt(inf['p99'])}"),
+        ("motion", f"{report['motion']} traces"),
         *([("motion_net_ms", f"p50 {fmt(net['p50'])}, p99 {fmt(net['p99'])} per block (learned trace)")]
           if (net := report.get("stage_ms", {}).get("motion_network")) else []),
         ("line_rate_hz", f"{fmt(report['line_rate_hz'])} (PRF {report['prf_hz']:g})"),

@@ -164,11 +164,15 @@ def _motion_report(parts: list, tracker) -> tuple[dict | None, str | None, dict]
 
 
 def add_motion_option(p: argparse.ArgumentParser, default: str = "both") -> None:
-    """``--motion classic|network|both`` (process: default both; monitor: classic, since the
-    learned trace does not yet keep a live stream's latency within budget, docs/models.md)."""
-    p.add_argument("--motion", default=default, choices=("classic", "network", "both"),
-                   help="motion traces: the classic tracker's, the learned network's (following the same echo) "
-                        f"or both (default {default})")
+    """``--motion auto|classic|network|both`` (process: default both; monitor: auto, the
+    learned trace only where the line rate keeps a live stream within its latency budget,
+    :data:`mmode.app.motion_modes.NETWORK_AUTO_MAX_RATE_HZ`)."""
+    from mmode.app.motion_modes import MOTION_MODES, NETWORK_AUTO_MAX_RATE_HZ
+
+    p.add_argument("--motion", default=default, choices=MOTION_MODES,
+                   help="motion traces: the classic tracker's, the learned network's (following the same echo), "
+                        f"both, or auto (both up to {NETWORK_AUTO_MAX_RATE_HZ:g} lines/s, else classic; "
+                        f"default {default})")
 
 
 def _network_report(parts: list, pipeline) -> dict | None:

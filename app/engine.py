@@ -319,7 +319,9 @@ class Engine:
         ready (whole run; ``latency_recent_ms`` the last 5 to 10 s, for a live display);
         ``inference_ms`` is the classifier's time in the blocks that completed at
         least one window; ``stage_ms`` the pipeline's time per block and stage;
-        ``classification`` (with a classifier) counts window labels. ``recording`` is None or
+        ``classification`` (with a classifier) counts window labels. ``motion`` the traces
+        the stream carries (the pipeline's ``motion_mode``: "auto" decided by the line rate).
+        ``recording`` is None or
         the current (else the last) recording's :meth:`Recorder.summary`: ``{"path", "state":
         "recording" | "failed" | "closed", "lines_written", "lines_dropped", "error": None |
         one line}``; a failed recording writes nothing more while the engine runs on.
@@ -349,6 +351,7 @@ class Engine:
             "line_rate_hz": round(ring["lines_in"] / elapsed, 1) if elapsed > 0 else None,
             "elapsed_s": round(elapsed, 3),
             "prf_hz": prf,
+            "motion": getattr(self.pipeline, "motion_mode", None),
             "results_dropped": max(0, self._results_appended - self._results_taken - len(self._results)),
             "ring_capacity_lines": self.ring.capacity if self.ring is not None else 0,
             "ring_high_water_lines": ring["high_water_lines"],

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mmode.app import motion_modes
 from mmode.dsp.tracker import MotionTracker
 from mmode.dsp.processor import Processor, ProcessorSettings
 from mmode.errors import DataError, describe
@@ -32,8 +33,11 @@ class PipelineSettings:
     in the block that completes it (offline runs, where nobody waits for the next block).
     motion : which motion traces the results carry: "classic" (the tracker's), "network"
     (the learned :class:`~mmode.models.motion_stream.NetworkTracker`'s; the classic tracker
-    still runs, to choose the echo it follows) or "both". motion_model : the shipped motion
-    network the learned trace uses.
+    still runs, to choose the echo it follows), "both", or "auto": "both" for a line rate up
+    to :data:`mmode.app.motion_modes.NETWORK_AUTO_MAX_RATE_HZ`, where the learned trace keeps
+    a live stream within its latency budget, else "classic" (decided in
+    :meth:`Pipeline.prepare`, from the stream's line rate). motion_model : the shipped
+    motion network the learned trace uses.
     """
 
     processor: ProcessorSettings = ProcessorSettings()
@@ -42,10 +46,6 @@ class PipelineSettings:
     realtime: bool = False
     motion: str = "classic"
     motion_model: str = "motion_keyframe_student"
-
-
-#: The values of ``PipelineSettings.motion`` (``--motion`` of process, monitor and gui).
-MOTION_MODES = ("classic", "network", "both")
 
 
 #: Wall time the one-off choice of the tracked echo may take per block in a live stream, s:
@@ -67,8 +67,9 @@ class Results:
     completed (often empty), or None without a classifier. level : how 0 dB of
     ``display_db`` was set (:class:`~mmode.dsp.levels.LevelReference`). motion_state : the
     tracker's ``status`` ("choosing", "tracking", "no_motion", "inactive"), ``note`` (why
-    there is no trace, or None), ``representation`` ("raw" or "clutter"), ``depth_m`` and
-    ``track_depth_m`` (the gate the user set, or None for automatic). motion_network : the
+    there is no trace, or None), ``representation`` ("raw" or "clutter"), ``depth_m``,
+    ``track_depth_m`` (the gate the user set, or None for automatic) and ``motion`` (the
+    traces carried, :attr:`Pipeline.motion_mode`). motion_network : the
     learned trace of the same lines (:class:`~mmode.dsp.tracker.MotionBlock`), or None when
     ``settings.motion`` is "classic" (``motion`` is None when it is "network"). timings_ms :
     wall time per stage ("motion_network" the learned tracker's, "motion_inference" its
@@ -113,10 +114,28 @@ class Pipeline:
         self.n_samples = int(n_samples)
         self.processor.prepare(meta, n_samples)
         self.motion.prepare(meta, n_samples)
-        if self.network is not None:
-            self.network.prepare(meta, n_samples, self.motion)
+        self._prepare_network()
         if self.classifier is not None:
             self.classifier.reset()
+
+    @property
+    def motion_mode(self) -> str:
+        """The traces this stream carries: ``settings.motion``, with "auto" decided ("both"
+        or "classic") once :meth:`prepare` has seen the line rate."""
+        if self.settings.motion != "auto":
+            return self.settings.motion
+        return "both" if self.network is not None else "classic"
+
+    def _prepare_network(self) -> None:
+        """Load (for "auto" at a line rate that allows it, :func:`mmode.app.motion_modes.resolve`)
+        or drop the learned tracker for this stream, and prepare it."""
+        if self.settings.motion == "auto":
+            if motion_modes.resolve("auto", self.meta.prf_hz) == "classic":
+                self.network = None
+            elif self.network is None:
+                self.network = _network_tracker(self.settings)
+        if self.network is not None:
+            self.network.prepare(self.meta, self.n_samples, self.motion)
 
     def settle_level(self, lines: np.ndarray) -> None:
         """Fix the automatic display level from a recording's first lines before processing
@@ -128,7 +147,7 @@ class Pipeline:
         m = self.motion
         return {"status": getattr(m, "status", "inactive"), "note": getattr(m, "note", None),
                 "representation": getattr(m, "representation", "raw"), "depth_m": getattr(m, "depth_m", float("nan")),
-                "track_depth_m": m.track_depth_m}
+                "track_depth_m": m.track_depth_m, "motion": self.motion_mode}
 
     def finish(self) -> Results:
         """End of stream: the lines the motion tracker still holds back (its choice finished
@@ -143,7 +162,7 @@ class Pipeline:
         return Results(
             seq_start=self._seq_stop, seq_stop=self._seq_stop, t_s=np.zeros(0),
             display_db=np.zeros((0, n_rows), np.float32), row_depths_m=self.processor.row_depths_m, features={},
-            motion=None if self.settings.motion == "network" else motion,
+            motion=None if self.motion_mode == "network" else motion,
             classification=None if self.classifier is None else self.classifier.finish(),
             level=self.processor.level,
             motion_state=self.motion_state(),
@@ -160,16 +179,16 @@ class Pipeline:
         new_network = (settings.motion, settings.motion_model) != (self.settings.motion, self.settings.motion_model)
         if new_network:
             self.network = _load_network(settings)
-        if (settings.track_depth_m, settings.realtime) != (self.settings.track_depth_m, self.settings.realtime) \
-                or new_network:
-            self.motion = _tracker(settings)  # a new echo: the traces restart
-            if self.meta is not None:
-                self.motion.prepare(self.meta, self.n_samples)
-                if self.network is not None:
-                    self.network.prepare(self.meta, self.n_samples, self.motion)
+        restart = (settings.track_depth_m, settings.realtime) != (self.settings.track_depth_m, self.settings.realtime) \
+            or new_network
         if settings.model != self.settings.model:
             self.classifier = _load_classifier(settings.model)
         self.settings = settings
+        if restart:
+            self.motion = _tracker(settings)  # a new echo: the traces restart
+            if self.meta is not None:
+                self.motion.prepare(self.meta, self.n_samples)
+                self._prepare_network()
         self.processor.update_settings(settings.processor)
 
     def process(self, block: LineBlock) -> Results:
@@ -185,8 +204,9 @@ class Pipeline:
         network = None
         if self.network is not None:
             network = self.network.process(block, motion.t_s.shape[0])
-            timings_ms["motion_network"] = self.network.last_ms
-            timings_ms["motion_inference"] = self.network.inference_ms
+            if self.network.active:  # grey levels (a cine) carry no phase: no learned trace, no cost to show
+                timings_ms["motion_network"] = self.network.last_ms
+                timings_ms["motion_inference"] = self.network.inference_ms
             t2 = time.perf_counter()
         classification = None
         if self.classifier is not None:
@@ -200,7 +220,7 @@ class Pipeline:
             display_db=out.display_db,
             row_depths_m=self.processor.row_depths_m,
             features=out.features,
-            motion=None if self.settings.motion == "network" else motion,
+            motion=None if self.motion_mode == "network" else motion,
             classification=classification,
             level=self.processor.level,
             motion_state=self.motion_state(),
@@ -216,11 +236,16 @@ def _tracker(settings: PipelineSettings) -> MotionTracker:
 
 def _load_network(settings: PipelineSettings):
     """The learned :class:`~mmode.models.motion_stream.NetworkTracker` when ``settings.motion``
-    asks for its trace, else None; DataError for an unknown mode."""
-    if settings.motion not in MOTION_MODES:
-        raise DataError(describe("--motion", f"one of {MOTION_MODES}", repr(settings.motion)))
-    if settings.motion == "classic":
+    asks for its trace ("auto": loaded in :meth:`Pipeline.prepare` if the line rate allows),
+    else None; DataError for an unknown mode."""
+    if settings.motion not in motion_modes.MOTION_MODES:
+        raise DataError(describe("--motion", f"one of {motion_modes.MOTION_MODES}", repr(settings.motion)))
+    if settings.motion in ("classic", "auto"):
         return None
+    return _network_tracker(settings)
+
+
+def _network_tracker(settings: PipelineSettings):
     from mmode.models.motion_stream import NetworkTracker  # torch loads only when asked for
 
     return NetworkTracker(settings.motion_model)

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from PyQt6.QtCore import QSettings
 
+from mmode.app.motion_modes import MOTION_MODES
 from mmode.dsp.processor import DENOISE_METHODS
 
 SWEEP_SPEEDS_MM_S = (25, 50, 100, 200)
@@ -20,7 +21,7 @@ SWEEP_SPEEDS_MM_S = (25, 50, 100, 200)
 #: ``mmode compress``, which the engine does not run.)
 MODEL_CHOICES = ("student", "teacher", "classic")
 #: The motion traces (``PipelineSettings.motion``): the classic tracker's, the learned one's, both.
-MOTION_CHOICES = ("classic", "network", "both")
+MOTION_CHOICES = MOTION_MODES
 TGC_DEPTHS_FRACTION = (0.125, 0.375, 0.625, 0.875)  # TGC knob positions, fraction of the depth range
 CALIPER_KINDS = ("time", "depth", "slope", "heart_rate", "tapse", "epss", "fs")
 #: Range of the gain slider, dB around the level shown as 0 dB (set by *Auto*, full scale or
@@ -40,10 +41,11 @@ class GuiSettings:
     model : one of :data:`MODEL_CHOICES` ("classic" = no network).
     sweep_mm_s : one of :data:`SWEEP_SPEEDS_MM_S`.
     motion_source : one of :data:`MOTION_CHOICES`: the motion traces the pipeline computes
-        while ``show_motion_network`` is on (off: "classic").
+        while ``show_motion_network`` is on (off: "classic"); "auto" runs the learned trace
+        up to :data:`mmode.app.motion_modes.NETWORK_AUTO_MAX_RATE_HZ` lines/s, where it keeps a
+        live stream within its latency budget (docs/models.md).
     show_classes / show_motion / show_motion_network / show_rate : overlay toggles (the
-    classic tracker's trace, the learned network's: off at first, since live the learned
-    trace does not yet keep latency within budget, docs/models.md).
+    classic tracker's trace, the learned network's).
     caliper_kind / n_cycles : the active measurement tool.
     """
 
@@ -56,9 +58,9 @@ class GuiSettings:
     sweep_mm_s: int = 50
     show_classes: bool = True
     show_motion: bool = True
-    show_motion_network: bool = False
+    show_motion_network: bool = True
     show_rate: bool = True
-    motion_source: str = "both"
+    motion_source: str = "auto"
     caliper_kind: str = "time"
     n_cycles: int = 1
     last_file: str = ""

@@ -15,6 +15,7 @@ import math
 import time
 from pathlib import Path
 
+from mmode.app.motion_modes import NETWORK_AUTO_MAX_RATE_HZ
 from mmode.errors import MmodeError
 from mmode.gui.engine_link import level_text, motion_text
 from mmode.gui.status import health, status_fields
@@ -82,6 +83,8 @@ class StatusController:
         text, tip = motion_text(w.reader.motion_state, running=w.engine is not None, scale=w.scale)
         if math.isfinite(w.reader.net_ms):
             text += f"  |  network {w.reader.net_ms:.1f} ms/block"
+        elif w.s.show_motion_network and w.s.motion_source == "auto" and w.reader.motion_state.get("motion") == "classic":
+            text += f"  |  network off above {NETWORK_AUTO_MAX_RATE_HZ:g} lines/s"
         if text != w.motion_label.text():
             w.motion_label.setText(text)
             w.motion_label.setToolTip(tip)

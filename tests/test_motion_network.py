@@ -14,6 +14,7 @@ import torch
 from mmode.app.cli import main
 from mmode.app.pipeline import Pipeline, PipelineSettings
 from mmode.errors import DataError, ModelError
+from mmode.ingest.files import open_recording
 from mmode.ingest.meta import LineBlock
 from mmode.ingest.simulator import _displacement_since_line0
 from mmode.models import registry
@@ -77,6 +78,23 @@ def test_motion_option_selects_the_traces(cardiac):
     classic = _process(path, "--motion", "classic")
     assert classic["motion"] is not None and classic["motion_network"] is None
     assert set(network_only["rates"]) == set(classic["rates"])  # the rates of the learned trace instead
+
+
+@pytest.mark.parametrize("prf_hz, mode", [(1000.0, "both"), (20000.0, "classic")])
+def test_auto_runs_the_network_where_the_line_rate_allows(prf_hz, mode):
+    """``--motion auto`` (monitor's and the GUI's default): both traces up to 5 kHz, where
+    the learned trace keeps a live stream within budget, the classic one above."""
+    from mmode.app.motion_modes import NETWORK_AUTO_MAX_RATE_HZ
+    from mmode.ingest.simulator import simulate
+
+    assert NETWORK_AUTO_MAX_RATE_HZ == 5000.0
+    sim = simulate("cardiac_regular", seconds=0.3, prf_hz=prf_hz, snr_db=25.0, seed=7_100_002)
+    pipe = Pipeline(PipelineSettings(motion="auto"))
+    pipe.prepare(sim.meta, sim.lines.shape[1])
+    r = pipe.process(LineBlock(seq=0, t_s=0.0, lines=sim.lines))
+    assert pipe.motion_mode == mode and r.motion_state["motion"] == mode
+    assert (pipe.network is not None) == (mode == "both") and r.motion is not None
+    assert ("motion_network" in r.timings_ms) == (mode == "both")
 
 
 def test_block_cutting_does_not_change_the_learned_trace(cardiac):
@@ -155,6 +173,11 @@ def test_envelope_lines_give_no_learned_trace_and_no_error(cardiac, tmp_path):
     write_recording(path, sim.meta.replace(kind="envelope", fs_hz=iq_fs), np.abs(iq).astype(np.float32))
     report = _process(path)
     assert report["motion_network"] is None
+    with open_recording(path) as rec:  # ... and no network time in the blocks (the GUI's status bar)
+        pipe = Pipeline(PipelineSettings(motion="auto"))
+        pipe.prepare(rec.meta, rec.n_samples)
+        r = pipe.process(LineBlock(seq=0, t_s=0.0, lines=rec.read(0, 500)))
+    assert pipe.motion_mode == "both" and "motion_network" not in r.timings_ms
 
 
 def test_compress_refuses_a_keyframe_net_instead_of_scoring_it_on_other_data(capsys):

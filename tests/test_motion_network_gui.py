@@ -31,10 +31,11 @@ def test_network_trace_drawn_in_its_colour_with_legend_and_toggle(window):
     from mmode.gui.mmode_view import MOTION_NET_PEN, MOTION_PEN
 
     window.engine_factory = WithNetwork
+    window.panel.show_motion_network.setChecked(False)
     open_source(window, SourceSpec("sim", "lung_sliding"))
-    assert window.engine.settings.motion == "classic"  # off at first
+    assert window.engine.settings.motion == "classic"  # toggle off: the classic trace only
     window.panel.show_motion_network.setChecked(True)
-    assert window.engine.updates[-1].motion == "both"  # the toggle runs the network
+    assert window.engine.updates[-1].motion == "auto"  # the toggle runs the network where the rate allows
     run_ticks(window, 30)
     x, y = window.mview.net_curve.getData()
     assert window.mview.net_curve.isVisible() and window.mview.legend.isVisible()
@@ -69,7 +70,21 @@ def test_without_a_network_trace_no_legend(window):
     assert "network" not in window.motion_label.text()
 
 
-@pytest.mark.parametrize("mode", ["classic", "network", "both"])
+def test_network_on_at_first_and_says_when_auto_turns_it_off(window):
+    """A new window runs the learned trace where the line rate allows ("auto", on); above
+    that rate the status bar says why there is no cyan trace."""
+    from mmode.gui.settings import GuiSettings
+
+    assert GuiSettings().show_motion_network and GuiSettings().motion_source == "auto"
+    open_source(window, SourceSpec("sim", "lung_sliding"))
+    assert window.engine.settings.motion == "auto"
+    run_ticks(window, 2)
+    window.reader.motion_state = {**window.reader.motion_state, "motion": "classic"}  # as a 20 kHz pipeline says
+    window._update_status()
+    assert "network off above 5000 lines/s" in window.motion_label.text()
+
+
+@pytest.mark.parametrize("mode", ["auto", "classic", "network", "both"])
 def test_motion_setting_reaches_the_pipeline(window, mode):
     window.s.motion_source = mode
     window.s.show_motion_network = True

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from mmode.dsp import demod, echo_choice, motion
+from mmode.dsp import demod, echo_choice, echo_score, motion
 from mmode.dsp.tracker import MotionTracker
 from mmode.errors import DataError
 from mmode.ingest.meta import AcquisitionMeta, LineBlock
@@ -436,7 +436,7 @@ def test_moving_echo_score_equals_a_direct_evaluation():
     iq_a = (rng.normal(size=(7, 40)) + 1j * rng.normal(size=(7, 40))).astype(np.complex64)
     iq_b = (iq_a * np.exp(-0.4j) + 0.3 * (rng.normal(size=(7, 40)) + 1j * rng.normal(size=(7, 40)))).astype(np.complex64)
     prf, window, ensemble = 1000.0, 5, 3
-    score = echo_choice.moving_echo_score(iq_a, iq_b, prf, F0, C, window, ensemble)
+    score = echo_score.moving_echo_score(iq_a, iq_b, prf, F0, C, window, ensemble)
     r1 = np.conj(iq_a.astype(np.complex128)) * iq_b
     n_p, n_s = r1.shape
     summed = np.empty(r1.shape)
@@ -471,7 +471,7 @@ def test_local_maxima_match_scipy_find_peaks(seed):
     x = np.concatenate(([-10.0], _smoothed_noise(rng, 300), [-10.0]))
     peaks, _ = signal.find_peaks(x, distance=7)
     expected = peaks[np.argsort(-x[peaks])][:6]
-    assert echo_choice._local_maxima(x, 7, 6) == [int(p) for p in expected]
+    assert echo_score.local_maxima(x, 7, 6) == [int(p) for p in expected]
 
 
 def test_tracked_echo_score_of_an_analytic_track():
@@ -484,11 +484,11 @@ def test_tracked_echo_score_of_an_analytic_track():
     seg = (amp * phase).astype(np.complex64)
     track_m = v_m_s * np.arange(100) / prf
     wrap_m = C / (2 * F0)
-    score = echo_choice.tracked_echo_score(seg, seg, track_m, prf, 4, 0.0, wrap_m)
+    score = echo_score.tracked_echo_score(seg, seg, track_m, prf, 4, 0.0, wrap_m)
     assert score == pytest.approx(amp**2 * v_m_s**2, rel=1e-5)
-    slipped = echo_choice.tracked_echo_score(seg, seg, track_m, prf, 4, echo_choice.CONSISTENCY_WRAPS * wrap_m, wrap_m)
+    slipped = echo_score.tracked_echo_score(seg, seg, track_m, prf, 4, echo_score.CONSISTENCY_WRAPS * wrap_m, wrap_m)
     assert slipped == pytest.approx(score / np.e, rel=1e-9)
-    assert echo_choice.tracked_echo_score(seg, seg, np.zeros(100), prf, 4, 0.0, wrap_m) == 0.0
+    assert echo_score.tracked_echo_score(seg, seg, np.zeros(100), prf, 4, 0.0, wrap_m) == 0.0
 
 
 @pytest.mark.parametrize("scenario", ["cardiac_regular", "cardiac_irregular"])

@@ -20,7 +20,7 @@ SWEEP_SPEEDS_MM_S = (25, 50, 100, 200)
 #: registry loads safetensors float32 weights; int8 exists only as an ONNX Runtime export of
 #: ``mmode compress``, which the engine does not run.)
 MODEL_CHOICES = ("student", "teacher", "classic")
-#: The motion traces (``PipelineSettings.motion``): the classic tracker's, the learned one's, both.
+#: The motion traces (``PipelineSettings.motion``): auto, the classic tracker's, the learned one's, both.
 MOTION_CHOICES = MOTION_MODES
 TGC_DEPTHS_FRACTION = (0.125, 0.375, 0.625, 0.875)  # TGC knob positions, fraction of the depth range
 CALIPER_KINDS = ("time", "depth", "slope", "heart_rate", "tapse", "epss", "fs")

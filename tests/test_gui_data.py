@@ -106,8 +106,10 @@ def test_overlay_rate_needs_the_reports_trace_length():
         t = np.arange(int(seconds / dt)) * dt
         wobble = 0.02 + 1e-4 * np.sin(2 * np.pi * 45 / 60 * t)
         r = overlay_rate(wobble, dt, "lung_sliding")
-        assert r is None if expect is None else r.rate_per_min == pytest.approx(expect, abs=1.5)
-        assert rates.summary(wobble, 1 / dt)["breathing_rate_per_min"] is None if expect is None else True
+        if expect is None:
+            assert r is None and rates.summary(wobble, 1 / dt)["breathing_rate_per_min"] is None
+        else:
+            assert r.kind == "breathing" and r.rate_per_min == pytest.approx(expect, abs=1.5)
     for seconds in (0.5, 2.0, rates.MIN_CARDIAC_S - 0.1):  # too short: no rate, never an error
         t = np.arange(int(seconds / dt)) * dt
         assert overlay_rate(0.02 + 0.003 * np.sin(2 * np.pi * 1.5 * t), dt, None) is None

@@ -59,78 +59,90 @@ def summarize(windows: list[WindowResult], classes: tuple[str, ...]) -> dict:
 class _LineBuffer:
     """The recent depth-binned display lines: ``binned`` (n, n_depth) float32, line times
     ``t_s`` (n,) float64 and their running sums ``sums`` (n + 1, n_depth) float64
-    (:func:`~mmode.models.data.running_sums`, offset by the sum of the lines dropped since
-    the last compaction). ``append`` costs O(new lines), amortised: the arrays are
-    preallocated, and the kept lines move to the front (sums rebased to zero) only when the
-    space runs out, with room for at least as many lines again."""
+    (:func:`~mmode.models.data.running_sums`, offset by the sum of every line before them).
+
+    A mirrored ring: line ``g`` of the stream (counted from the first) lives at ``g % cap``
+    and again at ``g % cap + cap`` of arrays twice the capacity, so that the last ``cap``
+    lines are always one contiguous slice and neither ``append`` nor ``drop_first`` moves
+    the lines kept. ``append`` costs O(new lines). (Moving the kept lines to the front when
+    the arrays filled up, as this buffer did before, copied 6 s of lines at once: 90 MB and
+    up to 140 ms at 20 kHz, a stall in the live engine's latency.) The arrays grow, copying
+    once, only when more lines are kept than they hold."""
 
     def __init__(self, n_depth: int) -> None:
+        self._cap = 0
         self._binned = np.zeros((0, n_depth), np.float32)
         self._t_s = np.zeros(0)
+        # _sums[p + 1] (and its mirror) is the sum of the lines up to and including the one at p
         self._sums = np.zeros((1, n_depth))
-        self._start = self._stop = 0
+        self._first = self._end = 0  # stream indices of the oldest kept line and one past the newest
+        self._total = np.zeros(n_depth)  # sum of every line appended
 
     def __len__(self) -> int:
-        return self._stop - self._start
+        return self._end - self._first
+
+    @property
+    def _at(self) -> int:
+        return self._first % self._cap if self._cap else 0
 
     @property
     def binned(self) -> np.ndarray:
-        return self._binned[self._start : self._stop]
+        return self._binned[self._at : self._at + len(self)]
 
     @property
     def t_s(self) -> np.ndarray:
-        return self._t_s[self._start : self._stop]
+        return self._t_s[self._at : self._at + len(self)]
 
     @property
     def sums(self) -> np.ndarray:
-        return self._sums[self._start : self._stop + 1]
+        return self._sums[self._at : self._at + len(self) + 1]
 
     def append(self, binned: np.ndarray, t_s: np.ndarray) -> None:
         """Add lines ``binned`` (m, n_depth) at times ``t_s`` (m,)."""
         m = len(t_s)
-        if self._stop + m > len(self._t_s):
-            self._compact(m)
-        s = self._stop
-        self._binned[s : s + m] = binned
-        self._t_s[s : s + m] = t_s
-        np.cumsum(binned, axis=0, dtype=np.float64, out=self._sums[s + 1 : s + m + 1])
-        self._sums[s + 1 : s + m + 1] += self._sums[s]
-        self._stop += m
+        if m == 0:
+            return
+        if len(self) + m >= self._cap:  # one ring place stays free: it holds the sum before the oldest line
+            self._grow(2 * (len(self) + m))
+        sums = np.cumsum(binned, axis=0, dtype=np.float64)
+        sums += self._total
+        self._total = sums[-1].copy()
+        self._write(self._end, binned, t_s, sums)
+        self._end += m
 
     def reserve(self, n_lines: int) -> None:
         """Preallocate (and touch) room for ``n_lines`` lines before the first append, so that
         a stream does not grow its arrays, each growth a stall, while its first window fills."""
-        if len(self) == 0 and len(self._t_s) < n_lines:
-            n_depth = self._binned.shape[1]
-            self._binned = np.zeros((n_lines, n_depth), np.float32)
-            self._t_s = np.zeros(n_lines)
-            self._sums = np.zeros((n_lines + 1, n_depth))
-            self._start = self._stop = 0
+        if len(self) == 0 and self._cap < n_lines:
+            self._grow(n_lines)
 
     def drop_first(self, n: int) -> None:
         """Forget the oldest ``n`` lines."""
-        self._start += min(max(n, 0), len(self))
+        self._first += min(max(n, 0), len(self))
 
-    def _compact(self, m: int) -> None:
-        """Make room for ``m`` more lines: move the kept lines to the front of the arrays
-        they are in (when that leaves room for at least half as many lines again), or into
-        new arrays twice as long as needed.
-        Moving in place reuses memory already touched: allocating fresh arrays every time
-        (tens of MB at 5 kHz) cost 50-100 ms of page faults on each compaction, a stall that
-        showed in the live engine's latency."""
-        n = len(self)
-        if 2 * len(self._t_s) >= 3 * (n + m):
-            binned, t_s, sums = self._binned, self._t_s, self._sums
-        else:
-            capacity = 2 * (n + m)
-            binned = np.empty((capacity, self._binned.shape[1]), np.float32)
-            t_s = np.empty(capacity)
-            sums = np.empty((capacity + 1, self._binned.shape[1]))
-        base = self._sums[self._start].copy()
-        binned[:n], t_s[:n] = self.binned, self.t_s  # numpy copies overlapping slices safely
-        sums[: n + 1] = self.sums - base
-        self._binned, self._t_s, self._sums = binned, t_s, sums
-        self._start, self._stop = 0, n
+    def _write(self, g: int, binned: np.ndarray, t_s: np.ndarray, sums: np.ndarray) -> None:
+        """Store lines ``g .. g + m - 1`` and their running sums at their ring places and mirrors."""
+        cap = self._cap
+        at = (g + np.arange(len(t_s))) % cap
+        for place in (at, at + cap):
+            self._binned[place] = binned
+            self._t_s[place] = t_s
+            self._sums[place + 1] = sums
+        wrap = np.flatnonzero(at == cap - 1)  # the sum through the ring's last place starts its first
+        if wrap.size:
+            self._sums[0] = sums[wrap[-1]]
+
+    def _grow(self, capacity: int) -> None:
+        """Arrays for ``capacity`` lines (twice, mirrored); the kept lines copied to their new places."""
+        kept = (self.binned.copy(), self.t_s.copy(), self.sums.copy())
+        n_depth = self._binned.shape[1]
+        self._cap = int(capacity)
+        self._binned = np.zeros((2 * self._cap, n_depth), np.float32)
+        self._t_s = np.zeros(2 * self._cap)
+        self._sums = np.zeros((2 * self._cap + 1, n_depth))
+        self._sums[self._first % self._cap] = kept[2][0] if len(self) else self._total
+        if len(self):
+            self._write(self._first, kept[0], kept[1], kept[2][1:])
 
 
 class Classifier:
@@ -263,9 +275,10 @@ class Classifier:
             lines = self._lines
         if self._t_first_s is None:
             self._t_first_s = float(t_s[0])
-            if len(t_s) > 1:  # the longest window and a block more, twice (see _LineBuffer._compact)
+            if len(t_s) > 1:  # the lines kept (the longest window and a hop) and two blocks more
                 per_line_s = float(t_s[-1] - t_s[0]) / (len(t_s) - 1)
-                lines.reserve(min(2 * (int(self.spec["max_window_s"] / per_line_s) + 2 * len(t_s)), 2 * MAX_BUFFER_LINES))
+                kept = int((self.spec["max_window_s"] + self.hop_s) / per_line_s)
+                lines.reserve(min(kept, MAX_BUFFER_LINES) + 2 * len(t_s))
         lines.append(binned, t_s)
         t_first, t_last = self._t_first_s, float(t_s[-1])
         out = []

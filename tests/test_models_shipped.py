@@ -132,7 +132,7 @@ def test_streaming_classification_equals_offline(seconds):
 
 
 def test_streamed_window_inputs_equal_the_batch_binning():
-    """Incremental window formation (running sums kept across pushes, buffer compacted as
+    """Incremental window formation (running sums kept across pushes, ring buffer wrapping as
     lines are dropped) gives the inputs of binning each window from scratch, bit for bit,
     with jittered line times and block sizes, and keeps only about one window of lines."""
     rng = np.random.default_rng(5)

@@ -265,6 +265,8 @@ def analyse(rec, settings, *, block_lines: int = DEFAULT_BLOCK_LINES, window_s: 
     else:
         motion, motion_note, rates = _motion_report(motion_parts, pipeline.motion)
     p = settings.processor
+    classification = _classification_report(pipeline.classifier, class_windows, end.classification, rec.duration_s)
+    label = None if classification is None else classification["summary"]["label"]
     return {
         "file": str(rec.source),
         "meta": rec.meta.to_dict(),
@@ -282,10 +284,33 @@ def analyse(rec, settings, *, block_lines: int = DEFAULT_BLOCK_LINES, window_s: 
         "motion": motion,
         "motion_note": motion_note,
         "motion_network": motion_network,
-        "rates": rates,
-        "classification": _classification_report(pipeline.classifier, class_windows, end.classification,
-                                                 rec.duration_s),
+        "rates": rates_for_class(rates, label),
+        "classification": classification,
     }
+
+
+def rates_for_class(rates: dict, label: str | None) -> dict:
+    """The trace's rates (:func:`mmode.dsp.rates.summary`) as the recording's class reads
+    them, as the GUI's overlay does: the trace of a lung view (``BREATHING_CLASSES``) moves
+    with the breath, the probe and the pleura's jitter, so a periodicity in the heart's range
+    is no heart rate; that of a cardiac view is the heartbeat, whose slow periodicity is no
+    breathing rate; ``no_contact`` has neither. Without a class (no model, a recording
+    shorter than the classifier's shortest window) both stay as measured. A rate taken away
+    is None with its reason added to ``note``."""
+    from mmode.ingest.meta import BREATHING_CLASSES, CARDIAC_CLASSES
+
+    if label is None:
+        return rates
+    out = dict(rates)
+    notes = [rates["note"]] if rates.get("note") else []
+    if label not in CARDIAC_CLASSES and out["rate_per_min"] is not None:
+        out.update(rate_per_min=None, confidence=None, intervals_s=[], interval_cv=None, rmssd_s=None, rhythm="unknown")
+        notes.append(f"no heart rate for a {label} recording: its motion is not the heartbeat")
+    if label not in BREATHING_CLASSES and out["breathing_rate_per_min"] is not None:
+        out.update(breathing_rate_per_min=None, breathing_confidence=None)
+        notes.append(f"no breathing rate for a {label} recording: its motion is not the breath")
+    out["note"] = "; ".join(notes) or None
+    return out
 
 
 def _classification_report(classifier, windows: list, whole: list | None, duration_s: float) -> dict | None:
@@ -371,7 +396,7 @@ def _text(report: dict) -> str:
         d = n["displacement_m"]
         rows.append(("motion (net)", f"{length(max(d) - min(d), 2)} peak to peak ({n['model']}, same echo)"))
     if r["rate_per_min"] is not None:
-        rows.append(("rate", f"{r['rate_per_min']:.1f}/min (confidence {r['confidence']:.2f}), rhythm {r['rhythm']}"))
+        rows.append(("heart rate", f"{r['rate_per_min']:.1f}/min (confidence {r['confidence']:.2f}), rhythm {r['rhythm']}"))
     if r.get("breathing_rate_per_min") is not None:
         rows.append(("breathing", f"{r['breathing_rate_per_min']:.1f}/min (confidence {r['breathing_confidence']:.2f})"))
     if r["rate_per_min"] is None and r.get("breathing_rate_per_min") is None and r.get("note"):

@@ -33,6 +33,7 @@ import numpy as np
 
 from mmode.dsp import rates
 from mmode.errors import DataError, describe
+from mmode.ingest.meta import BREATHING_CLASSES, CARDIAC_CLASSES
 
 #: Source of ring epochs, unique within the process.
 _EPOCHS = itertools.count(1)
@@ -365,10 +366,6 @@ def trace_by_quality(depth: np.ndarray, quality: np.ndarray,
     return np.where(unsure, np.nan, depth), np.where(near, depth, np.nan)
 
 
-#: Classes whose motion is breathing (the rate shown is a breathing rate).
-BREATHING_CLASSES = ("lung_sliding", "no_sliding", "lung_point", "sinusoid")
-#: Classes whose motion is the heartbeat.
-CARDIAC_CLASSES = ("cardiac_regular", "cardiac_irregular")
 #: Least autocorrelation at which a rate is shown.
 MIN_RATE_CONFIDENCE = 0.3
 

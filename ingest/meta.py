@@ -31,6 +31,10 @@ CLASSES = (
     "cardiac_irregular",
     "no_contact",
 )
+#: Classes whose motion is breathing: a rate of their trace is a breathing rate.
+BREATHING_CLASSES = ("lung_sliding", "no_sliding", "lung_point", "sinusoid")
+#: Classes whose motion is the heartbeat: a rate of their trace is a heart rate.
+CARDIAC_CLASSES = ("cardiac_regular", "cardiac_irregular")
 
 SPEED_OF_SOUND_M_S = 1540.0
 

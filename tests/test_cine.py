@@ -262,3 +262,19 @@ def test_real_lung_clip_info_and_process(name, capsys):
     assert main(["process", str(path), "--json", "--model", "none"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["n_lines"] == info["n_lines"] and report["level"]["mode"] == "grey"
+
+
+@pytest.mark.skipif(not LUNG.is_dir(), reason=f"lung clips not found at {LUNG}")
+def test_real_lung_clip_reports_no_heart_rate(capsys):
+    """A 4 s lung clip: its pleura trace (hand and pleura jitter) has a periodicity in the
+    heart's range, which `process` once reported as "rate 31.5/min"; classified as a lung view,
+    the report gives no heart rate and says why."""
+    from mmode.dsp import rates
+    from mmode.ingest.meta import BREATHING_CLASSES
+
+    assert main(["process", str(LUNG / "patient_42_L1.mp4"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["classification"]["summary"]["label"] in BREATHING_CLASSES
+    trace = np.asarray(report["motion"]["displacement_m"])
+    assert rates.summary(trace, report["meta"]["prf_hz"])["rate_per_min"] is not None
+    assert report["rates"]["rate_per_min"] is None and "not the heartbeat" in report["rates"]["note"]

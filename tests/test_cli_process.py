@@ -139,3 +139,29 @@ def test_bench_is_in_the_package_without_torch_or_qt():
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
+
+
+def test_rates_follow_the_class():
+    """A trace with a 72/min beat on a 15/min breath (analytic sines, 12 s): the heart rate
+    is given for a cardiac class only, the breathing rate for a lung class only, neither for
+    no_contact, both without a class."""
+    from mmode.app.cmd_process import rates_for_class
+    from mmode.dsp import rates
+
+    fs_hz = 100.0
+    t = np.arange(int(12 * fs_hz)) / fs_hz
+    trace = np.sin(2 * np.pi * 72 / 60 * t) + 2.0 * np.sin(2 * np.pi * 15 / 60 * t)
+    measured = rates.summary(trace, fs_hz)
+    assert measured["rate_per_min"] == pytest.approx(72, abs=1.5)
+    assert measured["breathing_rate_per_min"] == pytest.approx(15, abs=1.0)
+    assert rates_for_class(measured, None) == measured
+    heart = rates_for_class(measured, "cardiac_regular")
+    assert heart["rate_per_min"] == measured["rate_per_min"] and heart["breathing_rate_per_min"] is None
+    assert "no breathing rate for a cardiac_regular recording" in heart["note"]
+    lung = rates_for_class(measured, "lung_sliding")
+    assert lung["breathing_rate_per_min"] == measured["breathing_rate_per_min"]
+    assert lung["rate_per_min"] is None and lung["rhythm"] == "unknown" and lung["intervals_s"] == []
+    assert "no heart rate for a lung_sliding recording" in lung["note"]
+    none = rates_for_class(measured, "no_contact")
+    assert none["rate_per_min"] is None and none["breathing_rate_per_min"] is None
+    assert measured["rate_per_min"] is not None  # the measured rates are not changed in place

@@ -53,7 +53,9 @@ CINE_CLASSES = ("lung_sliding", "no_sliding", "lung_point", "no_contact")
 #: the seashore's "sand" decorrelates faster than a translated speckle would); hand drift of the probe, mm per s; wall_axial_mm: the chest wall's excursion
 #: with the breath; sub_pleura_db / a_line_db: the brightness of the lung's texture and of
 #: the A-lines relative to the chest wall; dynamic range and curve of the grey map; blank:
-#: the share of clips whose line ends in the black below a convex sector, and how much of it;
+#: the share of clips whose line ends in black, and how much of the line: below a convex
+#: sector's edge, or below the image of a depth setting shallower than a fixed-size exported
+#: frame (a handheld probe's 350 px clip may hold its image in the top half);
 #: codec: the share of H.264 (else JPEG) compressed clips.
 CINE_RANGES = {
     "frame_rate_hz": [15.0, 60.0],
@@ -83,7 +85,7 @@ CINE_RANGES = {
     "blur_px": [0.0, 1.5],
     "median_px": [1, 3],
     "blank_fraction": 0.4,
-    "blank_bottom": [0.0, 0.15],
+    "blank_bottom": [0.0, 0.6],
     "h264_fraction": 0.5,
     "h264_crf": [18, 35],
     "jpeg_quality": [30, 95],

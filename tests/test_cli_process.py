@@ -140,7 +140,6 @@ def test_bench_is_in_the_package_without_torch_or_qt():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
-
 def test_rates_follow_the_class():
     """A trace with a 72/min beat on a 15/min breath (analytic sines, 12 s): the heart rate
     is given for a cardiac class only, the breathing rate for a lung class only, neither for

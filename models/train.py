@@ -252,7 +252,7 @@ class Recipe:
     @classmethod
     def named(cls, name: str) -> "Recipe":
         if name == "full":
-            return cls(700, 140, 24, 30, 60, 16, 0.25, 3, 12, (8.0, 11.0), 0.3, 4, CROPS_PER_RECORDING, 210, 70)
+            return cls(700, 140, 24, 30, 60, 16, 0.25, 3, 12, (8.0, 11.0), 0.3, 4, CROPS_PER_RECORDING, 630, 70)
         if name == "smoke":
             return cls(3, 2, 1, 1, 1, 1, 0.3, 1, 1, (7.0, 7.5), 0.3, 1, 1, 4, 4)
         raise DataError(describe("training recipe", "'full' or 'smoke'", repr(name)))

@@ -97,7 +97,8 @@ class NetworkTracker:
         # left to the first tracked block, they stalled a 5 kHz stream for 0.3 s
         n = self.spec["n_samples"]
         self.forward(np.zeros((2, 4, n), np.float32))
-        _coarse_kernel(np.zeros((2, 3 * n), np.float32), n, n, np.zeros(n, np.float32), np.zeros(5), 0, 1, 1,
+        _coarse_kernel(np.zeros((2, 3 * n), np.float32), np.zeros((2, 3 * n), np.complex64), n, n, 0,
+                       np.zeros(n, np.float32), np.zeros(n, np.complex64), 0.25, 1.0, 1.0, np.zeros(6), 0, 1, 1,
                        KEYFRAME_NCC, np.zeros(2, np.int64), np.zeros(2), np.zeros(2, np.bool_))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -220,9 +221,9 @@ class NetworkTracker:
         self._kf_env = np.abs(iq0[chome : chome + self._w]).astype(np.float32)
         self._kf_pos = 0  # keyframe window's integer shift from home
         self._kf_disp = 0.0  # keyframe's displacement, tracking samples (network)
-        # the coarse stage's state (_coarse_kernel): keyframe shift and coarse displacement,
-        # coarse displacement of the last two lines, lines so far
-        self._state = np.zeros(5)
+        # the coarse stage's state (_coarse_kernel): keyframe shift and position, positions of
+        # the last two lines, lines so far, the last pair's phase coherence
+        self._state = np.zeros(6)
         self._prev_disp = 0.0
         self._started = True
 
@@ -278,8 +279,11 @@ class NetworkTracker:
         quality = np.ones(m)
         start = 1 if first else 0
         self._state[4] = self.n_lines
-        _coarse_kernel(np.abs(iq).astype(np.float32), home - self._margin, self._w, self._kf_env, self._state, start,
-                       self._max_lag, self._track_lag, self.keyframe_ncc, pos, quality, renew)
+        c = self.classic
+        _coarse_kernel(np.abs(iq).astype(np.float32), np.ascontiguousarray(iq, dtype=np.complex64), home - self._margin,
+                       self._w, self._margin, self._kf_env, self._kf_iq.astype(np.complex64), c.f0_cycles_per_sample,
+                       c.sigma_pred(self.meta.prf_hz), c.sigma_ncc, self._state, start, self._max_lag, self._track_lag,
+                       self.keyframe_ncc, pos, quality, renew)
         idx = np.arange(start, m)
         kf_id = np.cumsum(renew) - renew  # keyframes before each line: 0 is the one carried in
         renewed = np.flatnonzero(renew)
@@ -313,22 +317,36 @@ class NetworkTracker:
 
 
 @njit(nogil=True, cache=True)
-def _coarse_kernel(env, home, n, kf_env, state, start, max_lag, track_lag, keyframe_ncc, pos, quality, renew):
+def _coarse_kernel(env, iq, home, n, margin, kf_env, kf_iq, f0_cycles, sigma_pred, sigma_ncc, state, start, max_lag,
+                   track_lag, keyframe_ncc, pos, quality, renew):
     """The coarse, sequential stage over the lines of a block: for each line ``i >= start`` of
     ``env`` (m, k) (envelopes of the band, the window of ``n`` samples at ``home + p``), the integer shift
     ``pos[i]`` whose window best matches the keyframe envelope ``kf_env`` (n,) by NCC, searched
     within ``max_lag`` (first two lines of the stream) or ``track_lag`` of the
     constant-velocity prediction; ``quality[i]`` its NCC peak; ``renew[i]`` where that is
-    below ``keyframe_ncc`` (the line becomes the keyframe: ``kf_env`` is replaced).
-    ``state`` (5,) float64 in and out: keyframe shift, keyframe coarse displacement, coarse
-    displacement of the two previous lines (tracking samples), and (in) the stream's line
-    count before this block."""
+    below ``keyframe_ncc`` (the line becomes the keyframe: ``kf_env`` and ``kf_iq`` are replaced).
+
+    The line's position, which the next line's prediction extrapolates, is refined by the
+    phase of the network's window (``kf_iq`` (w,) against ``iq`` (m, k) at ``home + margin +
+    p``, the carrier of the shift taken out as :func:`mmode.models.motion_data.realign` does),
+    on the wrap nearest the classic tracker's anchor (:func:`mmode.dsp.track_kernel.track_kernel`:
+    from the third line the mean of the NCC's sub-sample peak and the constant-velocity
+    prediction weighted by their precisions ``sigma_ncc`` and ``sigma_pred``, tracking samples;
+    the prediction's velocity is trusted as far as the last pair's phase coherence), and
+    ``pos[i]`` moves by its whole samples so that the network's window is centred on it: a
+    wrong NCC peak under a weak match (clutter-filtered coarse IQ) is neither passed to the
+    network nor extrapolated into the next search. ``state`` (6,) float64 in and out:
+    keyframe shift, keyframe position, positions of the two previous lines (tracking
+    samples), (in) the stream's line count before this block, the last pair's coherence."""
     m, k = env.shape
+    w = kf_iq.shape[0]
+    wrap = 1.0 / f0_cycles  # tracking samples per turn of the pair's phase (half a wavelength)
     for i in range(start, m):
         kf_pos, kf_coarse, c0, c1 = state[0], state[1], state[2], state[3]
         line = state[4] + i
         lag = max_lag if line < 2 else track_lag
-        pred = c1 + (c1 - c0 if line >= 2 else 0.0)
+        # constant velocity, trusted as far as the last pair was coherent (as the classic tracker)
+        pred = c1 + (state[5] * state[5] * (c1 - c0) if line >= 2 else 0.0)
         centre = int(kf_pos) + int(np.round(pred - kf_coarse))
         lo = max(home + centre - lag, 0)
         hi = min(home + centre + lag, k - n)
@@ -341,12 +359,38 @@ def _coarse_kernel(env, home, n, kf_env, state, start, max_lag, track_lag, keyfr
         else:  # no room to search: stay at the prediction
             best_s, best, sub = min(max(home + centre, 0), k - n), 0.0, 0.0
         p = best_s - home
+        target = sub
+        if line >= 2:
+            w_pred, w_ncc = 1.0 / (sigma_pred * sigma_pred), 1.0 / (sigma_ncc * sigma_ncc)
+            target = (w_pred * (pred - (kf_coarse + (p - kf_pos))) + w_ncc * sub) / (w_pred + w_ncc)
+        rot = np.exp(2j * np.pi * f0_cycles * (p - kf_pos))
+        z = 0j
+        e0 = 0.0
+        e1 = 0.0
+        for j in range(w):
+            a, c = kf_iq[j], iq[i, best_s + margin + j]
+            z += np.conj(a) * c
+            e0 += a.real * a.real + a.imag * a.imag
+            e1 += c.real * c.real + c.imag * c.imag
+        state[5] = abs(z) / np.sqrt(e0 * e1) if e0 * e1 > 0.0 else 0.0
+        if abs(z) > 0.0:
+            fine = -np.angle(z * rot) / (2 * np.pi) * wrap
+            res = fine + np.round((target - fine) / wrap) * wrap
+        else:
+            res = sub
+        step = int(np.round(res))
+        if 0 <= best_s + step <= k - n:  # the window moves onto the refined position
+            best_s += step
+            p += step
+            res -= step
         pos[i] = p
         quality[i] = best
-        coarse = kf_coarse + (p - kf_pos) + sub
+        coarse = kf_coarse + (p - kf_pos) + res
         state[2], state[3] = c1, coarse
         if quality[i] < keyframe_ncc:
             renew[i] = True
             state[0], state[1] = p, coarse
             for j in range(n):
                 kf_env[j] = env[i, best_s + j]
+            for j in range(w):
+                kf_iq[j] = iq[i, best_s + margin + j]

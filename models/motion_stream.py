@@ -39,6 +39,7 @@ from numba import njit
 from mmode.dsp import clutter
 from mmode.dsp.demod import demod_design, iq_decimation, mixer, to_iq
 from mmode.dsp.motion import _ncc_curve, _refine
+from mmode.dsp.track_kernel import PHASE_MIN_COHERENCE
 from mmode.dsp.tracker import MotionBlock, MotionTracker
 from mmode.errors import DataError, ModelError, describe
 from mmode.ingest.meta import AcquisitionMeta, LineBlock
@@ -332,7 +333,8 @@ def _coarse_kernel(env, iq, home, n, margin, kf_env, kf_iq, f0_cycles, sigma_pre
     on the wrap nearest the classic tracker's anchor (:func:`mmode.dsp.track_kernel.track_kernel`:
     from the third line the mean of the NCC's sub-sample peak and the constant-velocity
     prediction weighted by their precisions ``sigma_ncc`` and ``sigma_pred``, tracking samples;
-    the prediction's velocity is trusted as far as the last pair's phase coherence), and
+    the prediction's velocity is trusted as far as the last pair's phase coherence; below
+    ``PHASE_MIN_COHERENCE`` the phase is noise and the anchor itself is taken), and
     ``pos[i]`` moves by its whole samples so that the network's window is centred on it: a
     wrong NCC peak under a weak match (clutter-filtered coarse IQ) is neither passed to the
     network nor extrapolated into the next search. ``state`` (6,) float64 in and out:
@@ -373,11 +375,11 @@ def _coarse_kernel(env, iq, home, n, margin, kf_env, kf_iq, f0_cycles, sigma_pre
             e0 += a.real * a.real + a.imag * a.imag
             e1 += c.real * c.real + c.imag * c.imag
         state[5] = abs(z) / np.sqrt(e0 * e1) if e0 * e1 > 0.0 else 0.0
-        if abs(z) > 0.0:
+        if state[5] >= PHASE_MIN_COHERENCE:
             fine = -np.angle(z * rot) / (2 * np.pi) * wrap
             res = fine + np.round((target - fine) / wrap) * wrap
-        else:
-            res = sub
+        else:  # the phase is noise: the anchor itself, as the classic tracker
+            res = target
         step = int(np.round(res))
         if 0 <= best_s + step <= k - n:  # the window moves onto the refined position
             best_s += step

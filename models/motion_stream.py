@@ -6,10 +6,12 @@ can be compared line for line. Like the classic tracker it matches each line aga
 *keyframe* (the window of an earlier line, renewed only when the match weakens), so that the
 trace does not drift as a sum of per-pair estimates would (their errors add as a random walk):
 
-1. **Coarse, per line (numpy):** the envelope of the keyframe window is matched (NCC) against
-   the current line at integer shifts around the constant-velocity prediction of the
-   coarse position; the best integer shift places the current window. Its NCC peak is the
-   line's quality; below ``keyframe_ncc`` the line becomes the next keyframe.
+1. **Coarse, per line (numba):** the envelope of the keyframe window is matched (NCC) against
+   the current line at integer shifts around the constant-velocity prediction; the best
+   shift, refined by the pair's phase on the wrap nearest the classic tracker's anchor,
+   places the current window on its nearest whole sample and is what the next prediction
+   extrapolates. The NCC peak is the line's quality; below ``keyframe_ncc`` the line becomes
+   the next keyframe.
 2. **Fine, per block (the network, one batched forward pass):** the keyframe window and the
    current window at that integer shift go into the motion network
    (:func:`mmode.models.data.motion_inputs`), which gives the residual displacement (as a

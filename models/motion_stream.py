@@ -283,6 +283,7 @@ class NetworkTracker:
         start = 1 if first else 0
         self._state[4] = self.n_lines
         c = self.classic
+        # the kernel renews a copy of the keyframe window; the one carried in stays for the pairs below
         _coarse_kernel(np.abs(iq).astype(np.float32), np.ascontiguousarray(iq, dtype=np.complex64), home - self._margin,
                        self._w, self._margin, self._kf_env, self._kf_iq.astype(np.complex64), c.f0_cycles_per_sample,
                        c.sigma_pred(self.meta.prf_hz), c.sigma_ncc, self._state, start, self._max_lag, self._track_lag,

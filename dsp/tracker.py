@@ -233,6 +233,11 @@ class MotionTracker:
         self.note: str | None = None if self.active else "lines too short for a tracking window"
         self._wall: clutter.WallFilter | None = None
         self._ready = np.zeros((0, self.n_iq), np.complex64)
+        #: the clutter-filtered tracking IQ (m, n_iq) of the m lines the last process() or
+        #: flush() tracked, when the echo is followed on clutter-filtered lines (else None):
+        #: a follower (the learned tracker) tracks the very same lines, whose filter was
+        #: settled backwards at the start (prepare_clutter) rather than started cold
+        self.tracked_iq: np.ndarray | None = None
         self._renew_step = 0.0
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []
         self._choice = None
@@ -342,6 +347,7 @@ class MotionTracker:
         lines = block.lines
         if lines.ndim != 2 or lines.shape[1] != self._n_samples:
             raise DataError(describe("MotionTracker", f"blocks of (n, {self._n_samples}) lines", lines.shape))
+        self.tracked_iq = None
         if self.status in ("inactive", "no_motion"):
             return self._empty()
         t_s = block.t_s + np.arange(lines.shape[0], dtype=np.float64) / self.meta.prf_hz
@@ -361,6 +367,7 @@ class MotionTracker:
         """End of stream: finish the choice (at least 2 lines needed) and track every line
         still held back. Returns their trace (empty when nothing is pending); a recording
         shorter than ``select_s`` thus still gets a trace, from a choice on fewer lines."""
+        self.tracked_iq = None
         if self.meta is None or not self._pending or self.status in ("inactive", "no_motion"):
             return self._empty()
         if self.status == "choosing":
@@ -556,6 +563,8 @@ class MotionTracker:
 
     def _run(self, lines: np.ndarray, t_s: np.ndarray) -> MotionBlock:
         kin, mode = self._stream_lines(lines)
+        if self.representation == "clutter":
+            self.tracked_iq = kin
         if not self._started:
             self._start(kin[0], mode)
         d_samples = np.empty(kin.shape[0])

@@ -24,8 +24,9 @@ trace does not drift as a sum of per-pair estimates would (their errors add as a
 Displacement of line n: ``D(keyframe) + (p_n - p_keyframe) + residual_n`` (tracking samples
 x spacing). Lines are IQ on the classic tracker's tracking grid (RF demodulated, coarse IQ
 interpolated, :meth:`MotionTracker.tracking_iq`); on clutter-filtered lines when the classic
-tracker follows its echo there (a causal wall filter from the stream's start). Torch lives
-here, not in ``dsp/`` (docs/ARCHITECTURE.md).
+tracker follows its echo there: the very lines it tracked (:attr:`MotionTracker.tracked_iq`,
+whose wall filter was settled backwards over the first lines rather than started cold).
+Torch lives here, not in ``dsp/`` (docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -38,8 +39,7 @@ import numpy as np
 import torch
 from numba import njit
 
-from mmode.dsp import clutter
-from mmode.dsp.demod import demod_design, iq_decimation, mixer, to_iq
+from mmode.dsp.demod import demod_design, iq_decimation, mixer
 from mmode.dsp.motion import _ncc_curve, _refine
 from mmode.dsp.track_kernel import PHASE_MIN_COHERENCE
 from mmode.dsp.tracker import MotionBlock, MotionTracker
@@ -126,7 +126,6 @@ class NetworkTracker:
         self._n_samples = int(n_samples)
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []
         self._started = False
-        self._wall: clutter.WallFilter | None = None
         self._design = None  # (band length, taps, half): _demodulate
         self.depth_m = math.nan
         self.n_lines = 0
@@ -176,25 +175,21 @@ class NetworkTracker:
             e = np.zeros(0)
             return MotionBlock(e, e.copy(), e.copy(), e.copy(), self.depth_m)
         lines, t_s = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        clutter_iq = None
+        if self.classic.representation == "clutter":
+            clutter_iq = self.classic.tracked_iq
+            if clutter_iq is None or clutter_iq.shape[0] != len(t_s):
+                raise DataError(describe("motion network", "the lines the classic tracker tracked in its last call",
+                                         f"{len(t_s)} lines, the classic tracker's "
+                                         f"{None if clutter_iq is None else clutter_iq.shape[0]}"))
         # in steps of BAND_LINES: the depth band the echo can reach (_band) stays narrow when a
         # call takes many lines (the catch-up after the echo is chosen, offline blocks)
-        out = [self._run(lines[i : i + BAND_LINES], t_s[i : i + BAND_LINES]) for i in range(0, len(t_s), BAND_LINES)]
+        out = [self._run(lines[i : i + BAND_LINES], t_s[i : i + BAND_LINES],
+                         None if clutter_iq is None else clutter_iq[i : i + BAND_LINES])
+               for i in range(0, len(t_s), BAND_LINES)]
         self.inference_ms = sum(self._inference_parts)
         return MotionBlock(*(np.concatenate([getattr(o, f) for o in out]) for f in
                              ("t_s", "displacement_m", "velocity_m_s", "quality")), self.depth_m)
-
-    def _iq(self, lines: np.ndarray) -> np.ndarray:
-        """Lines on the classic tracker's tracking grid, clutter-filtered when it follows its
-        echo on clutter-filtered lines: (m, n_iq) complex64."""
-        c = self.classic
-        if c.representation != "clutter":
-            return c.tracking_iq(lines)
-        iq, _, _ = to_iq(lines, self.meta)
-        if self._wall is None:
-            b, a = c.clutter_filter(self.meta.prf_hz)
-            self._wall = clutter.WallFilter(b, a)
-            return c.interpolate(self._wall.process(iq, stationary=iq.mean(axis=0)))
-        return c.interpolate(self._wall.process(iq))
 
     def _start(self, iq0: np.ndarray) -> None:
         c = self.classic
@@ -235,11 +230,8 @@ class NetworkTracker:
         last position +- the classic tracker's ``max_velocity_m_s`` over the block, the
         first-line search and a window, plus the demodulation filter's reach), and the
         tracking index of its first sample. Demodulating only that band is what keeps a
-        5 kHz stream cheap. Whole lines on clutter-filtered lines (the wall filter keeps a
-        state per depth sample)."""
+        5 kHz stream cheap."""
         c = self.classic
-        if c.representation == "clutter":
-            return self._iq(lines), 0
         n = self.spec["n_samples"]
         reach = math.ceil(c.max_velocity_m_s * lines.shape[0] / self.meta.prf_hz / c.spacing_m) + self._max_lag + self._w
         centre = self._home + self._state[3]
@@ -265,11 +257,14 @@ class NetworkTracker:
         full = signal.upfirdn(taps, rf.astype(np.float32) * carrier, up=1, down=dec, axis=1)
         return np.ascontiguousarray(full[:, half // dec : half // dec + -(-n // dec)], dtype=np.complex64)
 
-    def _run(self, lines: np.ndarray, t_s: np.ndarray) -> MotionBlock:
+    def _run(self, lines: np.ndarray, t_s: np.ndarray, clutter_iq: np.ndarray | None) -> MotionBlock:
+        """Track ``lines`` (m, n_samples) at times ``t_s`` (m,); on ``clutter_iq`` (m, n_iq),
+        the classic tracker's clutter-filtered tracking IQ of them, when it is given."""
         first = not self._started
-        if first and self.classic.representation == "clutter":  # the wall filter starts on the whole block
-            iq, offset = self._iq(lines), 0
-            self._start(iq[0])
+        if clutter_iq is not None:
+            iq, offset = clutter_iq, 0
+            if first:
+                self._start(iq[0])
         else:
             if first:  # line 0 whole (the echo's window and keyframe), then the band it can reach
                 self._start(self.classic.tracking_iq(lines[:1])[0])

@@ -5,7 +5,9 @@ Each cell is one simulated recording (``cardiac_regular``; seeds from
 split) at a line rate, SNR and sampling (RF, or IQ stored at 1 MHz as a scanner does). The
 classic combined tracker chooses the echo (as in the product); the network student and
 teacher (:class:`~mmode.models.motion_stream.NetworkTracker`) follow it from line 0, and
-naive Kasai (lag-one phase between consecutive lines, integrated) is placed on it. Every
+naive Kasai (lag-one phase between consecutive lines, integrated) is placed on it, and so is
+the network tracker without its network (:class:`PhaseOnlyTracker`: what the network adds
+is the difference between the two). Every
 trace is scored as the RMSE of the *integrated* displacement against the exact simulator
 truth (the scene's Lagrangian displacement of the tissue at the tracked depth in line 0,
 ``_displacement_since_line0``), so drift counts, and as the share of lines off by more than a
@@ -54,30 +56,49 @@ def simulate_with_scene(scenario: str, **kw):
     return simulate(scenario, **kw), _setup(**setup_kw).renderer.scene
 
 
+def _phase_only_tracker():
+    """:class:`PhaseOnlyTracker`, defined on first use (torch is imported with the tracker)."""
+    from mmode.models.motion_stream import NetworkTracker
+
+    class PhaseOnlyTracker(NetworkTracker):
+        """The network tracker with its network's output taken as 0: the coarse stage and the
+        pair's phase estimate on the wrap it chose, which the network corrects."""
+
+        def forward(self, x: np.ndarray) -> np.ndarray:
+            return np.zeros(len(x), np.float32)
+
+    return PhaseOnlyTracker
+
+
+#: The column of :class:`PhaseOnlyTracker`'s trace.
+PHASE_ONLY = "phase_only"
+
+
 def traces(meta, lines: np.ndarray, models=MODELS, directory: Path | None = None, block_lines: int = 256,
            track_depth_m: float | None = None) -> dict:
-    """{"depth_m", "t_s", "representation", "combined", "kasai" and one per model: (n,) metres,
-    "<model>_quality"} of lines (n, n_samples) as the product computes them (blocks of
-    ``block_lines``); {} when the classic tracker finds no moving echo."""
+    """{"depth_m", "t_s", "representation", "combined", "kasai", "phase_only" and one per
+    model: (n,) metres, "<model>_quality"} of lines (n, n_samples) as the product computes
+    them (blocks of ``block_lines``); {} when the classic tracker finds no moving echo."""
     from mmode.dsp.tracker import MotionTracker
     from mmode.ingest.meta import LineBlock
     from mmode.models.motion_stream import NetworkTracker
 
     classic = MotionTracker(track_depth_m=track_depth_m)
     classic.prepare(meta, lines.shape[1])
-    nets = [NetworkTracker(m, directory) for m in models]
+    names = (*models, PHASE_ONLY)
+    nets = [NetworkTracker(m, directory) for m in models] + [_phase_only_tracker()(models[0], directory)]
     for n in nets:
         n.prepare(meta, lines.shape[1], classic)
-    parts: dict[str, list] = {"combined": [], **{m: [] for m in models}}
+    parts: dict[str, list] = {"combined": [], **{m: [] for m in names}}
     for s in range(0, lines.shape[0], block_lines):
         block = LineBlock(s, s / meta.prf_hz, lines[s : s + block_lines])
         out = classic.process(block)
         parts["combined"].append(out)
-        for m, n in zip(models, nets):
+        for m, n in zip(names, nets):
             parts[m].append(n.process(block, out.t_s.shape[0]))
     out = classic.flush()
     parts["combined"].append(out)
-    for m, n in zip(models, nets):
+    for m, n in zip(names, nets):
         parts[m].append(n.flush(out.t_s.shape[0]))
     if classic.status != "tracking":
         return {}
@@ -113,7 +134,7 @@ def eval_cell(prf_hz: float, snr_db: float, sampling: str, seed: int, models=MOD
     quarter = sim.meta.c_m_s / (4 * sim.meta.f0_hz)
     t = sim.timestamps_s
     cell["depth_m"] = float(tr["depth_m"])
-    for name in ("combined", "kasai", *models):
+    for name in ("combined", "kasai", PHASE_ONLY, *models):
         depth = tr[name + "_depth_m"]
         exact = _displacement_since_line0(scene, np.array([depth]), t)[:, 0]
         err = tr[name] - exact[: tr[name].shape[0]]
@@ -182,7 +203,7 @@ def eval_phantom(path: Path, models=MODELS, directory: Path | None = None, beam:
     out = {"depth_m": float(tr["depth_m"]), "representation": tr["representation"], "n_lines": n}
     pp, f = sine_fit(t, ref[:n])
     out["doppler_reference"] = {"pp_m": pp, "f_hz": f}
-    for name in ("combined", "kasai", *models):
+    for name in ("combined", "kasai", PHASE_ONLY, *models):
         x = tr[name]
         pp, f = sine_fit(t, x)
         err = (x - x.mean()) - (ref[:n] - ref[:n].mean())
@@ -225,14 +246,15 @@ def markdown_row(cell: dict, models=MODELS) -> str:
     head = f"| {cell['prf_hz']:g} | {cell['snr_db']:g} | {cell['sampling'].upper()} | "
     if "note" in cell:
         return head + cell["note"] + " |"
-    names = (*models, "combined", "kasai")
+    names = (*models, PHASE_ONLY, "combined", "kasai")
     ratio = cell[models[0]]["rmse_m"] / max(cell["combined"]["rmse_m"], 1e-12)
     return head + " | ".join(f"{_um(cell[n]['rmse_m'])} ({100 * cell[n]['slip_rate']:.0f} %)" for n in names) \
         + f" | {ratio:.2f} | {cell['peak_speed_over_nyquist']:.1f} |"
 
 
-MARKDOWN_HEAD = ("| lines/s | SNR dB | sampling | student um (slips) | teacher um (slips) | classic combined um (slips) "
-                 "| naive Kasai um (slips) | student / classic | peak v / v_Nyq |\n|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+MARKDOWN_HEAD = ("| lines/s | SNR dB | sampling | student um (slips) | teacher um (slips) | network output zeroed um (slips) "
+                 "| classic combined um (slips) | naive Kasai um (slips) | student / classic | peak v / v_Nyq |\n"
+                 "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
 
 
 def markdown(table: dict, models=MODELS) -> str:
@@ -244,9 +266,9 @@ def markdown(table: dict, models=MODELS) -> str:
         rows.append("|---|---:|---:|---:|")
         ref = ph["doppler_reference"]
         rows.append(f"| independent Doppler estimate | {ref['pp_m'] * 1e3:.2f} | {ref['f_hz']:.3f} | - |")
-        for name in (*models, "combined", "kasai"):
+        for name in (*models, PHASE_ONLY, "combined", "kasai"):
             r = ph[name]
-            rows.append(f"| {name} | {r['pp_m'] * 1e3:.2f} | {r['f_hz']:.3f} | {r['rmse_vs_doppler_m'] * 1e3:.2f} |")
+            rows.append(f"| {'network output zeroed' if name == PHASE_ONLY else name} | {r['pp_m'] * 1e3:.2f} | {r['f_hz']:.3f} | {r['rmse_vs_doppler_m'] * 1e3:.2f} |")
     return "\n".join(rows)
 
 

@@ -311,8 +311,9 @@ def _why_not_moving(tr, best: _Candidate | None) -> str | None:
         return (f"no moving echo: the best candidate ({depth}) holds no echo that stays alike from "
                 f"line to line (coherence {coherence:.2f}), only noise or speckle that decorrelates")
     if best.fb_m > RELIABLE_WRAPS * tr.wrap_m:
+        off = tr.length_text(best.fb_m) if best.fb_m >= 1e-3 else tr.length_text(best.fb_m, "um", 0)
         return (f"no moving echo tracked reliably: the best candidate ({depth}) comes back "
-                f"{tr.length_text(best.fb_m, 'um', 0)} off when tracked backwards")
+                f"{off} off when tracked backwards")
     return _spread_note(tr, best.track, depth)
 
 

@@ -3,6 +3,7 @@ consecutive lines (see docs/format.md)."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 from typing import Any, Mapping
@@ -36,6 +37,28 @@ def parse_clarius_yml(text: str) -> dict[str, str]:
         if m and m.group(1) not in out:
             out[m.group(1)] = m.group(2)
     return out
+
+
+def line_geometry(text: str) -> list[tuple[str, str, str]]:
+    """(rx element, tx element, angle) of each entry of a Clarius ``.yml``'s ``lines:`` list,
+    as written (``- {rx element: 30, tx element: 31.5, angle: 15 °}``); [] when it has none."""
+    return re.findall(r"^\s*-\s*\{\s*rx element:\s*([^,}]+?)\s*,\s*tx element:\s*([^,}]+?)\s*,"
+                      r"\s*angle:\s*([^,}]+?)\s*\}", text, flags=re.MULTILINE)
+
+
+def geometry_note(geometry: list[tuple[str, str, str]], lines_per_frame: int) -> str | None:
+    """What a frame's lines are, from their :func:`line_geometry`: None when the list does not
+    describe the frame's lines, or when they all share one beam (one beam over time, an
+    M-mode); else a note that they are an image's beam positions (runs of equal lines: a
+    colour-Doppler ensemble per position), so that their line-to-line changes are not motion."""
+    if len(geometry) != lines_per_frame or len(set(geometry)) < 2:
+        return None
+    runs = [len(list(run)) for _, run in itertools.groupby(geometry)]
+    where = f"{len(runs)} beam positions"
+    if len(set(runs)) == 1 and runs[0] > 1:
+        where += f" x {runs[0]} lines each (an ensemble per position)"
+    return (f"the yml places a frame's lines at {where}: each frame is an image, not one beam over time, "
+            "so its line-to-line changes are not tissue motion")
 
 
 def _yml_quantity(fields: Mapping[str, str], key: str, source: str) -> float | None:
@@ -115,10 +138,13 @@ def read_clarius(path: str | Path, **overrides: Any) -> Recording:
 
     yml_path = Path(path).with_suffix(".yml")
     fields: dict[str, str] = {}
+    geometry = None
     if yml_path.is_file():
         if yml_path.stat().st_size > 16 * MAX_SIDECAR_BYTES:
             raise FormatError(describe(yml_path, f"at most {16 * MAX_SIDECAR_BYTES} bytes", yml_path.stat().st_size))
-        fields = parse_clarius_yml(yml_path.read_text(encoding="utf-8", errors="replace"))
+        text = yml_path.read_text(encoding="utf-8", errors="replace")
+        fields = parse_clarius_yml(text)
+        geometry = geometry_note(line_geometry(text), lines_per_frame)
         declared = _yml_size(fields, str(yml_path))
         for key, actual in (
             ("samples per line", n_samples),
@@ -151,6 +177,7 @@ def read_clarius(path: str | Path, **overrides: Any) -> Recording:
         "description": (
             f"Clarius {fields.get('type', kind)}: {n_frames} frame(s) x {lines_per_frame} image lines, "
             "exposed as consecutive lines; prf_hz is the line rate within a frame"
+            + ("" if geometry is None else f"; {geometry}")
         ),
     }
     if file_meta["prf_hz"] is None and "prf_hz" not in overrides:

@@ -297,6 +297,24 @@ def test_parse_clarius_yml_takes_top_level_scalars_only():
     assert "depth" not in fields and "tx frequency" not in fields and "lines" not in fields
 
 
+def test_clarius_line_list_tells_an_image_from_one_beam(tmp_path):
+    """The yml's ``lines:`` list says where each line of a frame points: the same beam for
+    every line is an M-mode (no note); distinct positions are an image, said in the description."""
+    frames = RNG.integers(-1000, 1000, (3, 4, 16)).astype("<i2")
+    entry = "  - {rx element: %s, tx element: %s, angle: 0 °}\n"
+    one_beam = YML.replace("size: {samples per line: 16, number of lines: 5", "size: {samples per line: 16, number of lines: 4")
+    one_beam = one_beam.replace(entry % (0, 0.9), entry % (7, 7.5) * 4)
+    image = one_beam.replace(entry % (7, 7.5) * 4, "".join(entry % (k, k) for k in (1, 1, 2, 2)))
+    for name, yml, note in (("mmode", one_beam, None), ("image", image, "2 beam positions x 2 lines each")):
+        path = tmp_path / f"{name}.raw"
+        _write_clarius(path, 2, frames, [0, 50_000_000, 100_000_000], yml % (2, "RF"))
+        with open_recording(path) as rec:
+            if note is None:
+                assert "beam positions" not in rec.meta.description
+            else:
+                assert note in rec.meta.description and "not one beam over time" in rec.meta.description
+
+
 @pytest.mark.skipif(not CLARIUS_DIR.is_dir(), reason=f"Clarius sample not present at {CLARIUS_DIR}")
 def test_clarius_sample_iq():
     path = CLARIUS_DIR / "carotid_iq.raw"
@@ -308,6 +326,8 @@ def test_clarius_sample_iq():
         assert rec.meta.prf_hz == pytest.approx(18 * 1248)
         np.testing.assert_array_equal(rec.read(100, 110), raw[100:110, :, 0] + 1j * raw[100:110, :, 1])
         assert rec.check_finite() == 1248
+        # its README: a colour-Doppler frame, 104 positions x 12 ensemble
+        assert "104 beam positions x 12 lines each" in rec.meta.description
 
 
 @pytest.mark.skipif(not CLARIUS_DIR.is_dir(), reason=f"Clarius sample not present at {CLARIUS_DIR}")

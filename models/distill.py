@@ -9,6 +9,8 @@ Regression (motion): the student matches both the truth and the teacher's predic
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -43,12 +45,14 @@ def distillation_loss(
 
 
 def regression_distillation_loss(
-    student_pred: torch.Tensor, teacher_pred: torch.Tensor, target: torch.Tensor, alpha: float = 0.5
+    student_pred: torch.Tensor, teacher_pred: torch.Tensor, target: torch.Tensor, alpha: float = 0.5,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.mse_loss,
 ) -> torch.Tensor:
-    """Scalar ``alpha * MSE(student, teacher) + (1 - alpha) * MSE(student, target)``; all (N, 1)."""
+    """Scalar ``alpha * loss(student, teacher) + (1 - alpha) * loss(student, target)``, the loss
+    MSE unless given (e.g. ``F.l1_loss``); all (N, 1)."""
     if not 0.0 <= alpha <= 1.0:
         raise DataError(describe("distillation alpha", "0 <= alpha <= 1", alpha))
-    return alpha * F.mse_loss(student_pred, teacher_pred.detach()) + (1.0 - alpha) * F.mse_loss(student_pred, target)
+    return alpha * loss(student_pred, teacher_pred.detach()) + (1.0 - alpha) * loss(student_pred, target)
 
 
 class FeatureHint(nn.Module):

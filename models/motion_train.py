@@ -6,7 +6,8 @@
 ``mmode train`` are the earlier design, kept until that command trains these). The recipe is the
 one of the first motion nets (:mod:`mmode.models.train`): the teacher on the pairs with the
 easy-to-hard SNR curriculum, the student distilled from it (alpha 0.5), then its channels
-pruned iteratively with distillation fine-tuning (Torch-Pruning), with the pairs of
+pruned iteratively with distillation fine-tuning (Torch-Pruning), all by mean absolute
+error (:data:`LOSS`), with the pairs of
 :mod:`mmode.models.motion_data` (100-5000 lines/s, RF and coarse IQ, 0-35 dB, clutter).
 The cards record the data recipe and the held-out pair metrics; the integrated-trace table
 (:mod:`mmode.models.motion_eval`) is added to them by ``--table``.
@@ -32,6 +33,12 @@ from mmode.models.train import FitSettings, _measured_card, _onnx_steps, _step, 
 
 TEACHER = "motion_keyframe_teacher"
 STUDENT = "motion_keyframe_student"
+#: The regression loss, for the teacher and both terms of the distillation: mean absolute
+#: error. The target (the residual minus the pair's phase estimate) is near 0 for most pairs
+#: and a whole phase wrap for a few; the median it fits keeps the output at 0 where the phase
+#: is right, where the mean squared error's mean hedged towards the wraps and added 5-10 um of
+#: output noise to the trace (docs/models.md, "Learned motion trace").
+LOSS = F.l1_loss
 
 
 def pair_metrics(model: nn.Module, test: kdata.KeyframePairs) -> dict[str, Any]:
@@ -75,19 +82,20 @@ def train_motion(out_dir: Path, n_recordings: int, seed: int = 0, epochs: int = 
     log(f"keyframe pairs: {len(train.y)} train / {len(test.y)} test ({time.perf_counter() - t0:.0f} s)")
     example = torch.zeros(1, spec["channels"], spec["n_samples"])
     recipe_card = {"seed": seed, "train": train.recipe, "test": test.recipe, "epochs": epochs,
-                   "student_epochs": student_epochs, "fine_tune_epochs": fine_tune_epochs, "batch_size": batch_size}
-    mse = lambda out, y, _x, _idx: F.mse_loss(out, y)  # noqa: E731
+                   "student_epochs": student_epochs, "fine_tune_epochs": fine_tune_epochs, "batch_size": batch_size,
+                   "loss": "l1 (mean absolute error), teacher and distillation"}
+    loss = lambda out, y, _x, _idx: LOSS(out, y)  # noqa: E731
 
     torch.manual_seed(seed)
     teacher = networks.build("motion_teacher", networks.DEFAULT_CONFIGS["motion_teacher"])
-    fit(teacher, train.x, train.y, train.snr_db, mse, FitSettings(epochs=epochs, batch_size=batch_size, seed=seed))
+    fit(teacher, train.x, train.y, train.snr_db, loss, FitSettings(epochs=epochs, batch_size=batch_size, seed=seed))
     t_metrics = pair_metrics(teacher, test)
     log(f"teacher: residual rmse {t_metrics['rmse_m'] * 1e6:.2f} um ({time.perf_counter() - t0:.0f} s)")
 
     teacher_pred = torch.from_numpy(predict(teacher, train.x))
     torch.manual_seed(seed + 1)
     student = networks.build("motion_student", networks.DEFAULT_CONFIGS["motion_student"])
-    fit(student, train.x, train.y, train.snr_db, kd_regression_loss(teacher_pred, 0.5),
+    fit(student, train.x, train.y, train.snr_db, kd_regression_loss(teacher_pred, 0.5, LOSS),
         FitSettings(epochs=student_epochs, batch_size=batch_size, seed=seed + 1))
     s_metrics = pair_metrics(student, test)
     steps = [_step("distill_into_compact_student", student, example, _flat(s_metrics), True, alpha=0.5)]
@@ -95,7 +103,7 @@ def train_motion(out_dir: Path, n_recordings: int, seed: int = 0, epochs: int = 
     fine = FitSettings(epochs=fine_tune_epochs, batch_size=batch_size, lr=1e-3, curriculum_epochs=0, seed=seed + 2)
     compress.prune_structured(
         student, example, prune_ratio, importance="magnitude", steps=prune_steps, ignored_layers=[student.head],
-        fine_tune=lambda m, _s: fit(m, train.x, train.y, train.snr_db, kd_regression_loss(teacher_pred, 0.5), fine),
+        fine_tune=lambda m, _s: fit(m, train.x, train.y, train.snr_db, kd_regression_loss(teacher_pred, 0.5, LOSS), fine),
     )
     s_metrics = pair_metrics(student, test)
     steps.append(_step("structured_channel_pruning", student, example, _flat(s_metrics), True,

@@ -216,9 +216,10 @@ def kd_window_loss(teacher: nn.Module, weights: torch.Tensor, settings: FitSetti
     return loss
 
 
-def kd_regression_loss(teacher_pred: torch.Tensor, alpha: float) -> LossFn:
-    """Regression distillation ``loss_fn`` for :func:`fit`; ``teacher_pred`` (N, 1) precomputed."""
-    return lambda out, y, _x, idx: regression_distillation_loss(out, teacher_pred[idx], y, alpha)
+def kd_regression_loss(teacher_pred: torch.Tensor, alpha: float, loss=F.mse_loss) -> LossFn:
+    """Regression distillation ``loss_fn`` for :func:`fit`; ``teacher_pred`` (N, 1) precomputed;
+    ``loss`` of :func:`regression_distillation_loss`."""
+    return lambda out, y, _x, idx: regression_distillation_loss(out, teacher_pred[idx], y, alpha, loss)
 
 
 # -- the full recipe -----------------------------------------------------------------------

@@ -268,7 +268,8 @@ def markdown(table: dict, models=MODELS) -> str:
         rows.append(f"| independent Doppler estimate | {ref['pp_m'] * 1e3:.2f} | {ref['f_hz']:.3f} | - |")
         for name in (*models, PHASE_ONLY, "combined", "kasai"):
             r = ph[name]
-            rows.append(f"| {'network output zeroed' if name == PHASE_ONLY else name} | {r['pp_m'] * 1e3:.2f} | {r['f_hz']:.3f} | {r['rmse_vs_doppler_m'] * 1e3:.2f} |")
+            label = "network output zeroed" if name == PHASE_ONLY else name
+            rows.append(f"| {label} | {r['pp_m'] * 1e3:.2f} | {r['f_hz']:.3f} | {r['rmse_vs_doppler_m'] * 1e3:.2f} |")
     return "\n".join(rows)
 
 

@@ -6,9 +6,9 @@
 ``mmode train`` are the earlier design, kept until that command trains these). The recipe is the
 one of the first motion nets (:mod:`mmode.models.train`): the teacher on the pairs with the
 easy-to-hard SNR curriculum, the student distilled from it (alpha 0.5), then its channels
-pruned iteratively with distillation fine-tuning (Torch-Pruning), all by mean absolute
-error (:data:`LOSS`), with the pairs of
-:mod:`mmode.models.motion_data` (100-5000 lines/s, RF and coarse IQ, 0-35 dB, clutter).
+pruned iteratively (:data:`PRUNE_RATIO`) with distillation fine-tuning (Torch-Pruning), all by
+mean absolute error (:data:`LOSS`), with the pairs of :mod:`mmode.models.motion_data`
+(100-5000 lines/s, RF and coarse IQ, 0-35 dB, clutter).
 The cards record the data recipe and the held-out pair metrics; the integrated-trace table
 (:mod:`mmode.models.motion_eval`) is added to them by ``--table``.
 """

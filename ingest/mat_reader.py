@@ -179,7 +179,8 @@ def _lines_shape(where: str, matlab_shape: tuple[int, ...], lines_axis: int, bea
             raise FormatError(describe(where, f"beam {beam} of the {matlab_shape[1]} beams (MATLAB size "
                                               "(samples, beams, lines), beams counted from 0)", found))
         return matlab_shape[2], matlab_shape[0]
-    what = "a 2-D numeric matrix, or with beam (option or sidecar key \"beam\") a 3-D (samples, beams, lines) array"
+    what = ("a 2-D numeric matrix, or with a beam chosen (the sidecar key \"beam\", docs/format.md) a 3-D "
+            "(samples, beams, lines) array")
     raise FormatError(describe(where, what, found))
 
 

@@ -274,12 +274,12 @@ def test_mat_3d_needs_a_beam_within_range(tmp_path, capsys):
 
     path = tmp_path / "beams.mat"
     scipy.io.savemat(path, {"iq": np.ones((6, 4, 5), complex), "fs": 1e6, "f0": 2.5e6, "prf": 100.0, "kind": "iq"})
-    _info_fails(capsys, path, "with beam", "(6, 4, 5)")
+    _info_fails(capsys, path, "sidecar key \"beam\"", "(6, 4, 5)")
     with pytest.raises(FormatError, match="beam 4 of the 4 beams"):
         open_recording(path, beam=4)
     with pytest.raises(UsageError, match="beam, an integer >= 0"):
         open_recording(path, beam=-1)
     flat = tmp_path / "flat.mat"
     scipy.io.savemat(flat, {"rf": np.ones((6, 5)), "fs": 1e6, "f0": 2.5e6, "prf": 100.0})
-    with pytest.raises(FormatError, match="with beam"):
+    with pytest.raises(FormatError, match="with a beam chosen"):
         open_recording(flat, beam=0)

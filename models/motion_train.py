@@ -36,7 +36,7 @@ STUDENT = "motion_keyframe_student"
 #: The regression loss, for the teacher and both terms of the distillation: mean absolute
 #: error. The target (the residual minus the pair's phase estimate) is near 0 for most pairs
 #: and a whole phase wrap for a few; the median it fits keeps the output at 0 where the phase
-#: is right, where the mean squared error's mean hedged towards the wraps and added 5-10 um of
+#: is right, where the mean squared error's mean hedged towards the wraps and added several um of
 #: output noise to the trace (docs/models.md, "Learned motion trace").
 LOSS = F.l1_loss
 #: Share of the student's channels pruned (in 3 steps): 0.15 leaves 4.8 % of the teacher's

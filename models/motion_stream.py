@@ -40,7 +40,7 @@ import torch
 from numba import njit
 
 from mmode.dsp.demod import demod_design, iq_decimation, mixer
-from mmode.dsp.motion import _ncc_curve, _refine
+from mmode.dsp.motion import _ncc_curve, _phase_at, _refine, _unwrap_to
 from mmode.dsp.track_kernel import PHASE_MIN_COHERENCE
 from mmode.dsp.tracker import MotionBlock, MotionTracker
 from mmode.errors import DataError, ModelError, describe
@@ -363,19 +363,11 @@ def _coarse_kernel(env, iq, home, n, margin, kf_env, kf_iq, f0_cycles, sigma_pre
         if line >= 2:
             w_pred, w_ncc = 1.0 / (sigma_pred * sigma_pred), 1.0 / (sigma_ncc * sigma_ncc)
             target = (w_pred * (pred - (kf_coarse + (p - kf_pos))) + w_ncc * sub) / (w_pred + w_ncc)
-        rot = np.exp(2j * np.pi * f0_cycles * (p - kf_pos))
-        z = 0j
-        e0 = 0.0
-        e1 = 0.0
-        for j in range(w):
-            a, c = kf_iq[j], iq[i, best_s + margin + j]
-            z += np.conj(a) * c
-            e0 += a.real * a.real + a.imag * a.imag
-            e1 += c.real * c.real + c.imag * c.imag
-        state[5] = abs(z) / np.sqrt(e0 * e1) if e0 * e1 > 0.0 else 0.0
+        phase, state[5], _ = _phase_at(kf_iq, iq[i], best_s + margin)
         if state[5] >= PHASE_MIN_COHERENCE:
-            fine = -np.angle(z * rot) / (2 * np.pi) * wrap
-            res = fine + np.round((target - fine) / wrap) * wrap
+            # the carrier phase of the whole-sample shift taken out (as motion_data.realign)
+            fine = -(phase / (2 * np.pi) + f0_cycles * (p - kf_pos)) * wrap
+            res = _unwrap_to(fine, target, wrap)
         else:  # the phase is noise: the anchor itself, as the classic tracker
             res = target
         step = int(np.round(res))

@@ -23,6 +23,7 @@ from mmode.dsp.motion import phase_to_displacement_m
 #: score falls to 1/e (:func:`tracked_echo_score`).
 CONSISTENCY_WRAPS = 0.25
 
+
 def moving_echo_score(
     iq_a: np.ndarray,
     iq_b: np.ndarray,

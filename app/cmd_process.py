@@ -370,6 +370,8 @@ def _text(report: dict) -> str:
         ("period", period),
     ]
     meta = report["meta"]
+    if meta.get("description"):  # what the file's lines are (a cine's M-line, an image frame's beams)
+        rows.insert(2, ("source", meta["description"]))
     if meta.get("depth_calibrated", True):
         def length(x_m: float, digits: int) -> str:
             return f"{x_m * 1e3:.{digits}f} mm"

@@ -297,9 +297,12 @@ def test_parse_clarius_yml_takes_top_level_scalars_only():
     assert "depth" not in fields and "tx frequency" not in fields and "lines" not in fields
 
 
-def test_clarius_line_list_tells_an_image_from_one_beam(tmp_path):
+def test_clarius_line_list_tells_an_image_from_one_beam(tmp_path, capsys):
     """The yml's ``lines:`` list says where each line of a frame points: the same beam for
-    every line is an M-mode (no note); distinct positions are an image, said in the description."""
+    every line is an M-mode (no note); distinct positions are an image, said in the description
+    and by ``mmode process``."""
+    from mmode.app.cli import main
+
     frames = RNG.integers(-1000, 1000, (3, 4, 16)).astype("<i2")
     entry = "  - {rx element: %s, tx element: %s, angle: 0 °}\n"
     one_beam = YML.replace("size: {samples per line: 16, number of lines: 5", "size: {samples per line: 16, number of lines: 4")
@@ -313,6 +316,9 @@ def test_clarius_line_list_tells_an_image_from_one_beam(tmp_path):
                 assert "beam positions" not in rec.meta.description
             else:
                 assert note in rec.meta.description and "not one beam over time" in rec.meta.description
+    assert main(["process", str(path), "--model", "none"]) == 0
+    source = [r for r in capsys.readouterr().out.splitlines() if r.startswith("source")]
+    assert len(source) == 1 and "not one beam over time" in source[0]
 
 
 @pytest.mark.skipif(not CLARIUS_DIR.is_dir(), reason=f"Clarius sample not present at {CLARIUS_DIR}")

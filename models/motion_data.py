@@ -91,6 +91,24 @@ def phase_residual(x: np.ndarray) -> np.ndarray:
     return (-np.arctan2(x[:, 1].sum(axis=1), x[:, 0].sum(axis=1)) / (4 * np.pi)).astype(np.float32)
 
 
+def phase_sigma_wl(x: np.ndarray) -> np.ndarray:
+    """Standard deviation (N,) in wavelengths of :func:`phase_residual`, predicted from the
+    pair's coherence ``rho = |sum conj(a) b| / sqrt(sum |a|^2 sum |b|^2)`` (model inputs
+    (N, 4, n)): the phase of a cross-correlation of ``n`` independent complex Gaussian samples
+    has variance ``(1 - rho^2) / (2 n rho^2)`` rad^2 at high coherence (the Cramer-Rao bound of
+    the phase of a correlation; Rife and Boorstyn 1974, as in Kasai's estimator's error), and a
+    phase of ``phi`` is ``phi / 4 pi`` wavelengths of displacement. Speckle makes neighbouring
+    samples correlated, so on real pairs it is a lower bound that ranks pairs by how far their
+    phase can be trusted."""
+    x = np.asarray(x, dtype=np.float64)
+    n = x.shape[2]
+    # conj(a) b and |a|, |b| are stored scaled by 1/mean(|a||b|) and 1/rms: the scales cancel in rho
+    cross = np.hypot(x[:, 0].sum(axis=1), x[:, 1].sum(axis=1)) * np.mean(x[:, 2] * x[:, 3], axis=1)
+    power = np.sqrt(np.sum(x[:, 2] ** 2, axis=1) * np.sum(x[:, 3] ** 2, axis=1))
+    rho = np.clip(cross / np.maximum(power, 1e-30), 1e-3, 1.0)
+    return np.sqrt(1.0 - rho**2) / (rho * np.sqrt(2.0 * n)) / (4 * np.pi)
+
+
 def local_cycles_per_sample(x0: np.ndarray, x1: np.ndarray, f0_cycles_per_sample: float) -> np.ndarray:
     """The echo's mean frequency (N,) in cycles per tracking sample, from the lag-one
     autocorrelation along depth of both windows (Loupas 1995, as the classic tracker's

@@ -9,9 +9,12 @@ Shapes
 ------
 Classifier: input (N, 1, n_time, n_depth) float32, a standardised window of the display
 image (slow time on axis 2, depth on axis 3); output (N, n_classes) logits.
-Motion: input (N, 4, n_samples) float32, the real and imaginary parts of two IQ segments
-(line k, line k+1) around one depth, divided by their RMS; output (N, 1) axial displacement
-between the two lines in units of the wavelength ``c / f0`` (positive = away from the probe).
+Motion: input (N, 4, n_samples) float32, the channels of :func:`mmode.models.data.motion_inputs`
+of two IQ segments (an earlier line's, a later line's) around one depth; output (N, 1) the
+axial displacement between the two lines (the per-pair nets: in wavelengths ``c / f0``; the
+keyframe nets: the correction of :mod:`mmode.models.motion_data`), positive away from the
+probe. With ``antisymmetric`` the output is odd under swapping the two lines
+(:func:`reversed_pair`), as the displacement is: the keyframe nets are built so.
 """
 
 from __future__ import annotations
@@ -188,16 +191,42 @@ class ClassifierStudent(nn.Module):
 
 
 # -- motion --------------------------------------------------------------------------------
-class MotionTeacher(nn.Module):
+def reversed_pair(x: torch.Tensor) -> torch.Tensor:
+    """Motion inputs (N, 4, n) of the same pairs with the two lines swapped: the product
+    ``conj(a) b`` becomes its conjugate (imaginary part negated) and the two magnitudes trade
+    places (:func:`mmode.models.data.motion_inputs`'s channel order)."""
+    return torch.cat([x[:, 0:1], -x[:, 1:2], x[:, 3:4], x[:, 2:3]], dim=1)
+
+
+class _MotionNet(nn.Module):
+    """A motion regressor ``body`` (``_body``), optionally made odd under time reversal:
+    ``(body(x) - body(reversed_pair(x))) / 2``. The displacement from line b to line a is
+    minus that from a to b, so the estimate of a pair without motion is exactly 0 and an
+    even part of the body's error (a bias that a trace would integrate) cancels; it costs a
+    second pass of the body (twice the MACs). Subclasses define ``_body`` and set
+    ``antisymmetric``."""
+
+    antisymmetric: bool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.antisymmetric:
+            return self._body(x)
+        n = x.shape[0]
+        y = self._body(torch.cat([x, reversed_pair(x)]))
+        return (y[:n] - y[n:]) / 2
+
+
+class MotionTeacher(_MotionNet):
     """Conventional 1D CNN regressor: conv-BN-ReLU stack (k=7/5/5/3, two stride-2), GAP, MLP.
 
-    config: {"channels": [c1, c2, c3, c4], "hidden": int}
+    config: {"channels": [c1, c2, c3, c4], "hidden": int, "antisymmetric": bool (default False)}
     """
 
     arch = "motion_teacher"
 
-    def __init__(self, channels: list[int], hidden: int) -> None:
+    def __init__(self, channels: list[int], hidden: int, antisymmetric: bool = False) -> None:
         super().__init__()
+        self.antisymmetric = bool(antisymmetric)
         kernels, strides = (7, 5, 5, 3), (1, 2, 1, 2)
         layers = []
         c_in = 4
@@ -208,33 +237,36 @@ class MotionTeacher(nn.Module):
         self.fc = nn.Linear(c_in, hidden)
         self.head = nn.Linear(hidden, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _body(self, x: torch.Tensor) -> torch.Tensor:
         f = self.features(x).mean(dim=2)
         return self.head(torch.relu(self.fc(f)))
 
     def config(self) -> dict[str, Any]:
-        return {"channels": [seq[0].out_channels for seq in self.features], "hidden": self.fc.out_features}
+        return {"channels": [seq[0].out_channels for seq in self.features], "hidden": self.fc.out_features,
+                "antisymmetric": self.antisymmetric}
 
 
-class MotionStudent(nn.Module):
+class MotionStudent(_MotionNet):
     """Compact 1D regressor: k=7 stem, 1D inverted-residual + SE blocks, GAP, linear.
 
-    config: {"stem": c, "blocks": [[c_hidden, c_out, stride, se_hidden], ...]}
+    config: {"stem": c, "blocks": [[c_hidden, c_out, stride, se_hidden], ...], "antisymmetric": bool (default False)}
     """
 
     arch = "motion_student"
 
-    def __init__(self, stem: int, blocks: list[list[int]]) -> None:
+    def __init__(self, stem: int, blocks: list[list[int]], antisymmetric: bool = False) -> None:
         super().__init__()
+        self.antisymmetric = bool(antisymmetric)
         self.stem = _conv_bn_relu(nn.Conv1d, nn.BatchNorm1d, 4, stem, 7)
         self.blocks, c_in = _inverted_residuals(stem, blocks, dims=1)
         self.head = nn.Linear(c_in, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _body(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.blocks(self.stem(x)).mean(dim=2))
 
     def config(self) -> dict[str, Any]:
-        return {"stem": self.stem[0].out_channels, "blocks": [b.config() for b in self.blocks]}
+        return {"stem": self.stem[0].out_channels, "blocks": [b.config() for b in self.blocks],
+                "antisymmetric": self.antisymmetric}
 
 
 ARCHS: dict[str, type[nn.Module]] = {

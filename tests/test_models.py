@@ -58,6 +58,27 @@ def test_network_shapes_and_config_round_trip(arch):
     rebuilt.load_state_dict(model.state_dict())  # strict: identical layer shapes
 
 
+@pytest.mark.parametrize("arch", ["motion_teacher", "motion_student"])
+def test_antisymmetric_motion_nets_are_odd_under_swapping_the_lines(arch):
+    """Against motion_inputs of the swapped IQ windows: the swapped inputs are reversed_pair's,
+    the output flips sign, a window paired with itself gives 0; the body alone is not odd."""
+    torch.manual_seed(0)
+    model = networks.build(arch, {**networks.DEFAULT_CONFIGS[arch], "antisymmetric": True}).eval()
+    _randomise_bn(model)
+    rng = np.random.default_rng(3)
+    a, b = (rng.normal(size=(5, 16)) + 1j * rng.normal(size=(5, 16)) for _ in range(2))
+    x_ab, x_ba = torch.from_numpy(mdata.motion_inputs(a, b)), torch.from_numpy(mdata.motion_inputs(b, a))
+    assert torch.allclose(networks.reversed_pair(x_ab), x_ba, atol=1e-6)
+    body = networks.build(arch, {**model.config(), "antisymmetric": False}).eval()
+    body.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(model(x_ba), -model(x_ab), atol=1e-6)
+        assert torch.allclose(model(torch.from_numpy(mdata.motion_inputs(a, a))), torch.zeros(5, 1), atol=1e-7)
+        assert not torch.allclose(body(x_ba), -body(x_ab), atol=1e-3)
+        assert torch.allclose(model(x_ab), (body(x_ab) - body(x_ba)) / 2, atol=1e-6)
+    assert networks.build(arch, model.config()).antisymmetric
+
+
 @pytest.mark.parametrize("arch", ["classifier_teacher", "classifier_student"])
 def test_classifiers_take_every_window_length(arch):
     """Global pooling over time: one network classifies 36 to 96 columns (2.25-6 s), and a

@@ -197,3 +197,49 @@ def test_envelope_lines_give_no_learned_trace_and_no_error(cardiac, tmp_path):
 def test_compress_refuses_a_keyframe_net_instead_of_scoring_it_on_other_data(capsys):
     assert main(["compress", "--model", DEFAULT_MODEL]) == 2
     assert "motion_train" in capsys.readouterr().err
+
+
+def _complex_gaussian(rng, shape) -> np.ndarray:
+    return (rng.normal(size=shape) + 1j * rng.normal(size=shape)) / np.sqrt(2)
+
+
+@pytest.mark.parametrize("rho", [0.9, 0.99])
+def test_phase_sigma_predicts_the_spread_of_the_pairs_phase(rho):
+    """Monte Carlo: 16 independent samples of a common echo under noise of coherence ``rho``
+    (echo power 1, noise 1 / rho - 1 on each line), turned by a known phase: the spread of
+    the pair's phase estimate is the one ``phase_sigma_wl`` predicts from each pair."""
+    from mmode.models import data as mdata
+    from mmode.models.motion_data import phase_residual, phase_sigma_wl
+
+    rng = np.random.default_rng(11)
+    echo = _complex_gaussian(rng, (20_000, 16))
+    noise = np.sqrt(1 / rho - 1)
+    x = mdata.motion_inputs(echo + noise * _complex_gaussian(rng, echo.shape),
+                            echo * np.exp(0.4j) + noise * _complex_gaussian(rng, echo.shape))
+    estimate = phase_residual(x)
+    assert np.mean(estimate) == pytest.approx(-0.4 / (4 * np.pi), abs=1e-3)
+    assert np.mean(phase_sigma_wl(x)) == pytest.approx(np.std(estimate), rel=0.1)
+
+
+def test_weighted_loss_is_the_mean_absolute_error_with_each_pair_weighted():
+    from mmode.models.motion_train import weighted_l1
+
+    pred, target = torch.tensor([[0.0], [1.0], [3.0]]), torch.tensor([[1.0], [1.0], [1.0]])
+    assert float(weighted_l1(pred, target, torch.ones(3, 1))) == pytest.approx(float(torch.nn.functional.l1_loss(pred, target)))
+    assert float(weighted_l1(pred, target, torch.tensor([[0.0], [1.0], [1.0]]))) == pytest.approx(1.0)  # (0 + 2) / 2
+
+
+@pytest.mark.parametrize("name", [DEFAULT_MODEL, TEACHER])
+def test_shipped_nets_read_a_pair_backwards_as_minus_its_estimate(name):
+    """The displacement from the later line to the earlier one is minus that from the earlier
+    to the later: the shipped nets give exactly that (their inputs built by swapping the IQ
+    windows), and 0 for a window paired with itself."""
+    from mmode.models import data as mdata
+
+    net = NetworkTracker(name)
+    rng = np.random.default_rng(12)
+    a, b = _complex_gaussian(rng, (64, 16)), _complex_gaussian(rng, (64, 16))
+    forward = net.forward(mdata.motion_inputs(a, b))
+    assert np.std(forward) > 1e-3  # a real output, not a constant
+    np.testing.assert_allclose(net.forward(mdata.motion_inputs(b, a)), -forward, atol=1e-6)
+    np.testing.assert_allclose(net.forward(mdata.motion_inputs(a, a)), 0.0, atol=1e-6)

@@ -31,7 +31,7 @@ import numpy as np
 from mmode.models import data as mdata
 
 KEYFRAME_SPEC: dict = {
-    "kind": "iq_keyframe_residual",
+    "kind": "iq_keyframe_residual_per_sigma",
     "channels": 4,
     "n_samples": 16,
     "grid": "the classic tracker's tracking grid (RF demodulated to about 2 f0; coarse IQ interpolated to >= 2 f0)",
@@ -39,8 +39,9 @@ KEYFRAME_SPEC: dict = {
                       "|current| / rms"],
     "target": "residual axial displacement (true minus the integer shift of the current window) / local "
               "wavelength (c / the echo's mean frequency from the pair's depth autocorrelation), positive away from "
-              "the probe, minus the lag-zero phase estimate of it (phase_residual): the network's output is added "
-              "to that estimate",
+              "the probe, minus the lag-zero phase estimate of it (phase_residual), in units of that estimate's "
+              "predicted standard deviation (output_scale_wl): the network's output times that scale is added to "
+              "the estimate",
 }
 
 #: Parameter ranges of the recordings the pairs come from.
@@ -66,6 +67,12 @@ LOCAL_FREQUENCY_RANGE = (0.6, 1.3)
 #: are left out: the coarse error modelled is a sample or so; beyond it the truth is that of
 #: a fold (tissue sliding past an interface) or of a window clipped at the line's end.
 MAX_RESIDUAL_SAMPLES = 2.5
+#: Least standard deviation (wavelengths, about 0.5 um at 3 MHz) of a pair's phase that
+#: :func:`output_scale_wl` takes as the network's unit: without it a noise-free pair's unit
+#: would be 0. Chosen before training; a floor of 3.5e-4 (the phase's at 35 dB, the top of
+#: the training range) fitted the teacher closer but left the pruned student noisier on RF
+#: (docs/models.md, "Learned motion trace").
+SIGMA_FLOOR_WL = 1e-3
 #: First seed of the evaluation recordings (never in a training, validation or test split).
 EVAL_SEED_OFFSET = 2_000_000
 
@@ -107,6 +114,19 @@ def phase_sigma_wl(x: np.ndarray) -> np.ndarray:
     power = np.sqrt(np.sum(x[:, 2] ** 2, axis=1) * np.sum(x[:, 3] ** 2, axis=1))
     rho = np.clip(cross / np.maximum(power, 1e-30), 1e-3, 1.0)
     return np.sqrt(1.0 - rho**2) / (rho * np.sqrt(2.0 * n)) / (4 * np.pi)
+
+
+def output_scale_wl(x: np.ndarray) -> np.ndarray:
+    """The unit (N,) float32, in wavelengths, of the network's output for model inputs ``x``
+    (N, 4, n): the predicted standard deviation of the pair's phase estimate
+    (:func:`phase_sigma_wl`), at least :data:`SIGMA_FLOOR_WL`.
+
+    The network corrects the phase in units of the phase's own noise. Its regression noise
+    then scales with the pair's: on a pair whose phase is good to a tenth of a um the
+    correction is a small multiple of that, where a correction in wavelengths kept a floor of
+    output noise of about half a um whatever the pair (docs/models.md). It also makes the
+    network's L1 fit weigh each pair's error by the precision of its phase."""
+    return np.maximum(phase_sigma_wl(x), SIGMA_FLOOR_WL).astype(np.float32)
 
 
 def local_cycles_per_sample(x0: np.ndarray, x1: np.ndarray, f0_cycles_per_sample: float) -> np.ndarray:

@@ -15,8 +15,9 @@ trace does not drift as a sum of per-pair estimates would (their errors add as a
 2. **Fine, per block (the network, one batched forward pass):** the keyframe window and the
    current window at that integer shift go into the motion network
    (:func:`mmode.models.data.motion_inputs`), which gives the residual displacement (as a
-   correction to the pair's own phase estimate, :func:`mmode.models.motion_data.phase_residual`) in
-   local wavelengths (of the echo's mean frequency measured on the pair, which attenuation
+   correction to the pair's own phase estimate, :func:`mmode.models.motion_data.phase_residual`,
+   in units of that estimate's predicted noise, :func:`mmode.models.motion_data.output_scale_wl`)
+   in local wavelengths (of the echo's mean frequency measured on the pair, which attenuation
    lowers below f0). A coarse shift off by a sample is corrected by the residual (the network is
    trained on shifts off by up to about 1.5 samples); velocities many times the aliasing
    limit are a larger integer shift plus a residual.
@@ -105,7 +106,8 @@ class NetworkTracker:
                        KEYFRAME_NCC, np.zeros(2, np.int64), np.zeros(2), np.zeros(2, np.bool_))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Network output (N,) float32, residual displacement in local wavelengths, of inputs (N, 4, n)."""
+        """Network output (N,) float32 of inputs (N, 4, n): the correction of the pair's phase
+        estimate in units of that estimate's noise (:func:`mmode.models.motion_data.output_scale_wl`)."""
         if len(x) == 0:
             return np.zeros(0, np.float32)
         threads = torch.get_num_threads()
@@ -294,7 +296,7 @@ class NetworkTracker:
         cur = kdata.realign(iq[idx[:, None], cols[idx]], shift, self.classic.f0_cycles_per_sample)
         t0 = time.perf_counter()
         x = mdata.motion_inputs(ref, cur)
-        residual_wl = self.forward(x) + kdata.phase_residual(x)
+        residual_wl = self.forward(x) * kdata.output_scale_wl(x) + kdata.phase_residual(x)
         self._inference_parts.append((time.perf_counter() - t0) * 1e3)
         f_cycles = kdata.local_cycles_per_sample(ref, cur, self.classic.f0_cycles_per_sample)
         residual = residual_wl.astype(np.float64) * 2.0 / f_cycles  # local wavelengths -> tracking samples

@@ -7,10 +7,11 @@
 one of the first motion nets (:mod:`mmode.models.train`): the teacher on the pairs with the
 easy-to-hard SNR curriculum, the student distilled from it (alpha 0.5), then its channels
 pruned iteratively (:data:`PRUNE_RATIO`) with distillation fine-tuning (Torch-Pruning), all by
-mean absolute error weighted by the precision of the pair's phase (:func:`weighted_l1`), with
-the pairs of :mod:`mmode.models.motion_data` (100-5000 lines/s, RF and coarse IQ, 0-35 dB,
-clutter). Both networks are odd under swapping the two lines of a pair
-(``antisymmetric``, :func:`mmode.models.networks.reversed_pair`).
+mean absolute error (:data:`LOSS`) of the correction in units of the pair's phase noise
+(:func:`mmode.models.motion_data.output_scale_wl`), with the pairs of
+:mod:`mmode.models.motion_data` (100-5000 lines/s, RF and coarse IQ, 0-35 dB, clutter). Both
+networks are odd under swapping the two lines of a pair (``antisymmetric``,
+:func:`mmode.models.networks.reversed_pair`).
 The cards record the data recipe and the held-out pair metrics; the integrated-trace table
 (:mod:`mmode.models.motion_eval`) is added to them by its ``--card-dir``.
 """
@@ -26,46 +27,26 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mmode.models import compress, networks, registry
 from mmode.models import motion_data as kdata
-from mmode.models.distill import regression_distillation_loss
-from mmode.models.train import FitSettings, _measured_card, _onnx_steps, _step, fit, predict
+from mmode.models.train import FitSettings, _measured_card, _onnx_steps, _step, fit, kd_regression_loss, predict
 
 TEACHER = "motion_keyframe_teacher"
 STUDENT = "motion_keyframe_student"
-#: Least standard deviation (wavelengths, about 0.5 um at 3 MHz) of a pair's phase that
-#: :func:`weighted_l1` weights by: without it a noise-free pair's weight is unbounded. A floor
-#: of 3.5e-4 (the phase's at 35 dB, the top of the training range) fitted the teacher closer
-#: but left the pruned student noisier on RF (docs/models.md).
-SIGMA_FLOOR_WL = 1e-3
+#: The regression loss, for the teacher and both terms of the distillation: mean absolute
+#: error. The target (the residual minus the pair's phase estimate, in units of that
+#: estimate's noise) is near 0 for most pairs and a whole phase wrap for a few; the median it
+#: fits keeps the output at 0 where the phase is right, where the mean squared error's mean
+#: hedged towards the wraps and added several um of output noise to the trace
+#: (docs/models.md, "Learned motion trace").
+LOSS = F.l1_loss
 #: Share of the student's channels pruned (in 3 steps): 0.15 leaves 4.8 % of the teacher's
 #: parameters and 7.5 % of its MACs (within issue 14's 10 %); 0.3 (3.5 %, 5.6 %) added 3-5 um
 #: of output noise to the trace on RF, where the unpruned student had little.
 PRUNE_RATIO = 0.15
-
-
-def weighted_l1(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """The regression loss, for the teacher and both terms of the distillation: mean absolute
-    error of ``pred`` against ``target`` (N, 1), each pair weighted by ``weight`` (N, 1), the
-    precision of its phase (:func:`pair_weights`).
-
-    The absolute error (the median) because the target (the residual minus the pair's phase
-    estimate) is near 0 for most pairs and a whole phase wrap for a few: the mean squared
-    error's mean hedged towards the wraps and added several um of output noise where the
-    phase is right. The weights because an error of 1 um is noise on a pair whose phase is
-    good to 0.5 um and nothing on one good to 10 um: unweighted, the fit left a 1-3 um floor
-    of noise on the precise pairs, which keyframe renewals add up in the trace
-    (docs/models.md, "Learned motion trace")."""
-    return torch.sum(weight * torch.abs(pred - target)) / torch.sum(weight)
-
-
-def pair_weights(x: np.ndarray) -> torch.Tensor:
-    """Weights (N, 1) of :func:`weighted_l1` for model inputs ``x`` (N, 4, n): the inverse
-    of the predicted standard deviation of the pair's phase
-    (:func:`mmode.models.motion_data.phase_sigma_wl`), held below ``1 / SIGMA_FLOOR_WL``."""
-    return torch.from_numpy(1.0 / np.maximum(kdata.phase_sigma_wl(x), SIGMA_FLOOR_WL)).float()[:, None]
 
 
 def pair_metrics(model: nn.Module, test: kdata.KeyframePairs) -> dict[str, Any]:
@@ -75,7 +56,7 @@ def pair_metrics(model: nn.Module, test: kdata.KeyframePairs) -> dict[str, Any]:
     ``sum conj(keyframe) current``, which wraps at a quarter wavelength)."""
     wl = test.wavelength_m
     truth = (test.y[:, 0] + test.base) * wl
-    pred = (predict(model, test.x)[:, 0] + test.base) * wl
+    pred = (predict(model, test.x)[:, 0] * kdata.output_scale_wl(test.x) + test.base) * wl
     phase_m = test.base * wl
 
     def rmse(est: np.ndarray, mask: np.ndarray) -> float | None:
@@ -110,25 +91,22 @@ def train_motion(out_dir: Path, n_recordings: int, seed: int = 0, epochs: int = 
     example = torch.zeros(1, spec["channels"], spec["n_samples"])
     recipe_card = {"seed": seed, "train": train.recipe, "test": test.recipe, "epochs": epochs,
                    "student_epochs": student_epochs, "fine_tune_epochs": fine_tune_epochs, "batch_size": batch_size,
-                   "loss": "l1 (mean absolute error) weighted by 1 / max(phase_sigma_wl, "
-                           f"{SIGMA_FLOOR_WL:g}), teacher and distillation", "antisymmetric": True}
-    weight = pair_weights(train.x)
-    loss = lambda out, y, _x, idx: weighted_l1(out, y, weight[idx])  # noqa: E731
-
-    def distillation(teacher_pred: torch.Tensor):
-        return lambda out, y, _x, idx: regression_distillation_loss(
-            out, teacher_pred[idx], y, 0.5, lambda a, b: weighted_l1(a, b, weight[idx]))
+                   "loss": "l1 (mean absolute error) of the target over output_scale_wl, teacher and distillation",
+                   "antisymmetric": True}
+    # the target in the network's unit: the pair's phase noise
+    train_y = (train.y / kdata.output_scale_wl(train.x)[:, None]).astype(np.float32)
+    loss = lambda out, y, _x, _idx: LOSS(out, y)  # noqa: E731
 
     torch.manual_seed(seed)
     teacher = networks.build("motion_teacher", {**networks.DEFAULT_CONFIGS["motion_teacher"], "antisymmetric": True})
-    fit(teacher, train.x, train.y, train.snr_db, loss, FitSettings(epochs=epochs, batch_size=batch_size, seed=seed))
+    fit(teacher, train.x, train_y, train.snr_db, loss, FitSettings(epochs=epochs, batch_size=batch_size, seed=seed))
     t_metrics = pair_metrics(teacher, test)
     log(f"teacher: residual rmse {t_metrics['rmse_m'] * 1e6:.2f} um ({time.perf_counter() - t0:.0f} s)")
 
     teacher_pred = torch.from_numpy(predict(teacher, train.x))
     torch.manual_seed(seed + 1)
     student = networks.build("motion_student", {**networks.DEFAULT_CONFIGS["motion_student"], "antisymmetric": True})
-    fit(student, train.x, train.y, train.snr_db, distillation(teacher_pred),
+    fit(student, train.x, train_y, train.snr_db, kd_regression_loss(teacher_pred, 0.5, LOSS),
         FitSettings(epochs=student_epochs, batch_size=batch_size, seed=seed + 1))
     s_metrics = pair_metrics(student, test)
     steps = [_step("distill_into_compact_student", student, example, _flat(s_metrics), True, alpha=0.5)]
@@ -136,16 +114,17 @@ def train_motion(out_dir: Path, n_recordings: int, seed: int = 0, epochs: int = 
     fine = FitSettings(epochs=fine_tune_epochs, batch_size=batch_size, lr=1e-3, curriculum_epochs=0, seed=seed + 2)
     compress.prune_structured(
         student, example, prune_ratio, importance="magnitude", steps=prune_steps, ignored_layers=[student.head],
-        fine_tune=lambda m, _s: fit(m, train.x, train.y, train.snr_db, distillation(teacher_pred), fine),
+        fine_tune=lambda m, _s: fit(m, train.x, train_y, train.snr_db, kd_regression_loss(teacher_pred, 0.5, LOSS), fine),
     )
     s_metrics = pair_metrics(student, test)
     steps.append(_step("structured_channel_pruning", student, example, _flat(s_metrics), True,
                        importance="group_magnitude_l2", ratio=prune_ratio, iterative_steps=prune_steps,
                        fine_tune="distillation"))
     log(f"student (pruned): residual rmse {s_metrics['rmse_m'] * 1e6:.2f} um ({time.perf_counter() - t0:.0f} s)")
+    test_scale = kdata.output_scale_wl(test.x)
     with tempfile.TemporaryDirectory() as tmp:
         steps.extend(_onnx_steps(student, [test.x], lambda outs: {
-            "rmse_m": float(np.sqrt(np.mean(((outs[0][:, 0] - test.y[:, 0]) * test.wavelength_m) ** 2)))},  # same as the sum
+            "rmse_m": float(np.sqrt(np.mean(((outs[0][:, 0] * test_scale - test.y[:, 0]) * test.wavelength_m) ** 2)))},
             example, Path(tmp)))
     common = {"task": "motion", "classes": None, "input": spec, "data": recipe_card}
     cards = [

@@ -139,13 +139,18 @@ def test_non_finite_lines_are_a_typed_error(cardiac):
 
 
 def test_model_files_that_do_not_match_their_card_are_typed_errors(tmp_path):
-    with pytest.raises(ModelError, match="iq_keyframe_residual"):
+    with pytest.raises(ModelError, match="iq_keyframe_residual_per_sigma"):
         NetworkTracker("motion_student")  # the per-pair net: another input
     for suffix in (".json", ".safetensors"):
         shutil.copy(registry.WEIGHTS_DIR / f"{DEFAULT_MODEL}{suffix}", tmp_path / f"{DEFAULT_MODEL}{suffix}")
     card = json.loads((tmp_path / f"{DEFAULT_MODEL}.json").read_text())
     (tmp_path / f"{DEFAULT_MODEL}.json").write_text(json.dumps({**card, "input": {**card["input"], "n_samples": 2}}))
     with pytest.raises(ModelError, match="n_samples"):
+        NetworkTracker(DEFAULT_MODEL, tmp_path)
+    # weights whose output is in wavelengths (the earlier unit) are refused, not read in the wrong unit
+    (tmp_path / f"{DEFAULT_MODEL}.json").write_text(json.dumps({**card, "input": {**card["input"],
+                                                                                  "kind": "iq_keyframe_residual"}}))
+    with pytest.raises(ModelError, match="'iq_keyframe_residual'"):
         NetworkTracker(DEFAULT_MODEL, tmp_path)
     (tmp_path / f"{DEFAULT_MODEL}.json").write_text(json.dumps(card))
     shutil.copy(registry.WEIGHTS_DIR / f"{TEACHER}.safetensors", tmp_path / f"{DEFAULT_MODEL}.safetensors")
@@ -219,14 +224,6 @@ def test_phase_sigma_predicts_the_spread_of_the_pairs_phase(rho):
     estimate = phase_residual(x)
     assert np.mean(estimate) == pytest.approx(-0.4 / (4 * np.pi), abs=1e-3)
     assert np.mean(phase_sigma_wl(x)) == pytest.approx(np.std(estimate), rel=0.1)
-
-
-def test_weighted_loss_is_the_mean_absolute_error_with_each_pair_weighted():
-    from mmode.models.motion_train import weighted_l1
-
-    pred, target = torch.tensor([[0.0], [1.0], [3.0]]), torch.tensor([[1.0], [1.0], [1.0]])
-    assert float(weighted_l1(pred, target, torch.ones(3, 1))) == pytest.approx(float(torch.nn.functional.l1_loss(pred, target)))
-    assert float(weighted_l1(pred, target, torch.tensor([[0.0], [1.0], [1.0]]))) == pytest.approx(1.0)  # (0 + 2) / 2
 
 
 @pytest.mark.parametrize("name", [DEFAULT_MODEL, TEACHER])

@@ -139,8 +139,9 @@ class _FeatureLog:
 
 
 def _motion_report(parts: list, tracker) -> tuple[dict | None, str | None, dict]:
-    """The ``motion`` object (None when nothing is tracked), ``motion_note`` (why not, else
-    None) and ``rates`` of the report from the pipeline's MotionBlocks."""
+    """The ``motion`` object (None when nothing is tracked), ``motion_note`` (why not; with a
+    trace, the tracker's caution about it, e.g. a gated echo that does not come back when
+    tracked backwards; else None) and ``rates`` of the report from the pipeline's MotionBlocks."""
     import numpy as np
 
     from mmode.dsp import rates
@@ -160,7 +161,7 @@ def _motion_report(parts: list, tracker) -> tuple[dict | None, str | None, dict]
         "velocity_m_s": np.concatenate([m.velocity_m_s for m in parts]).tolist(),
         "quality": np.round(np.concatenate([m.quality for m in parts]), 4).tolist(),
     }
-    return motion, None, rates.summary(disp, tracker.meta.prf_hz)
+    return motion, tracker.note, rates.summary(disp, tracker.meta.prf_hz)
 
 
 def add_motion_option(p: argparse.ArgumentParser, default: str = "both") -> None:
@@ -393,6 +394,8 @@ def _text(report: dict) -> str:
         gate = "" if m["track_depth_m"] is None else f", gate at {length(m['track_depth_m'], 1)}"
         rows.append(("motion", f"echo at {length(m['depth_m'], 1)}{gate}, {length(max(d) - min(d), 2)} "
                                f"peak to peak ({how})"))
+        if report["motion_note"]:
+            rows.append(("caution", report["motion_note"]))
     n = report.get("motion_network")
     if n is not None:
         d = n["displacement_m"]

@@ -311,10 +311,27 @@ def _why_not_moving(tr, best: _Candidate | None) -> str | None:
         return (f"no moving echo: the best candidate ({depth}) holds no echo that stays alike from "
                 f"line to line (coherence {coherence:.2f}), only noise or speckle that decorrelates")
     if best.fb_m > RELIABLE_WRAPS * tr.wrap_m:
-        off = tr.length_text(best.fb_m) if best.fb_m >= 1e-3 else tr.length_text(best.fb_m, "um", 0)
         return (f"no moving echo tracked reliably: the best candidate ({depth}) comes back "
-                f"{off} off when tracked backwards")
+                f"{_offset_text(tr, best.fb_m)} off when tracked backwards")
     return _spread_note(tr, best.track, depth)
+
+
+def _offset_text(tr, offset_m: float) -> str:
+    """A forward-backward miss for a note: in mm from 1 mm up, else in um."""
+    return tr.length_text(offset_m) if offset_m >= 1e-3 else tr.length_text(offset_m, "um", 0)
+
+
+def _gate_note(tr, fb_m: float) -> str | None:
+    """At a depth the user set, the caution when its echo fails the check the automatic
+    choice makes (comes back more than ``RELIABLE_WRAPS`` phase wraps off when tracked
+    backwards over the selection), else None. The trace is still shown there, as asked: under
+    clutter at low SNR a window on the stored lines can walk off by centimetres with a
+    line-to-line correlation that looks good (docs/motion.md)."""
+    if fb_m <= RELIABLE_WRAPS * tr.wrap_m:
+        return None
+    return (f"the echo at the gate comes back {_offset_text(tr, fb_m)} off when tracked backwards (an "
+            f"automatically chosen echo must come back within {_offset_text(tr, RELIABLE_WRAPS * tr.wrap_m)}): "
+            "its trace may not follow it")
 
 
 def _spread_note(tr, track: np.ndarray, depth: str) -> str | None:
@@ -338,7 +355,7 @@ def _choose_at_fixed_depth(tr, raw: _Selection, filt, rate_hz: float, lags):
     cand = _Candidate(centre, track, 0.0, np.empty(0), np.empty(0))
     cand.fb_m = _forward_backward_m(tr, raw, centre, track, lags)
     yield
-    representation = "raw"
+    representation, fb_m = "raw", cand.fb_m
     if filt is not None and raw.tracked.shape[0] > 2:
         iq_t = yield from _tracking_iq(tr, raw.tracked)
         clu = _clutter_selection(tr, iq_t, filt, raw.tracked)
@@ -347,11 +364,12 @@ def _choose_at_fixed_depth(tr, raw: _Selection, filt, rate_hz: float, lags):
             fb_c = _forward_backward_m(tr, clu, centre, track_c, lags)
             score_c, _, _ = _score_track(tr, clu, home_c, track_c, rate_hz, fb_c)
             if score_c > CLUTTER_PREFERENCE * _rescore(tr, cand, iq_t, raw.tracked, rate_hz):
-                representation = "clutter"
+                representation, fb_m = "clutter", fb_c
         yield
     if representation == "clutter":
         yield from tr.prepare_clutter()
     tr.set_echo(centre, representation)
+    tr.note = _gate_note(tr, fb_m)
 
 
 def _choose_on_envelope(tr, n: int, lines: np.ndarray, tracked: np.ndarray, lags, bounds):

@@ -321,7 +321,8 @@ def motion_text(state: dict, running: bool = True, scale: CaliperScale = RF_SCAL
 
     Says where it tracks (the user's gate or automatic), whether it is still choosing, on
     which lines it follows the echo (clutter-filtered or stored), and when there is no trace
-    why not (the tracker's note). Empty before the first state. running : False once the
+    why not (the tracker's note; while tracking, its caution, e.g. a gated echo that does not
+    come back when tracked backwards, in the tooltip). Empty before the first state. running : False once the
     engine has stopped (a file paused or ended): a choice still open then never finishes.
     Depths in the units of ``scale`` (pixels on an uncalibrated depth).
     """
@@ -336,7 +337,7 @@ def motion_text(state: dict, running: bool = True, scale: CaliperScale = RF_SCAL
         depth_m = state.get("depth_m")
         at = f" {scale.depth_text(depth_m)}" if depth_m is not None and math.isfinite(depth_m) else ""
         lines = ", clutter-filtered" if state.get("representation") == "clutter" else ""
-        text = f"Motion: {where}, tracking{at}{lines}"
+        text = f"Motion: {where}, tracking{at}{lines}" + (", may not follow the echo (see tooltip)" if note else "")
     elif status == "no_motion":
         text = f"No trace: {note}"
     elif status == "inactive":

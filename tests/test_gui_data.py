@@ -329,3 +329,17 @@ def test_playback_pauses_and_changes_speed_without_touching_the_lines():
     assert play.finished and play.status == "ended"
     with pytest.raises(DataError):
         play.set_speed(0.0)
+
+
+def test_motion_status_shows_a_gated_traces_caution():
+    """A trace at the user's gate whose echo fails the backwards check is still tracked; the
+    status line says it may not follow the echo, and its tooltip is the tracker's caution."""
+    from mmode.gui.engine_link import motion_text
+
+    state = {"status": "tracking", "track_depth_m": 0.0612, "depth_m": 0.0616, "representation": "raw", "note": None}
+    text, tip = motion_text(state)
+    assert text == "Motion: gate 61.2 mm, tracking 61.6 mm" and tip == text
+    caution = "the echo at the gate comes back 14.2 mm off when tracked backwards: its trace may not follow it"
+    text, tip = motion_text({**state, "note": caution})
+    assert text.startswith("Motion: gate 61.2 mm, tracking 61.6 mm") and "may not follow the echo" in text
+    assert tip == caution

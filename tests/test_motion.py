@@ -582,6 +582,29 @@ def test_a_gate_on_the_moving_echo_under_clutter_follows_it():
     tracker, est, _, _ = track(sim.lines, sim.meta, "combined", block=128, track_depth_m=gate)
     assert tracker.representation == "clutter" and abs(tracker.depth_m - gate) < 1e-3
     assert np.sqrt(np.mean((est - exact(tracker.depth_m)) ** 2)) < 30e-6
+    assert tracker.note is None  # it comes back when tracked backwards: no caution
+
+
+def test_a_gate_whose_echo_does_not_come_back_gets_a_caution(tmp_path, capsys):
+    """10 dB under clutter, a gate inside the block (61.2 mm): on the stored lines the trace
+    walks off by centimetres against exact truth while its lines correlate well, so it is
+    still shown, as asked, with a caution: its echo fails the backwards check that an
+    automatically chosen echo must pass. ``mmode process`` reports it beside the trace."""
+    import json
+
+    from mmode.app.cli import main
+    from mmode.ingest.h5format import write_recording
+
+    sim, exact = _phantom("moving_phantom", 96.0, snr_db=10.0, seed=1)
+    tracker, est, _, _ = track(sim.lines, sim.meta, "combined", block=128, track_depth_m=0.0612)
+    assert tracker.status == "tracking"
+    assert np.sqrt(np.mean((est - exact(tracker.depth_m)) ** 2)) > 10e-3
+    assert "comes back" in tracker.note and "may not follow it" in tracker.note
+    path = tmp_path / "phantom.h5"
+    write_recording(path, sim.meta, sim.lines, timestamps_s=sim.timestamps_s)
+    assert main(["process", str(path), "--json", "--model", "none", "--motion", "classic", "--track-depth", "0.0612"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["motion"] is not None and report["motion_note"] == tracker.note
 
 
 @pytest.mark.parametrize("scenario", ["no_contact", "static"])

@@ -73,6 +73,13 @@ MAX_RESIDUAL_SAMPLES = 2.5
 #: the training range) fitted the teacher closer but left the pruned student noisier on RF
 #: (docs/models.md, "Learned motion trace").
 SIGMA_FLOOR_WL = 1e-3
+#: The product applies a correction only where the network's output, in its unit (the pair's
+#: predicted phase noise, :func:`output_scale_wl`), reaches this: within one standard
+#: deviation of the pair's own phase the correction cannot be told from that noise, and in a
+#: stream, where the coarse stage places most windows within a fraction of a sample, such
+#: small corrections were mostly the network's own noise, carried into the trace at every
+#: keyframe renewal (docs/models.md, "A correction within the phase's noise is not applied").
+MIN_CORRECTION_SIGMAS = 1.0
 #: First seed of the evaluation recordings (never in a training, validation or test split).
 EVAL_SEED_OFFSET = 2_000_000
 
@@ -127,6 +134,15 @@ def output_scale_wl(x: np.ndarray) -> np.ndarray:
     output noise of about half a um whatever the pair (docs/models.md). It also makes the
     network's L1 fit weigh each pair's error by the precision of its phase."""
     return np.maximum(phase_sigma_wl(x), SIGMA_FLOOR_WL).astype(np.float32)
+
+
+def applied_correction_wl(out: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The correction (N,) float32 in wavelengths that the product adds to the pair's phase
+    estimate (:func:`phase_residual`): the network's outputs ``out`` (N,) for inputs ``x``
+    (N, 4, n) times :func:`output_scale_wl`, and 0 where ``|out|`` is below
+    :data:`MIN_CORRECTION_SIGMAS`."""
+    out = np.asarray(out, dtype=np.float32)
+    return np.where(np.abs(out) >= MIN_CORRECTION_SIGMAS, out * output_scale_wl(x), np.float32(0.0)).astype(np.float32)
 
 
 def local_cycles_per_sample(x0: np.ndarray, x1: np.ndarray, f0_cycles_per_sample: float) -> np.ndarray:

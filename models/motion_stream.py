@@ -16,8 +16,9 @@ trace does not drift as a sum of per-pair estimates would (their errors add as a
    current window at that integer shift go into the motion network
    (:func:`mmode.models.data.motion_inputs`), which gives the residual displacement (as a
    correction to the pair's own phase estimate, :func:`mmode.models.motion_data.phase_residual`,
-   in units of that estimate's predicted noise, :func:`mmode.models.motion_data.output_scale_wl`)
-   in local wavelengths (of the echo's mean frequency measured on the pair, which attenuation
+   in units of that estimate's predicted noise, :func:`mmode.models.motion_data.output_scale_wl`;
+   a correction within one such unit is not applied,
+   :func:`mmode.models.motion_data.applied_correction_wl`) in local wavelengths (of the echo's mean frequency measured on the pair, which attenuation
    lowers below f0). A coarse shift off by a sample is corrected by the residual (the network is
    trained on shifts off by up to about 1.5 samples); velocities many times the aliasing
    limit are a larger integer shift plus a residual.
@@ -296,7 +297,7 @@ class NetworkTracker:
         cur = kdata.realign(iq[idx[:, None], cols[idx]], shift, self.classic.f0_cycles_per_sample)
         t0 = time.perf_counter()
         x = mdata.motion_inputs(ref, cur)
-        residual_wl = self.forward(x) * kdata.output_scale_wl(x) + kdata.phase_residual(x)
+        residual_wl = kdata.applied_correction_wl(self.forward(x), x) + kdata.phase_residual(x)
         self._inference_parts.append((time.perf_counter() - t0) * 1e3)
         f_cycles = kdata.local_cycles_per_sample(ref, cur, self.classic.f0_cycles_per_sample)
         residual = residual_wl.astype(np.float64) * 2.0 / f_cycles  # local wavelengths -> tracking samples

@@ -84,6 +84,20 @@ def test_coarse_iq_under_noise_does_not_slip(seed_offset):
     assert net["rmse_m"] < 3.0 * classic["rmse_m"] + 2e-6, (net, classic)
 
 
+def test_at_high_snr_the_learned_trace_is_no_noisier_than_the_phase_it_corrects():
+    """RF at 30 dB, 100 lines/s, a fresh seed: the pair's phase is good to about 0.1 um, and
+    corrections within its own noise were the network's noise, carried into the trace at each
+    keyframe renewal (0.44 um against the exact truth where the phase alone gives 0.11 um).
+    Applied only beyond one unit of that noise, the learned trace is as good as the phase and
+    within 1.5 x the classic tracker's."""
+    from mmode.models.motion_eval import EVAL_SEED_OFFSET, PHASE_ONLY, eval_cell
+
+    cell = eval_cell(100.0, 30.0, "rf", EVAL_SEED_OFFSET + 104, models=(DEFAULT_MODEL,), seconds=2.0)
+    net, phase, classic = cell[DEFAULT_MODEL]["rmse_m"], cell[PHASE_ONLY]["rmse_m"], cell["combined"]["rmse_m"]
+    assert phase < 0.2e-6 and classic < 0.2e-6  # the exact truth is followed to a fraction of a um
+    assert net < 1.2 * phase and net < 1.5 * classic, (net, phase, classic)
+
+
 def test_motion_option_selects_the_traces(cardiac):
     path, _, _ = cardiac
     network_only = _process(path, "--motion", "network")

@@ -17,7 +17,9 @@ stream is never stalled. In short:
    clutter in the stored lines: their track follows the clutter).
 3. If the winner does not move measurably (its track's spread within ``MOTION_SNR`` times
    its own line-to-line noise) or does not track back to where it started, nothing is
-   tracked and the tracker says so.
+   tracked and the tracker says so. A winner on the stored lines that moves less than the
+   clutter filter's cut-off velocity would, while the clutter-filtered lines' top candidate
+   lost only by the backwards check, is tracked with a caution: it may be stationary clutter.
 
 Envelope input has no phase: the candidate is the bright echo whose amplitude changes most.
 Scanner images (grey levels) take the best such candidate that tracks back to where it
@@ -147,17 +149,20 @@ def choose_echo(tr, n: int):
     if tr.fixed_centre is not None:
         yield from _choose_at_fixed_depth(tr, raw, filt, rate_hz, lags)
         return
-    best = yield from _best_candidate(tr, raw, rate_hz, lags, bounds)
-    representation = "raw"
+    best, _ = yield from _best_candidate(tr, raw, rate_hz, lags, bounds)
+    representation, caution = "raw", None
     if filt is not None and tracked.shape[0] > 2:
         iq_t = yield from _tracking_iq(tr, tracked)
         clu = _clutter_selection(tr, iq_t, filt, tracked)
         yield
-        best_clu = None
+        best_clu = top_clu = None
         if clu is not None:
-            best_clu = yield from _best_candidate(tr, clu, rate_hz, lags, bounds, proposals="score")
-        if best_clu is not None and best_clu.score > CLUTTER_PREFERENCE * _rescore(tr, best, iq_t, tracked, rate_hz):
+            best_clu, top_clu = yield from _best_candidate(tr, clu, rate_hz, lags, bounds, proposals="score")
+        raw_score = _rescore(tr, best, iq_t, tracked, rate_hz)
+        if best_clu is not None and best_clu.score > CLUTTER_PREFERENCE * raw_score:
             best, representation = best_clu, "clutter"
+        else:
+            caution = _hidden_echo_note(tr, top_clu, raw_score, best)
     note = _why_not_moving(tr, best)
     if note is not None:
         tr.set_no_motion(note)
@@ -165,6 +170,7 @@ def choose_echo(tr, n: int):
     if representation == "clutter":
         yield from tr.prepare_clutter()
     tr.set_echo(best.centre, representation)
+    tr.note = caution
 
 
 def _tracking_iq(tr, index: np.ndarray):
@@ -246,7 +252,9 @@ def _forward_backward_m(tr, sel: _Selection, centre: int, track: np.ndarray, lag
 
 
 def _best_candidate(tr, sel: _Selection, rate_hz: float, lags, bounds, proposals: str = "score and power"):
-    """Generator returning the best :class:`_Candidate` of ``sel`` (None without candidates).
+    """Generator returning ``(best, top)``: the best :class:`_Candidate` of ``sel`` and the one
+    that would score highest if its track came back when tracked backwards (``bound``; its
+    ``fb_m`` is measured), both None without candidates.
 
     Candidates are the ``SELECTION_CANDIDATES`` best local maxima of the fixed-window score
     (and, with ``proposals="score and power"``, of the correlated power) inside ``bounds``;
@@ -259,7 +267,7 @@ def _best_candidate(tr, sel: _Selection, rate_hz: float, lags, bounds, proposals
     yield
     lo, hi = bounds
     if hi <= lo:
-        return None
+        return None, None
     maps = (score, np.mean(summed, axis=0)) if proposals == "score and power" else (score,)
     centres = []
     for values in maps:
@@ -278,7 +286,8 @@ def _best_candidate(tr, sel: _Selection, rate_hz: float, lags, bounds, proposals
         yield
     best: _Candidate | None = None
     lag_lines = max(1, int(round(SELECTION_ENSEMBLE_S * rate_hz)))
-    for cand in sorted(placed, key=lambda p: -p.bound):
+    placed.sort(key=lambda p: -p.bound)
+    for cand in placed:
         if best is not None and cand.bound <= best.score:
             break
         cand.fb_m = _forward_backward_m(tr, sel, cand.centre, cand.track, lags)
@@ -287,7 +296,7 @@ def _best_candidate(tr, sel: _Selection, rate_hz: float, lags, bounds, proposals
         if best is None or cand.score > best.score:
             best = cand
         yield
-    return best
+    return best, (placed[0] if placed else None)
 
 
 def _rescore(tr, cand: _Candidate | None, iq_t: np.ndarray, tracked: np.ndarray, rate_hz: float) -> float:
@@ -332,6 +341,29 @@ def _gate_note(tr, fb_m: float) -> str | None:
     return (f"the echo at the gate comes back {_offset_text(tr, fb_m)} off when tracked backwards (an "
             f"automatically chosen echo must come back within {_offset_text(tr, RELIABLE_WRAPS * tr.wrap_m)}): "
             "its trace may not follow it")
+
+
+def _hidden_echo_note(tr, top: _Candidate | None, raw_score: float, chosen: _Candidate | None) -> str | None:
+    """The caution when the echo ``chosen`` on the stored lines may be stationary clutter: it
+    moves over the selection less than an echo at the wall filter's cut-off velocity would
+    (``clutter.CUTOFF_M_S`` x ``select_s``: what the filter treats as clutter), and the
+    clutter-filtered lines' top candidate ``top`` (by its score without the backwards check)
+    would have won, beating ``CLUTTER_PREFERENCE`` x ``raw_score`` (the chosen echo's on the
+    same line pairs), but failed that check (more than ``RELIABLE_WRAPS`` phase wraps off):
+    motion the stored lines hide is there and could not be followed reliably. Else None.
+    Under clutter at low SNR the stored lines' winner can be a stationary echo that barely
+    moves while the tissue under it moves millimetres (docs/motion.md)."""
+    if top is None or chosen is None or top.bound <= CLUTTER_PREFERENCE * raw_score:
+        return None
+    moved_m = float(np.ptp(chosen.track)) * tr.spacing_m
+    if top.fb_m <= RELIABLE_WRAPS * tr.wrap_m or moved_m >= clutter.CUTOFF_M_S * tr.select_s:
+        return None
+    ratio = top.bound / raw_score if raw_score > 0 else math.inf
+    moved = tr.length_text(moved_m, "mm", 2)
+    return (f"the clutter-filtered lines show stronger motion than the echo tracked ({ratio:.0f} x its score) "
+            f"that does not come back when tracked backwards ({_offset_text(tr, top.fb_m)} off; an automatically "
+            f"chosen echo must come back within {_offset_text(tr, RELIABLE_WRAPS * tr.wrap_m)}): the echo tracked, "
+            f"which moves {moved} over the first {tr.select_s:g} s, may be stationary clutter")
 
 
 def _spread_note(tr, track: np.ndarray, depth: str) -> str | None:

@@ -154,9 +154,11 @@ class MotionTracker:
         choice finishes in the call that completes its lines (offline use).
 
     After the choice, :attr:`status` is "tracking", or "no_motion" when nothing in the lines
-    moves measurably (then the blocks are empty and :attr:`note` says why); while tracking at
-    ``track_depth_m``, :attr:`note` is a caution when that echo fails the backwards check an
-    automatically chosen one must pass (the trace may not follow it), else None. Lines shorter
+    moves measurably (then the blocks are empty and :attr:`note` says why); while tracking,
+    :attr:`note` is a caution when the echo at ``track_depth_m`` fails the backwards check an
+    automatically chosen one must pass (the trace may not follow it), or when the automatically
+    chosen echo barely moves while stronger motion under the clutter could not be followed (it
+    may be stationary clutter; :mod:`mmode.dsp.echo_choice`), else None. Lines shorter
     than two windows give no trace ("inactive"). The trace is continuous across blocks and
     does not depend on how the lines are cut into blocks.
     """

@@ -18,10 +18,11 @@ trace does not drift as a sum of per-pair estimates would (their errors add as a
    correction to the pair's own phase estimate, :func:`mmode.models.motion_data.phase_residual`,
    in units of that estimate's predicted noise, :func:`mmode.models.motion_data.output_scale_wl`;
    a correction within one such unit is not applied,
-   :func:`mmode.models.motion_data.applied_correction_wl`) in local wavelengths (of the echo's mean frequency measured on the pair, which attenuation
-   lowers below f0). A coarse shift off by a sample is corrected by the residual (the network is
-   trained on shifts off by up to about 1.5 samples); velocities many times the aliasing
-   limit are a larger integer shift plus a residual.
+   :func:`mmode.models.motion_data.applied_correction_wl`) in local wavelengths (of the echo's
+   mean frequency measured on the pair, which attenuation lowers below f0). A coarse shift off
+   by a sample is corrected by the residual (the network is trained on shifts off by up to
+   about 1.5 samples); velocities many times the aliasing limit are a larger integer shift
+   plus a residual.
 
 Displacement of line n: ``D(keyframe) + (p_n - p_keyframe) + residual_n`` (tracking samples
 x spacing). Lines are IQ on the classic tracker's tracking grid (RF demodulated, coarse IQ

@@ -260,6 +260,40 @@ def _phase_at(ref, cur, start):
 
 
 @njit(nogil=True, cache=True)
+def _add_inphase_weights(ref, cur, start, phase, out):
+    """Add to ``out`` (W,) each sample's share of the correlation ``sum(conj(ref) * cur[start
+    : start+W])`` whose phase is ``phase``: ``Re(conj(ref_k) cur_k exp(-i phase))``.
+
+    To first order in the samples' phase differences the correlation's phase is the mean of
+    theirs weighted so; a window's phase thus measures the displacement at the centroid of
+    these weights, summed over the pairs of a trace (:func:`inphase_depth_index`), which in a
+    straining wall need not be the centroid of the window's energy."""
+    c = math.cos(phase)
+    s = math.sin(phase)
+    for k in range(ref.shape[0]):
+        a = ref[k]
+        b = cur[start + k]
+        out[k] += (a.real * b.real + a.imag * b.imag) * c + (a.real * b.imag - a.imag * b.real) * s
+
+
+def inphase_weights(ref: np.ndarray, cur: np.ndarray) -> np.ndarray:
+    """:func:`_add_inphase_weights` of pairs of windows ``ref``, ``cur`` (m, W) complex, each
+    at its own correlation's phase, summed over the pairs: (W,) float64."""
+    prod = np.conj(ref.astype(np.complex128)) * cur
+    phase = np.angle(prod.sum(axis=1))
+    return np.real(prod * np.exp(-1j * phase)[:, None]).sum(axis=0)
+
+
+def inphase_depth_index(weights: np.ndarray) -> float | None:
+    """Centroid (window samples from its first) of the summed in-phase weights (W,), negative
+    sums (samples whose products average against the pair's phase: noise) counted as 0;
+    None before any weight is positive."""
+    w = np.clip(np.asarray(weights, dtype=np.float64), 0.0, None)
+    total = w.sum()
+    return float(np.sum(w * np.arange(w.shape[0])) / total) if total > 0 else None
+
+
+@njit(nogil=True, cache=True)
 def _phase_shift(phase, depth_phase, lag, f0_cycles_per_sample):
     """Shift in samples from the correlation phase at integer ``lag``.
 

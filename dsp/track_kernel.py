@@ -14,7 +14,7 @@ import math
 
 from numba import njit
 
-from mmode.dsp.motion import _ncc_peak, _ncc_peak_near, _phase_at, _phase_shift, _unwrap_to
+from mmode.dsp.motion import _add_inphase_weights, _ncc_peak, _ncc_peak_near, _phase_at, _phase_shift, _unwrap_to
 
 #: Form of the lines a kernel reads: RF (demodulated in :func:`fill_line`), IQ, envelope.
 MODE_RF, MODE_IQ, MODE_ENVELOPE = 0, 1, 2
@@ -67,7 +67,7 @@ def fill_line(lines, i, mode, carrier, taps, dec, half, a, b, buf_iq, buf_env):
 @njit(nogil=True, cache=True)
 def track_kernel(lines, mode, carrier, taps, dec, half, use_ncc, use_phase, state, ref_iq, ref_env, home,
                   max_lag, track_lag, f0_cycles_per_sample, keyframe_ncc, renew_min_step, sigma_pred, sigma_ncc,
-                  step_sigma, buf_iq, buf_env, out, out_quality):
+                  step_sigma, buf_iq, buf_env, out, out_quality, depth_weights):
     """Follow one echo through the lines of a block; displacement in IQ samples into ``out``
     and the quality of each line's match (its correlation coefficient, 0..1) into
     ``out_quality``.
@@ -91,9 +91,11 @@ def track_kernel(lines, mode, carrier, taps, dec, half, use_ncc, use_phase, stat
     prediction (standard deviation ``step_sigma`` samples, or the search half-range for the
     first two lines, whose velocity is not known yet), the line's quality is its NCC times
     the confidence of that choice, and the keyframe is renewed only from a match at least
-    ``RENEW_MIN_CONFIDENCE`` confident. The keyframe is renewed
-    when the match quality falls below ``keyframe_ncc`` or the energy agreement of the NCC
-    match below ``KEYFRAME_ENERGY``, on a line whose step, aliased to within half a wrap as
+    ``RENEW_MIN_CONFIDENCE`` confident. Each line whose phase is used adds its samples'
+    in-phase shares of the correlation to ``depth_weights`` (W,)
+    (:func:`mmode.dsp.motion._add_inphase_weights`: the depth the trace measures). The
+    keyframe is renewed when the match quality falls below ``keyframe_ncc`` or the energy
+    agreement of the NCC match below ``KEYFRAME_ENERGY``, on a line whose step, aliased to within half a wrap as
     the line rate sees it, is at least ``renew_min_step`` samples (clutter-filtered lines:
     the filter distorts an echo that stands still, or moves a whole number of wraps per
     line, which looks the same to it). Per line only the searched IQ samples are made
@@ -142,10 +144,12 @@ def track_kernel(lines, mode, carrier, taps, dec, half, use_ncc, use_phase, stat
                 if peak >= PHASE_MIN_COHERENCE:
                     fine, wrap = _phase_shift(phase, depth_phase, lag, f0_cycles_per_sample)
                     shift = _unwrap_to(fine, anchor, wrap)
+                    _add_inphase_weights(ref_iq, buf_iq, ref_start + lag, phase, depth_weights)
         else:
             fill_line(lines, i, mode, carrier, taps, dec, half, ref_start, ref_start + w, buf_iq, buf_env)
             phase, peak, depth_phase = _phase_at(ref_iq, buf_iq, ref_start)
             shift, _ = _phase_shift(phase, depth_phase, 0, f0_cycles_per_sample)
+            _add_inphase_weights(ref_iq, buf_iq, ref_start, phase, depth_weights)
         d = d_ref + shift
         out[i] = d
         state[3] = d_prev

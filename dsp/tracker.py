@@ -46,7 +46,7 @@ from scipy import signal
 
 from mmode.dsp import clutter
 from mmode.dsp.demod import demod_design, iq_decimation, to_iq
-from mmode.dsp.motion import ESTIMATORS
+from mmode.dsp.motion import ESTIMATORS, inphase_depth_index
 from mmode.dsp.track_kernel import MODE_ENVELOPE, MODE_IQ, MODE_RF, fill_line, track_kernel
 from mmode.errors import DataError, describe
 from mmode.ingest.meta import AcquisitionMeta, LineBlock
@@ -249,6 +249,7 @@ class MotionTracker:
         self._state = np.zeros(7)
         self._ref_iq = np.zeros(self.window, np.complex64)
         self._ref_env = np.zeros(self.window, np.float32)
+        self._depth_w = np.zeros(self.window)  # in-phase weights over the window (the trace's depth)
         self._buf_iq = np.zeros(self.n_iq, np.complex64)
         self._buf_env = np.zeros(self.n_iq, np.float32)
         self._started = False
@@ -546,24 +547,36 @@ class MotionTracker:
             lines, mode, self._carrier, self._taps, self._dec, self._half, True, mode != MODE_ENVELOPE, state,
             ref_iq, ref_env, float(home), lags[0], lags[1], self.f0_cycles_per_sample, self.keyframe_ncc,
             renew_min_step, self.sigma_pred(rate_hz), self.sigma_ncc, step_sigma, buf_iq, buf_env, out,
-            np.empty(lines.shape[0]) if quality is None else quality,
+            np.empty(lines.shape[0]) if quality is None else quality, np.zeros(w),
         )
         return home, out
 
     def _start(self, first_line: np.ndarray, mode: int) -> None:
         """The first line (kernel form) becomes the reference (displacement 0); the reported
         depth is the energy centroid of its window, since a window moves with its dominant
-        echoes."""
+        echoes, until the lines tracked since give the depth their phase measures
+        (:meth:`_measured_depth`)."""
         w, h = self.window, self._home
         fill_line(first_line[None, :], 0, mode, self._carrier, self._taps, self._dec, self._half,
               h, h + w, self._buf_iq, self._buf_env)
         self._ref_env[:] = self._buf_env[h : h + w]
         self._ref_iq[:] = self._buf_iq[h : h + w]
         self._state[:] = (h, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+        self._depth_w[:] = 0.0
         self._started = True
         weight = self._ref_env.astype(np.float64) ** 2
         if weight.sum() > 0:
             self.depth_m = self.depth_of(h + float(np.sum(weight * np.arange(w)) / weight.sum()))
+
+    def _measured_depth(self) -> None:
+        """The depth the trace measures: where a window's phase weighs its samples (the centroid
+        of their in-phase shares of the correlation, summed over the lines tracked so far,
+        :func:`mmode.dsp.motion.inphase_depth_index`), on the window at the first line. In a
+        straining wall the window's energy centroid can lie tens of micrometres from it
+        (docs/motion.md)."""
+        index = inphase_depth_index(self._depth_w)
+        if index is not None:
+            self.depth_m = self.depth_of(self._home + index)
 
     def _run(self, lines: np.ndarray, t_s: np.ndarray) -> MotionBlock:
         kin, mode = self._stream_lines(lines)
@@ -580,7 +593,9 @@ class MotionTracker:
             self._state, self._ref_iq, self._ref_env, float(self._home), self._max_lag, self._track_lag,
             self.f0_cycles_per_sample, self.keyframe_ncc, self._renew_step, self.sigma_pred(self.meta.prf_hz),
             self.sigma_ncc, self.step_sigma(self.meta.prf_hz), self._buf_iq, self._buf_env, d_samples, quality,
+            self._depth_w,
         )
+        self._measured_depth()
         if d_samples.shape[0]:
             self._prev = d_samples[-1]
         disp = d_samples * self.spacing_m

@@ -43,7 +43,7 @@ import torch
 from numba import njit
 
 from mmode.dsp.demod import demod_design, iq_decimation, mixer
-from mmode.dsp.motion import _ncc_curve, _phase_at, _refine, _unwrap_to
+from mmode.dsp.motion import _ncc_curve, _phase_at, _refine, _unwrap_to, inphase_depth_index, inphase_weights
 from mmode.dsp.track_kernel import PHASE_MIN_COHERENCE
 from mmode.dsp.tracker import MotionBlock, MotionTracker
 from mmode.errors import DataError, ModelError, describe
@@ -221,6 +221,7 @@ class NetworkTracker:
             self.depth_m = float(self.meta.depth_m((self._home + np.sum(weight * np.arange(n)) / weight.sum()) * c.stride))
         chome = self._home - self._margin
         self._kf_env = np.abs(iq0[chome : chome + self._w]).astype(np.float32)
+        self._depth_w = np.zeros(n)  # in-phase weights over the window: the depth the trace measures
         self._kf_pos = 0  # keyframe window's integer shift from home
         self._kf_disp = 0.0  # keyframe's displacement, tracking samples (network)
         # the coarse stage's state (_coarse_kernel): keyframe shift and position, positions of
@@ -300,6 +301,16 @@ class NetworkTracker:
         x = mdata.motion_inputs(ref, cur)
         residual_wl = kdata.applied_correction_wl(self.forward(x), x) + kdata.phase_residual(x)
         self._inference_parts.append((time.perf_counter() - t0) * 1e3)
+        # the depth the trace measures, as the classic tracker's (MotionTracker._measured_depth):
+        # the window at the first line, weighed as the coherent pairs' phases weigh it
+        rho = np.abs(np.sum(np.conj(ref) * cur, axis=1)) / np.maximum(
+            np.sqrt(np.sum(np.abs(ref) ** 2, axis=1) * np.sum(np.abs(cur) ** 2, axis=1)), 1e-30)
+        coherent = rho >= PHASE_MIN_COHERENCE
+        if coherent.any():
+            self._depth_w += inphase_weights(ref[coherent], cur[coherent])
+            index = inphase_depth_index(self._depth_w)
+            if index is not None:
+                self.depth_m = float(self.meta.depth_m((self._home + index) * c.stride))
         f_cycles = kdata.local_cycles_per_sample(ref, cur, self.classic.f0_cycles_per_sample)
         residual = residual_wl.astype(np.float64) * 2.0 / f_cycles  # local wavelengths -> tracking samples
         disp = np.zeros(m)

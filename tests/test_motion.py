@@ -539,6 +539,31 @@ def _phantom(scenario, rate_per_min, snr_db=30.0, seed=1, seconds=3.0):
     return sim, exact
 
 
+def test_inphase_weights_are_what_the_correlations_phase_averages():
+    """The phase of sum(conj(a) b) over a window whose samples' phases differ by small delta_k
+    from a common phase is, to first order, the mean of phase + delta_k weighted by the
+    in-phase shares (what names a trace's depth); with no differences the shares are the
+    samples' energies. Checked against numpy's angle of the sum, and the kernel's per-pair
+    sums against the batched ones."""
+    rng = np.random.default_rng(3)
+    a = (rng.normal(size=(200, 16)) + 1j * rng.normal(size=(200, 16))).astype(np.complex64)
+    base = rng.uniform(-np.pi, np.pi, size=(200, 1))
+    delta = 1e-3 * rng.normal(size=(200, 16))
+    b = (a * np.exp(1j * (base + delta))).astype(np.complex64)
+    np.testing.assert_allclose(motion.inphase_weights(a[:1], (a * np.exp(1j * base))[:1]), np.abs(a[0]) ** 2, rtol=1e-5)
+    for i in range(5):
+        w = motion.inphase_weights(a[i : i + 1], b[i : i + 1])
+        phase = np.angle(np.sum(np.conj(a[i].astype(np.complex128)) * b[i]))
+        assert np.angle(np.exp(1j * (phase - base[i, 0]))) == pytest.approx(np.sum(w * delta[i]) / np.sum(w), abs=1e-6)
+    out = np.zeros(16)
+    for i in range(200):
+        phase = np.angle(np.sum(np.conj(a[i].astype(np.complex128)) * b[i]))
+        motion._add_inphase_weights(a[i], b[i], 0, phase, out)
+    np.testing.assert_allclose(out, motion.inphase_weights(a, b), rtol=1e-4)
+    assert motion.inphase_depth_index(np.zeros(16)) is None
+    assert motion.inphase_depth_index(np.r_[0.0, 1.0, -5.0, 1.0]) == pytest.approx(2.0)  # negative sums count as 0
+
+
 @pytest.mark.parametrize("rate_per_min", [96.0, 192.0])  # 0.93 and 1.86 x the aliasing velocity
 def test_coarse_iq_is_tracked_without_slips(rate_per_min):
     """A block moving 1 cm peak to peak, IQ sampled every 0.77 mm: the earlier tracker (NCC

@@ -276,12 +276,16 @@ def _add_inphase_weights(ref, cur, start, phase, out):
         out[k] += (a.real * b.real + a.imag * b.imag) * c + (a.real * b.imag - a.imag * b.real) * s
 
 
-def inphase_weights(ref: np.ndarray, cur: np.ndarray) -> np.ndarray:
+def inphase_weights(ref: np.ndarray, cur: np.ndarray, min_coherence: float = 0.0) -> np.ndarray:
     """:func:`_add_inphase_weights` of pairs of windows ``ref``, ``cur`` (m, W) complex, each
-    at its own correlation's phase, summed over the pairs: (W,) float64."""
+    at its own correlation's phase, summed over the pairs whose coherence (the correlation's
+    magnitude normalised by the energies, as :func:`_phase_at`'s) reaches ``min_coherence``:
+    (W,) float64."""
     prod = np.conj(ref.astype(np.complex128)) * cur
-    phase = np.angle(prod.sum(axis=1))
-    return np.real(prod * np.exp(-1j * phase)[:, None]).sum(axis=0)
+    total = prod.sum(axis=1)
+    energy = np.sqrt(np.sum(np.abs(ref) ** 2, axis=1) * np.sum(np.abs(cur) ** 2, axis=1))
+    used = np.abs(total) >= min_coherence * energy
+    return np.real(prod[used] * np.exp(-1j * np.angle(total[used]))[:, None]).sum(axis=0)
 
 
 def inphase_depth_index(weights: np.ndarray) -> float | None:

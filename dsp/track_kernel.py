@@ -95,8 +95,8 @@ def track_kernel(lines, mode, carrier, taps, dec, half, use_ncc, use_phase, stat
     in-phase shares of the correlation to ``depth_weights`` (W,)
     (:func:`mmode.dsp.motion._add_inphase_weights`: the depth the trace measures). The
     keyframe is renewed when the match quality falls below ``keyframe_ncc`` or the energy
-    agreement of the NCC match below ``KEYFRAME_ENERGY``, on a line whose step, aliased to within half a wrap as
-    the line rate sees it, is at least ``renew_min_step`` samples (clutter-filtered lines:
+    agreement of the NCC match below ``KEYFRAME_ENERGY``, on a line whose step, aliased to
+    within half a wrap as the line rate sees it, is at least ``renew_min_step`` samples (clutter-filtered lines:
     the filter distorts an echo that stands still, or moves a whole number of wraps per
     line, which looks the same to it). Per line only the searched IQ samples are made
     (:func:`fill_line`). ``state`` and the buffers carry over, so a run of lines may be split into

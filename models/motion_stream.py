@@ -218,7 +218,7 @@ class NetworkTracker:
         self._kf_iq = iq0[self._home : self._home + n].copy()
         weight = np.abs(self._kf_iq).astype(np.float64) ** 2  # the depth its window follows, as the classic one's
         if weight.sum() > 0:
-            self.depth_m = float(self.meta.depth_m((self._home + np.sum(weight * np.arange(n)) / weight.sum()) * c.stride))
+            self.depth_m = c.depth_of(self._home + np.sum(weight * np.arange(n)) / weight.sum())
         chome = self._home - self._margin
         self._kf_env = np.abs(iq0[chome : chome + self._w]).astype(np.float32)
         self._depth_w = np.zeros(n)  # in-phase weights over the window: the depth the trace measures
@@ -303,14 +303,10 @@ class NetworkTracker:
         self._inference_parts.append((time.perf_counter() - t0) * 1e3)
         # the depth the trace measures, as the classic tracker's (MotionTracker._measured_depth):
         # the window at the first line, weighed as the coherent pairs' phases weigh it
-        rho = np.abs(np.sum(np.conj(ref) * cur, axis=1)) / np.maximum(
-            np.sqrt(np.sum(np.abs(ref) ** 2, axis=1) * np.sum(np.abs(cur) ** 2, axis=1)), 1e-30)
-        coherent = rho >= PHASE_MIN_COHERENCE
-        if coherent.any():
-            self._depth_w += inphase_weights(ref[coherent], cur[coherent])
-            index = inphase_depth_index(self._depth_w)
-            if index is not None:
-                self.depth_m = float(self.meta.depth_m((self._home + index) * c.stride))
+        self._depth_w += inphase_weights(ref, cur, PHASE_MIN_COHERENCE)
+        index = inphase_depth_index(self._depth_w)
+        if index is not None:
+            self.depth_m = c.depth_of(self._home + index)
         f_cycles = kdata.local_cycles_per_sample(ref, cur, self.classic.f0_cycles_per_sample)
         residual = residual_wl.astype(np.float64) * 2.0 / f_cycles  # local wavelengths -> tracking samples
         disp = np.zeros(m)

@@ -84,6 +84,31 @@ def test_coarse_iq_under_noise_does_not_slip(seed_offset):
     assert net["rmse_m"] < 3.0 * classic["rmse_m"] + 2e-6, (net, classic)
 
 
+def test_a_cell_of_the_trace_table_pools_the_lines_of_its_recordings():
+    """A cell's RMSE and slip rate are those of all its recordings' lines taken together
+    (numpy over the concatenated errors), each recording's RMSE is kept, and a recording in
+    which no moving echo was found is left out and said so."""
+    from mmode.models.motion_eval import pool_recordings
+
+    rng = np.random.default_rng(5)
+    quarter = 77e-6
+    errors = [rng.normal(0.0, 30e-6, 300), rng.normal(0.0, 90e-6, 500)]
+    recordings = [{"prf_hz": 350.0, "snr_db": 10.0, "sampling": "iq", "seed": seed, "n_lines": len(e),
+                   "peak_speed_over_nyquist": speed, "depth_m": 0.03,
+                   **{name: {"rmse_m": float(np.sqrt(np.mean(e**2))), "slip_rate": float(np.mean(np.abs(e) > quarter))}
+                      for name in ("combined", DEFAULT_MODEL)}}
+                  for seed, e, speed in zip((1, 2), errors, (1.1, 1.4))]
+    recordings.append({"prf_hz": 350.0, "snr_db": 10.0, "sampling": "iq", "seed": 3, "n_lines": 700,
+                       "note": "the classic tracker found no moving echo"})
+    cell = pool_recordings(recordings)
+    every = np.concatenate(errors)
+    assert cell["combined"]["rmse_m"] == pytest.approx(np.sqrt(np.mean(every**2)), rel=1e-12)
+    assert cell[DEFAULT_MODEL]["slip_rate"] == pytest.approx(np.mean(np.abs(every) > quarter), rel=1e-12)
+    assert cell["combined"]["rmse_m_each"] == pytest.approx([np.sqrt(np.mean(e**2)) for e in errors])
+    assert cell["n_lines"] == 800 and cell["seeds"] == [1, 2, 3] and cell["peak_speed_over_nyquist"] == 1.4
+    assert cell["note_partial"].startswith("1 of 3") and "no moving echo" in cell["note_partial"]
+
+
 def test_at_high_snr_the_learned_trace_is_no_noisier_than_the_phase_it_corrects():
     """RF at 30 dB, 100 lines/s, a fresh seed: the pair's phase is good to about 0.1 um, and
     corrections within its own noise were the network's noise, carried into the trace at each

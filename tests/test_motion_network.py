@@ -84,6 +84,28 @@ def test_coarse_iq_under_noise_does_not_slip(seed_offset):
     assert net["rmse_m"] < 3.0 * classic["rmse_m"] + 2e-6, (net, classic)
 
 
+def test_the_coarse_stage_reads_the_phase_at_the_echos_own_frequency():
+    """Speckle whose mean frequency is 0.8 f0 (attenuation lowers it at depth), moved 0.3
+    tracking samples deeper between two lines (an exact Fourier shift), demodulated at f0 onto a
+    grid of 0.5 f0 cycles per sample: the coarse stage's refined position is that shift. Read
+    at f0, the part within a sample came out 0.8 x 0.3 = 0.24."""
+    from mmode.models.motion_stream import _coarse_kernel
+
+    rng = np.random.default_rng(11)
+    k, f0, f_echo, shift = 128, 0.5, 0.4, 0.3
+    nu = np.fft.fftfreq(k)
+    spectrum = (rng.normal(size=k) + 1j * rng.normal(size=k)) * np.exp(-0.5 * ((nu - f_echo) / 0.04) ** 2)
+    lines = np.fft.ifft(spectrum[None, :] * np.exp(-2j * np.pi * nu[None, :] * np.array([[0.0], [shift]])), axis=1)
+    iq = (lines * np.exp(-2j * np.pi * f0 * np.arange(k))).astype(np.complex64)
+    env = np.abs(iq).astype(np.float32)
+    home, n = 56, 16
+    state = np.zeros(6)
+    pos, quality, renew = np.zeros(2, np.int64), np.zeros(2), np.zeros(2, np.bool_)
+    _coarse_kernel(env, iq, home, n, 0, env[0, home : home + n].copy(), iq[0, home : home + n].copy(), f0, 1.0, 1.0,
+                   state, 1, 3, 3, 0.75, pos, quality, renew)
+    assert pos[1] == 0 and state[3] == pytest.approx(shift, abs=0.01), (pos, state)
+
+
 def test_a_cell_of_the_trace_table_pools_the_lines_of_its_recordings():
     """A cell's RMSE and slip rate are those of all its recordings' lines taken together
     (numpy over the concatenated errors), each recording's RMSE is kept, and a recording in

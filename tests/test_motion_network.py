@@ -88,7 +88,7 @@ def test_the_coarse_stage_reads_the_phase_at_the_echos_own_frequency():
     """Speckle whose mean frequency is 0.8 f0 (attenuation lowers it at depth), moved 0.3
     tracking samples deeper between two lines (an exact Fourier shift), demodulated at f0 onto a
     grid of 0.5 f0 cycles per sample: the coarse stage's refined position is that shift. Read
-    at f0, the part within a sample came out 0.8 x 0.3 = 0.24."""
+    at f0, the part within a sample came out 0.25 (about 0.8 x 0.3)."""
     from mmode.models.motion_stream import _coarse_kernel
 
     rng = np.random.default_rng(11)

@@ -564,9 +564,9 @@ class MotionTracker:
         self._state[:] = (h, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0)
         self._depth_w[:] = 0.0
         self._started = True
-        weight = self._ref_env.astype(np.float64) ** 2
-        if weight.sum() > 0:
-            self.depth_m = self.depth_of(h + float(np.sum(weight * np.arange(w)) / weight.sum()))
+        index = inphase_depth_index(self._ref_env.astype(np.float64) ** 2)  # a window's shares with itself
+        if index is not None:
+            self.depth_m = self.depth_of(h + index)
 
     def _measured_depth(self) -> None:
         """The depth the trace measures: where a window's phase weighs its samples (the centroid

@@ -217,9 +217,10 @@ class NetworkTracker:
             self._pad = 16
         self._spacing_m = c.spacing_m
         self._kf_iq = iq0[self._home : self._home + n].copy()
-        weight = np.abs(self._kf_iq).astype(np.float64) ** 2  # the depth its window follows, as the classic one's
-        if weight.sum() > 0:
-            self.depth_m = c.depth_of(self._home + np.sum(weight * np.arange(n)) / weight.sum())
+        # the depth its window follows until pairs are tracked, as the classic one's: its energy centroid
+        index = inphase_depth_index(np.abs(self._kf_iq).astype(np.float64) ** 2)
+        if index is not None:
+            self.depth_m = c.depth_of(self._home + index)
         chome = self._home - self._margin
         self._kf_env = np.abs(iq0[chome : chome + self._w]).astype(np.float32)
         self._depth_w = np.zeros(n)  # in-phase weights over the window: the depth the trace measures

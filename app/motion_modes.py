@@ -8,7 +8,7 @@ from __future__ import annotations
 MOTION_MODES = ("auto", "classic", "network", "both")
 #: Highest line rate at which "auto" runs the learned trace beside the classic one. Measured
 #: on the 2-core machine (docs/models.md): at 5 kHz x 2048 samples both traces kept the
-#: latency p99 at 8.5-12 ms (budget 30 ms) with 0 lines dropped; at 20 kHz the network costs
+#: latency p99 at 8.5-14.5 ms (budget 30 ms) with 0 lines dropped; at 20 kHz the network costs
 #: 17 ms per 10 ms block and 2.1 % of the lines were dropped.
 NETWORK_AUTO_MAX_RATE_HZ = 5000.0
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mmode.app import motion_modes
+from mmode.app.catch_up import CatchUp
 from mmode.dsp.tracker import MotionTracker
 from mmode.dsp.processor import Processor, ProcessorSettings
 from mmode.errors import DataError, describe
@@ -30,7 +31,9 @@ class PipelineSettings:
     image; None or "none": classic processing only, no classification.
     realtime : a live stream: one-off work (the motion tracker's choice of the echo) is
     spread over several blocks, ``REALTIME_STEP_BUDGET_S`` per block, instead of finishing
-    in the block that completes it (offline runs, where nobody waits for the next block).
+    in the block that completes it (offline runs, where nobody waits for the next block),
+    and the lines held back meanwhile are caught up on with the time each block leaves
+    (:class:`~mmode.app.catch_up.CatchUp`).
     motion : which motion traces the results carry: "classic" (the tracker's), "network"
     (the learned :class:`~mmode.models.motion_stream.NetworkTracker`'s; the classic tracker
     still runs, to choose the echo it follows), "both", or "auto": "both" for a line rate up
@@ -99,6 +102,7 @@ class Pipeline:
         self.motion = _tracker(settings)
         self.network = _load_network(settings)
         self.classifier = _load_classifier(settings.model)
+        self.catch_up = CatchUp()
         self.meta: AcquisitionMeta | None = None
         self.n_samples = 0
         self._seq_stop = 0
@@ -115,6 +119,7 @@ class Pipeline:
         self.processor.prepare(meta, n_samples)
         self.motion.prepare(meta, n_samples)
         self._prepare_network()
+        self.catch_up.reset()
         if self.classifier is not None:
             self.classifier.reset()
 
@@ -186,6 +191,7 @@ class Pipeline:
         self.settings = settings
         if restart:
             self.motion = _tracker(settings)  # a new echo: the traces restart
+            self.catch_up.reset()
             if self.meta is not None:
                 self.motion.prepare(self.meta, self.n_samples)
                 self._prepare_network()
@@ -195,10 +201,12 @@ class Pipeline:
         """Run every stage on ``block``; returns the results for its lines."""
         if self.meta is None:
             raise DataError(describe("pipeline", "prepare(meta, n_samples) before process()", "no prepare"))
+        n_lines = block.lines.shape[0]
         t0 = time.perf_counter()
         out = self.processor.process(block)
         t1 = time.perf_counter()
-        motion = self.motion.process(block)
+        catch_up = self.catch_up.lines(n_lines, n_lines / self.meta.prf_hz) if self.settings.realtime else None
+        motion = self.motion.process(block, catch_up)
         t2 = time.perf_counter()
         timings_ms = {"dsp": (t1 - t0) * 1e3, "motion": (t2 - t1) * 1e3}
         network = None
@@ -207,11 +215,13 @@ class Pipeline:
             if self.network.active:  # grey levels (a cine) carry no phase: no learned trace, no cost to show
                 timings_ms["motion_network"] = self.network.last_ms
                 timings_ms["motion_inference"] = self.network.inference_ms
-            t2 = time.perf_counter()
+        t3 = time.perf_counter()
         classification = None
         if self.classifier is not None:
             classification = self.classifier.push(out.display_db, out.t_s, self.processor.row_depths_m)
-            timings_ms["classify"] = (time.perf_counter() - t2) * 1e3
+            timings_ms["classify"] = (time.perf_counter() - t3) * 1e3
+        if self.settings.realtime:
+            self.catch_up.update(n_lines, (t1 - t0) + (time.perf_counter() - t3), motion.t_s.shape[0], t3 - t1)
         self._seq_stop = block.seq + out.display_db.shape[0]
         return Results(
             seq_start=block.seq,

@@ -55,7 +55,8 @@ REPRESENTATIONS = ("raw", "clutter")
 #: Smallest NCC search half-range (IQ samples) around the constant-velocity prediction once
 #: tracking; widened at low line rates to cover ``max_acceleration_m_s2``.
 TRACK_LAG_SAMPLES = 3
-#: After the echo is chosen, each call also tracks this many blocks' worth of held-back lines.
+#: After the echo is chosen, each call also tracks this many blocks' worth of held-back lines,
+#: unless the caller says how many (a live stream: :class:`mmode.app.catch_up.CatchUp`).
 CATCH_UP_BLOCKS = 2
 #: IQ is tracked on a grid of at least this many complex samples per second per Hz of f0:
 #: 2 f0, a quarter wavelength per sample, the phase wrapping every two samples, which is
@@ -149,9 +150,10 @@ class MotionTracker:
     keyframe_ncc : the reference window is renewed when the match quality (complex
         correlation coefficient, or interpolated NCC peak for "ncc") falls below this (and
         when the echo's energy no longer agrees with the reference's, ``KEYFRAME_ENERGY``).
-    step_budget_s : wall time the one-off choice may take in one :meth:`process` call; it
-        then goes on in the next calls (a live stream is never stalled by it). None: the
-        choice finishes in the call that completes its lines (offline use).
+    step_budget_s : wall time the one-off choice may take in one :meth:`process` call (it
+        takes at least one of its steps, of a few ms each, and stops before one as long as the
+        last would overrun); it then goes on in the next calls (a live stream is never stalled
+        by it). None: the choice finishes in the call that completes its lines (offline use).
 
     After the choice, :attr:`status` is "tracking", or "no_motion" when nothing in the lines
     moves measurably (then the blocks are empty and :attr:`note` says why); while tracking,
@@ -345,8 +347,11 @@ class MotionTracker:
         return out, MODE_IQ
 
     # -- per block ---------------------------------------------------------------------------
-    def process(self, block: LineBlock) -> MotionBlock:
-        """Track the echo through ``block``; returns the trace of the lines processed now."""
+    def process(self, block: LineBlock, catch_up_lines: int | None = None) -> MotionBlock:
+        """Track the echo through ``block``; returns the trace of the lines processed now.
+
+        While lines are held back (after the choice), the oldest are tracked first: as many as
+        the block has, plus ``catch_up_lines`` more (None: ``CATCH_UP_BLOCKS`` blocks' worth)."""
         if self.meta is None:
             raise DataError(describe("MotionTracker", "prepare(meta, n_samples) before process", "no metadata"))
         lines = block.lines
@@ -363,9 +368,10 @@ class MotionTracker:
             if self.status == "no_motion":
                 self._pending = []
                 return self._empty()
-            # catch up on lines held back while choosing, a few blocks' worth per call,
-            # so that no single call stalls the real-time worker
-            return self._drain((1 + CATCH_UP_BLOCKS) * lines.shape[0])
+            # catch up on lines held back while choosing, a few per call, so that no single
+            # call stalls the real-time worker
+            extra = CATCH_UP_BLOCKS * lines.shape[0] if catch_up_lines is None else max(0, int(catch_up_lines))
+            return self._drain(lines.shape[0] + extra)
         return self._run(lines, t_s)
 
     def flush(self) -> MotionBlock:
@@ -397,10 +403,15 @@ class MotionTracker:
                 raise DataError(describe("MotionTracker", "finite line samples", "NaN or infinite values"))
             self._choice_lines = min(n, self.select_lines)
             self._choice = choose_echo(self, self._choice_lines)
-        deadline = None if budget_s is None else time.perf_counter() + budget_s
+        step_start = time.perf_counter()
+        deadline = None if budget_s is None else step_start + budget_s
         for _ in self._choice:
-            if deadline is not None and time.perf_counter() > deadline:
+            # stop before a step (as long as the last one) would overrun the budget; every
+            # call takes at least one step
+            now = time.perf_counter()
+            if deadline is not None and 2 * now - step_start > deadline:
                 return False
+            step_start = now
         self._choice = None
         return True
 

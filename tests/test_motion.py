@@ -1,5 +1,7 @@
 """Motion estimators against analytic cases, scipy references and simulator truth."""
 
+import time
+
 import numpy as np
 import pytest
 from scipy import signal
@@ -679,6 +681,32 @@ def test_the_choice_keeps_out_of_the_ring_down():
     sim, _ = _phantom("moving_phantom", 96.0, seed=3)
     tracker, _, _, _ = track(sim.lines, sim.meta, "combined", block=128)
     assert tracker.depth_m - tracker.window * tracker.spacing_m / 2 >= echo_choice.RING_DOWN_M - tracker.spacing_m
+
+
+def test_a_budgeted_call_stops_before_a_step_that_would_overrun(monkeypatch):
+    """Steps of 4 ms on a 5.5 ms budget: one step per call (a second would end at 8 ms); steps
+    of 1 ms: five per call (a sixth would end at 6 ms)."""
+    clock = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    meta = AcquisitionMeta(kind="rf", fs_hz=FS, f0_hz=F0, prf_hz=1000.0)
+    for step_s, per_call in ((0.004, 1), (0.001, 5)):
+        steps = []
+
+        def choice(tr, n, step_s=step_s, steps=steps):
+            for _ in range(40):
+                clock[0] += step_s
+                steps.append(clock[0])
+                yield
+
+        monkeypatch.setattr(echo_choice, "choose_echo", choice)
+        tracker = MotionTracker(step_budget_s=0.0055, select_s=0.01)
+        tracker.prepare(meta, 256)
+        counts = []
+        for i in range(4):
+            before = len(steps)
+            tracker.process(LineBlock(10 * i, i / 100.0, np.ones((10, 256), np.float32)))
+            counts.append(len(steps) - before)
+        assert counts == [per_call] * 4
 
 
 def test_the_choice_is_spread_over_calls_with_a_step_budget():

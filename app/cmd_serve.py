@@ -25,7 +25,8 @@ def add_sim_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--precompute-s", type=float, default=None, metavar="S",
         help="render S seconds of the simulation once and loop them; 0 renders live "
-        "(default: automatic, a 2 s loop when the simulator renders slower than twice the PRF)",
+        "(default: automatic, a 2-4 s loop that closes the scene's motion, when the simulator renders slower "
+        "than twice the PRF)",
     )
 
 

@@ -406,6 +406,13 @@ def simulate_sequence(
     return SimResult(meta, lines, truth, t_all, tuple(annotations))
 
 
+#: Span (s) over which :meth:`SimulatedProbe.closing_loop_s` compares a loop's restart with its
+#: start (a quarter of a 70/min beat: the position and the phase of the motion), and the
+#: time step of that comparison.
+LOOP_MATCH_S = 0.25
+LOOP_STEP_S = 0.002
+
+
 class SimulatedProbe:
     """An endless, deterministic simulated probe streaming one scenario.
 
@@ -461,6 +468,22 @@ class SimulatedProbe:
         lines = self._setup.lines(seq, n_lines)
         self.next_seq = seq + n_lines
         return LineBlock(seq=seq, t_s=seq / self.meta.prf_hz, lines=lines)
+
+    def closing_loop_s(self, shortest_s: float, longest_s: float) -> float:
+        """The loop length in ``shortest_s .. longest_s`` (whole lines) after which the scene's
+        motion best repeats its start: the least mean square difference, over the truth's
+        depths and the first :data:`LOOP_MATCH_S`, between the displacement from that time on
+        and from time 0, on a :data:`LOOP_STEP_S` grid. A replayed loop of that length jumps
+        least where it restarts and keeps its rhythms: a whole breath of a lung view; for a
+        beating heart that also moves with the breath, about a breath and whole beats."""
+        if not 0 < shortest_s <= longest_s:
+            raise UsageError(f"closing_loop_s: need 0 < shortest_s <= longest_s, got {shortest_s}, {longest_s}")
+        w = round(LOOP_MATCH_S / LOOP_STEP_S)
+        starts = np.arange(math.ceil(shortest_s / LOOP_STEP_S), math.floor(longest_s / LOOP_STEP_S) + 1)
+        d = self._setup.truth(np.arange(starts[-1] + w) * LOOP_STEP_S).displacement_m
+        cost = [float(np.mean((d[k : k + w] - d[:w]) ** 2)) for k in starts]
+        best_s = float(starts[int(np.argmin(cost))]) * LOOP_STEP_S
+        return max(1, round(best_s * self.meta.prf_hz)) / self.meta.prf_hz
 
     def truth(self, seq: int, n_lines: int) -> Truth:
         """Ground truth of lines ``seq .. seq + n_lines`` (displacement relative to line 0)."""

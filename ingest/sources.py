@@ -34,7 +34,8 @@ BLOCK_SECONDS = 0.01
 CALIBRATION_S = 0.05
 #: The simulator renders live only when it is this many times faster than the PRF.
 LIVE_RENDER_MARGIN = 2.0
-#: Seconds of lines :class:`SimSource` precomputes when the simulator is too slow.
+#: Shortest loop :class:`SimSource` precomputes when the simulator is too slow, s; the loop
+#: is the length up to twice that which best closes the scene's motion.
 AUTO_PRECOMPUTE_S = 2.0
 #: Largest precomputed loop, bytes.
 MAX_PRECOMPUTE_BYTES = 512 * 1024 * 1024
@@ -264,8 +265,12 @@ class SimSource(Source):
 
     - ``precompute_s=None`` (default): :meth:`open` times the rendering of
       :data:`CALIBRATION_S` of lines; when it is slower than :data:`LIVE_RENDER_MARGIN`
-      times the PRF (the pipeline shares the machine), :data:`AUTO_PRECOMPUTE_S` seconds are
-      rendered once and looped, and :attr:`message` says so;
+      times the PRF (the pipeline shares the machine), :data:`AUTO_PRECOMPUTE_S` to twice that
+      seconds are rendered once and looped, and :attr:`message` says so. The loop is the
+      length that best closes the scene's motion
+      (:meth:`~mmode.ingest.simulator.SimulatedProbe.closing_loop_s`), so that the replayed
+      rhythm keeps its rate and its echoes jump least where it restarts (a 2 s loop of a
+      70/min heart repeated every 2 s: the displayed heart rate read 30/min);
     - ``precompute_s > 0``: always loop that many seconds;
     - ``precompute_s = 0``: always render live (slower than real time if the PRF is too high).
 
@@ -304,7 +309,7 @@ class SimSource(Source):
             self._loop = self._probe.next_block(n_loop).lines
             self.precomputed_s = n_loop / self.prf_hz
             if self.precompute_s is None:
-                self.message += f"; replaying a precomputed {self.precomputed_s:g} s loop"
+                self.message += f"; replaying a precomputed {self.precomputed_s:.3g} s loop"
         self._seq = 0
         self._pacer = _Pacer(self.prf_hz)
         self.lines_delivered = 0
@@ -331,7 +336,9 @@ class SimSource(Source):
         if render_hz >= LIVE_RENDER_MARGIN * self.prf_hz:
             return 0.0
         self.message = f"simulator renders ~{render_hz:.0f} lines/s, under {LIVE_RENDER_MARGIN:g} x the PRF of {self.prf_hz:g} Hz"
-        return min(AUTO_PRECOMPUTE_S, max_s)
+        if max_s < AUTO_PRECOMPUTE_S:
+            return max_s
+        return self._probe.closing_loop_s(AUTO_PRECOMPUTE_S, min(2 * AUTO_PRECOMPUTE_S, max_s))
 
     @property
     def delivered_rate_hz(self) -> float | None:

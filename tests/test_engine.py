@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from mmode.app.engine import Engine, Histogram
+from mmode.app.pipeline import Pipeline, PipelineSettings
 from mmode.errors import DataError, ProtocolError
 from mmode.ingest.h5format import read_h5, write_recording
 from mmode.ingest.meta import AcquisitionMeta, LineBlock
@@ -346,22 +347,24 @@ def test_sim_source_too_slow_for_its_prf_precomputes_a_loop_and_keeps_the_rate(m
     from mmode.ingest import sources
     from mmode.ingest.simulator import SimulatedProbe
 
-    prf_hz, render_hz, kwargs = 2000.0, 800.0, dict(n_samples=256, seed=3)
-    reference = SimulatedProbe("lung_sliding", prf_hz=prf_hz, **kwargs).next_block(1000).lines
+    # breathing at 80/min: a breath is 0.75 s, 1500 lines
+    prf_hz, render_hz, kwargs = 2000.0, 800.0, dict(n_samples=256, seed=3, breath_per_min=80.0)
+    reference = SimulatedProbe("lung_sliding", prf_hz=prf_hz, **kwargs).next_block(1500).lines
     throttle_simulator(monkeypatch, render_hz)
-    monkeypatch.setattr(sources, "AUTO_PRECOMPUTE_S", 0.25)
+    monkeypatch.setattr(sources, "AUTO_PRECOMPUTE_S", 0.5)
 
     source = SimSource("lung_sliding", prf_hz=prf_hz, block_lines=20, **kwargs)
     source.open()
-    assert source.precomputed_s == 0.25 and "precomputed 0.25 s loop" in source.message
+    # of the loops of 0.5 to 1 s, a whole breath closes the scene's motion
+    assert source.precomputed_s == 0.75 and "precomputed 0.75 s loop" in source.message
     blocks = read_lines(source, 2000)
     source.stop()
     seq = np.concatenate([b.seq + np.arange(b.n_lines) for b in blocks])
     np.testing.assert_array_equal(seq, np.arange(seq.size))  # no line skipped
     np.testing.assert_array_equal([b.t_s for b in blocks], [b.seq / prf_hz for b in blocks])
     lines = np.concatenate([b.lines for b in blocks])
-    np.testing.assert_array_equal(lines[:500], reference[:500])  # the simulator's own lines, from line 0
-    np.testing.assert_array_equal(lines[500:1000], reference[:500])  # then the 500-line loop again
+    np.testing.assert_array_equal(lines[:1500], reference)  # the simulator's own lines, from line 0
+    np.testing.assert_array_equal(lines[1500:2000], reference[:500])  # then the 1500-line loop again
     # lines delivered per second of the source's own clock: the PRF, not the render rate
     assert 0.85 * prf_hz <= source.delivered_rate_hz <= 1.01 * prf_hz
 
@@ -370,6 +373,27 @@ def test_sim_source_too_slow_for_its_prf_precomputes_a_loop_and_keeps_the_rate(m
     read_lines(live, 400)
     live.stop()
     assert live.precomputed_s == 0 and live.delivered_rate_hz <= 1.01 * render_hz  # what the fix avoids
+
+
+def test_a_looped_cardiac_simulation_keeps_its_heart_rate(monkeypatch):
+    """The loop of a simulator too slow for its PRF closes the scene's motion: the heart rate
+    read from the tracked wall over 8 s of the replayed loop is the scenario's 70/min (a 2 s
+    loop repeated every 2 s, and the rate read 30/min)."""
+    from mmode.dsp import rates
+    from mmode.ingest.scenarios import SCENARIOS
+
+    throttle_simulator(monkeypatch, 1000.0)
+    source = SimSource("cardiac_regular", prf_hz=1000.0, seed=1)
+    source.open()
+    source.stop()
+    loop = source._loop
+    lines = loop[np.arange(8000) % loop.shape[0]]
+    pipe = Pipeline(PipelineSettings())
+    pipe.prepare(source.meta, source.n_samples)
+    parts = [pipe.process(LineBlock(i, i / 1000.0, lines[i : i + 500])).motion for i in range(0, 8000, 500)]
+    trace = np.concatenate([p.displacement_m for p in [*parts, pipe.finish().motion]])
+    rate = rates.dominant_rate(trace, 1000.0, *rates.CARDIAC_RANGE_PER_MIN)
+    assert rate.rate_per_min == pytest.approx(SCENARIOS["cardiac_regular"].rate_per_min, rel=0.05)
 
 
 def test_sim_source_fast_enough_renders_live_and_refuses_an_oversize_loop():

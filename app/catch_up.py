@@ -10,7 +10,12 @@ the catch-up lasted (docs/models.md); with the classic trace alone it could go m
 
 :class:`CatchUp` therefore gives the catch-up part of the time a block leaves: the block's
 duration less its own work (every stage, its own lines), ``CATCH_UP_SHARE`` of that, at the
-per-line motion cost measured on the lines tracked so far.
+per-line motion cost measured on the lines tracked so far. That mean prices the extra lines
+at the average cost per line, which the learned tracker's fixed cost per call (its forward
+pass) makes higher than their marginal cost: the catch-up errs on the slow side. The block's duration is its lines
+over the line rate: a file played faster than real time (the GUI's review at 2x, 4x) leaves
+less than that, and its catch-up may then fall behind by at most the time that tracking the
+held-back lines takes (within the engine's latency bound, 2 s for file review).
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import math
 #: take; the rest is headroom for the jitter of a shared machine.
 CATCH_UP_SHARE = 0.5
 #: The catch-up tracks at least this share of a block's lines per block, so that it ends
-#: (within ``select_s / MIN_CATCH_UP_SHARE`` of stream) even on a stream with no time to spare.
+#: (within ``1 / MIN_CATCH_UP_SHARE`` times the held-back span: ``select_s`` and the lines
+#: that came while the choice ran) even on a stream with no time to spare.
 MIN_CATCH_UP_SHARE = 0.1
 #: Weight of the newest block in the running per-line costs (an exponential mean over about
 #: the last four blocks: one slow or fast block does not set the pace).
@@ -64,4 +70,5 @@ class CatchUp:
 
 
 def _mean(old: float | None, new: float) -> float:
+    """The running mean after ``new`` (``COST_WEIGHT`` on it; ``new`` itself when none yet)."""
     return new if old is None else (1.0 - COST_WEIGHT) * old + COST_WEIGHT * new

@@ -205,8 +205,10 @@ class Pipeline:
         t0 = time.perf_counter()
         out = self.processor.process(block)
         t1 = time.perf_counter()
-        catch_up = self.catch_up.lines(n_lines, n_lines / self.meta.prf_hz) if self.settings.realtime else None
-        motion = self.motion.process(block, catch_up)
+        catch_up_lines = self.catch_up.lines(n_lines, n_lines / self.meta.prf_hz) if self.settings.realtime else None
+        # the block that ends the echo's choice also takes its last step: not a per-line cost
+        choosing = self.motion.status == "choosing"
+        motion = self.motion.process(block, catch_up_lines)
         t2 = time.perf_counter()
         timings_ms = {"dsp": (t1 - t0) * 1e3, "motion": (t2 - t1) * 1e3}
         network = None
@@ -221,7 +223,8 @@ class Pipeline:
             classification = self.classifier.push(out.display_db, out.t_s, self.processor.row_depths_m)
             timings_ms["classify"] = (time.perf_counter() - t3) * 1e3
         if self.settings.realtime:
-            self.catch_up.update(n_lines, (t1 - t0) + (time.perf_counter() - t3), motion.t_s.shape[0], t3 - t1)
+            self.catch_up.update(n_lines, (t1 - t0) + (time.perf_counter() - t3),
+                                 0 if choosing else motion.t_s.shape[0], t3 - t1)
         self._seq_stop = block.seq + out.display_db.shape[0]
         return Results(
             seq_start=block.seq,

@@ -391,8 +391,9 @@ class MotionTracker:
         return self._drain(None)
 
     def _advance_choice(self, budget_s: float | None, final: bool = False) -> bool:
-        """Run the choice for at most ``budget_s`` (None: to the end) once its lines are
-        held back (or, with ``final``, on whatever is held); True when it is done."""
+        """Run the choice once its lines are held back (or, with ``final``, on whatever is
+        held): at least one step, then steps while one as long as the last still ends within
+        ``budget_s`` of the call (None: to the end); True when it is done."""
         from mmode.dsp.echo_choice import choose_echo
 
         if self._choice is None:

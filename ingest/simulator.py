@@ -407,9 +407,9 @@ def simulate_sequence(
 
 
 #: Span (s) over which :meth:`SimulatedProbe.closing_loop_s` compares a loop's restart with its
-#: start (a quarter of a 70/min beat: the position and the phase of the motion), and the
-#: time step of that comparison.
+#: start (a quarter of a 70/min beat: the position and the phase of the motion).
 LOOP_MATCH_S = 0.25
+#: Time step (s) of that comparison and of the loop lengths it tries.
 LOOP_STEP_S = 0.002
 
 
@@ -470,7 +470,8 @@ class SimulatedProbe:
         return LineBlock(seq=seq, t_s=seq / self.meta.prf_hz, lines=lines)
 
     def closing_loop_s(self, shortest_s: float, longest_s: float) -> float:
-        """The loop length in ``shortest_s .. longest_s`` (whole lines) after which the scene's
+        """The loop length in ``shortest_s .. longest_s`` (whole lines; the least whole number
+        of lines above ``shortest_s`` when none fits in the range) after which the scene's
         motion best repeats its start: the least mean square difference, over the truth's
         depths and the first :data:`LOOP_MATCH_S`, between the displacement from that time on
         and from time 0, on a :data:`LOOP_STEP_S` grid. A replayed loop of that length jumps
@@ -478,12 +479,17 @@ class SimulatedProbe:
         beating heart that also moves with the breath, about a breath and whole beats."""
         if not 0 < shortest_s <= longest_s:
             raise UsageError(f"closing_loop_s: need 0 < shortest_s <= longest_s, got {shortest_s}, {longest_s}")
+        prf_hz = self.meta.prf_hz
+        lo_lines, hi_lines = max(1, math.ceil(shortest_s * prf_hz - 1e-9)), math.floor(longest_s * prf_hz + 1e-9)
+        if hi_lines < lo_lines:  # no whole number of lines in the range: the nearest
+            return lo_lines / prf_hz
         w = round(LOOP_MATCH_S / LOOP_STEP_S)
-        starts = np.arange(math.ceil(shortest_s / LOOP_STEP_S), math.floor(longest_s / LOOP_STEP_S) + 1)
+        lengths_s = np.arange(lo_lines, hi_lines + 1) / prf_hz
+        starts = np.unique(np.rint(lengths_s / LOOP_STEP_S)).astype(np.int64)
         d = self._setup.truth(np.arange(starts[-1] + w) * LOOP_STEP_S).displacement_m
         cost = [float(np.mean((d[k : k + w] - d[:w]) ** 2)) for k in starts]
         best_s = float(starts[int(np.argmin(cost))]) * LOOP_STEP_S
-        return max(1, round(best_s * self.meta.prf_hz)) / self.meta.prf_hz
+        return min(max(round(best_s * prf_hz), lo_lines), hi_lines) / prf_hz
 
     def truth(self, seq: int, n_lines: int) -> Truth:
         """Ground truth of lines ``seq .. seq + n_lines`` (displacement relative to line 0)."""

@@ -382,7 +382,7 @@ def test_a_looped_cardiac_simulation_keeps_its_heart_rate(monkeypatch):
     from mmode.dsp import rates
     from mmode.ingest.scenarios import SCENARIOS
 
-    throttle_simulator(monkeypatch, 1000.0)
+    throttle_simulator(monkeypatch, 1900.0)  # under twice the PRF: a loop
     source = SimSource("cardiac_regular", prf_hz=1000.0, seed=1)
     source.open()
     source.stop()

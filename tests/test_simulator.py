@@ -352,3 +352,19 @@ def test_impossible_parameters_raise_usage_error(kwargs):
     name = kwargs.pop("scenario")
     with pytest.raises(UsageError):
         simulate(name, **kwargs)
+
+
+@pytest.mark.parametrize("breath_per_min", [15.0, 24.0])
+def test_a_closing_loop_of_a_lung_view_is_a_whole_breath(breath_per_min):
+    """A lung view moves with the breath alone: of the loops of 2 to 4 s, the one that closes
+    its motion is the whole breath (4 s at 15/min, 2.5 s at 24/min)."""
+    probe = SimulatedProbe("lung_sliding", prf_hz=1000.0, breath_per_min=breath_per_min)
+    assert probe.closing_loop_s(2.0, 4.0) == pytest.approx(60.0 / breath_per_min, abs=2e-3)
+
+
+@pytest.mark.parametrize("span_s", [(0.7, 0.7), (0.35, 0.35), (2.001, 2.0012)])
+def test_a_closing_loop_is_whole_lines_within_its_range(span_s):
+    probe = SimulatedProbe("cardiac_regular", prf_hz=5000.0)
+    loop_s = probe.closing_loop_s(*span_s)
+    lines = loop_s * 5000.0
+    assert lines == pytest.approx(round(lines)) and span_s[0] - 1e-9 <= loop_s <= span_s[1] + 1e-9

@@ -10,12 +10,14 @@ the catch-up lasted (docs/models.md); with the classic trace alone it could go m
 
 :class:`CatchUp` therefore gives the catch-up part of the time a block leaves: the block's
 duration less its own work (every stage, its own lines), ``CATCH_UP_SHARE`` of that, at the
-per-line motion cost measured on the lines tracked so far. That mean prices the extra lines
-at the average cost per line, which the learned tracker's fixed cost per call (its forward
-pass) makes higher than their marginal cost: the catch-up errs on the slow side. The block's duration is its lines
-over the line rate: a file played faster than real time (the GUI's review at 2x, 4x) leaves
-less than that, and its catch-up may then fall behind by at most the time that tracking the
-held-back lines takes (within the engine's latency bound, 2 s for file review).
+per-line motion cost measured on the lines tracked so far. That running mean prices the extra
+lines at the average cost per line, which the learned tracker's fixed cost per call (its
+forward pass) makes higher than their marginal cost: the catch-up errs on the slow side.
+
+The block's duration is its lines over the line rate: a file played faster than real time
+(the GUI's review at 2x, 4x) leaves less than that, and its catch-up may then fall behind by
+at most the time that tracking the held-back lines takes (within the engine's latency bound,
+2 s for file review).
 """
 
 from __future__ import annotations

@@ -271,7 +271,8 @@ class SimSource(Source):
       (:meth:`~mmode.ingest.simulator.SimulatedProbe.closing_loop_s`), so that the replayed
       rhythm keeps its rate and its echoes jump least where it restarts (a 2 s loop of a
       70/min heart repeated every 2 s: the displayed heart rate read 30/min); where the memory
-      cap leaves less than :data:`AUTO_PRECOMPUTE_S`, the loop is what the cap allows;
+      cap leaves less than :data:`AUTO_PRECOMPUTE_S`, the loop is what the cap allows (4 s of
+      2048-sample lines at 20 kHz are 328 MB);
     - ``precompute_s > 0``: always loop that many seconds;
     - ``precompute_s = 0``: always render live (slower than real time if the PRF is too high).
 

@@ -272,7 +272,9 @@ class SimSource(Source):
       rhythm keeps its rate and its echoes jump least where it restarts (a 2 s loop of a
       70/min heart repeated every 2 s: the displayed heart rate read 30/min); where the memory
       cap leaves less than :data:`AUTO_PRECOMPUTE_S`, the loop is what the cap allows (4 s of
-      2048-sample lines at 20 kHz are 328 MB);
+      2048-sample lines at 20 kHz are 328 MB). Rendering it is the start-up wait: the cardiac
+      loop of 3.8 s at 20 kHz x 2048 samples takes about 14 s at ~5 400 lines/s (the 2 s loop
+      took 7.5 s);
     - ``precompute_s > 0``: always loop that many seconds;
     - ``precompute_s = 0``: always render live (slower than real time if the PRF is too high).
 

@@ -84,7 +84,10 @@ class StatusController:
         if math.isfinite(w.reader.net_ms):
             text += f"  |  network {w.reader.net_ms:.1f} ms/block"
         elif w.s.show_motion_network and w.s.motion_source == "auto" and w.reader.motion_state.get("motion") == "classic":
-            text += f"  |  network off above {NETWORK_AUTO_MAX_RATE_HZ:g} lines/s"
+            # short (the status bar gives this label what the other fields leave); why in the tooltip
+            text += "  |  network off"
+            tip += (f"\nNetwork off: the learned trace runs up to {NETWORK_AUTO_MAX_RATE_HZ:g} lines/s ('auto'); "
+                    "start with --motion both to run it at this line rate.")
         if text != w.motion_label.text():
             w.motion_label.setText(text)
             w.motion_label.setToolTip(tip)

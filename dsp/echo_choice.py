@@ -136,13 +136,14 @@ def choose_echo(tr, n: int):
     guard = tr.window // 2 + 1  # window and its first search inside the line
     ring_down = int(math.ceil(float(tr.meta.sample_at_depth(RING_DOWN_M)) / tr.stride))
     bounds = (max(guard, ring_down + tr.window // 2), tr.n_iq - guard - 1)
-    raw_lines, raw_mode = yield from _kernel_lines(tr, tracked)
+    raw_lines = yield from _in_steps(tr, tracked, lambda lines: tr.kernel_lines(lines)[0])
+    raw_mode = tr.mode
     if raw_mode == MODE_ENVELOPE:  # no phase, no clutter filter
         yield from _choose_on_envelope(tr, n, raw_lines, tracked, lags, bounds)
         return
     first = np.arange(0, n - 1, stride)
-    iq_a = yield from _tracking_iq(tr, first)
-    iq_b = yield from _tracking_iq(tr, first + 1)
+    iq_a = yield from _in_steps(tr, first, tr.tracking_iq)
+    iq_b = yield from _in_steps(tr, first + 1, tr.tracking_iq)
     raw = _Selection(raw_lines, raw_mode, iq_a, iq_b, first, first + 1, tracked, rate_hz)
     filt = tr.clutter_filter(rate_hz)
     if tr.fixed_centre is not None:
@@ -151,7 +152,7 @@ def choose_echo(tr, n: int):
     best, _ = yield from _best_candidate(tr, raw, rate_hz, lags, bounds)
     representation, caution = "raw", None
     if filt is not None and tracked.shape[0] > 2:
-        iq_t = yield from _tracking_iq(tr, tracked)
+        iq_t = yield from _in_steps(tr, tracked, tr.tracking_iq)
         clu = _clutter_selection(tr, iq_t, filt, tracked)
         yield
         best_clu = top_clu = None
@@ -172,22 +173,13 @@ def choose_echo(tr, n: int):
     tr.note = caution
 
 
-def _kernel_lines(tr, index: np.ndarray):
-    """Generator returning held lines ``index`` as the tracking kernel reads them (coarse IQ
-    interpolated: 23 ms for the NTNU phantom's selection at once), ``CHUNK_LINES`` per step."""
-    parts, mode = [], None
-    for a in range(0, index.shape[0], CHUNK_LINES):
-        lines, mode = tr.kernel_lines(tr.held_lines(index[a : a + CHUNK_LINES]))
-        parts.append(lines)
-        yield
-    return np.concatenate(parts), mode
-
-
-def _tracking_iq(tr, index: np.ndarray):
-    """Generator returning the tracking-grid IQ of held lines ``index``, ``CHUNK_LINES`` per step."""
+def _in_steps(tr, index: np.ndarray, convert):
+    """Generator returning ``convert`` (a tracker method of stored lines: ``tracking_iq``, or
+    the kernel's form) of held lines ``index``, ``CHUNK_LINES`` per step (coarse IQ
+    interpolated at once: 23 ms for the NTNU phantom's selection)."""
     parts = []
     for a in range(0, index.shape[0], CHUNK_LINES):
-        parts.append(tr.tracking_iq(tr.held_lines(index[a : a + CHUNK_LINES])))
+        parts.append(convert(tr.held_lines(index[a : a + CHUNK_LINES])))
         yield
     return np.concatenate(parts)
 
@@ -399,7 +391,7 @@ def _choose_at_fixed_depth(tr, raw: _Selection, filt, rate_hz: float, lags):
     yield
     representation, fb_m = "raw", cand.fb_m
     if filt is not None and raw.tracked.shape[0] > 2:
-        iq_t = yield from _tracking_iq(tr, raw.tracked)
+        iq_t = yield from _in_steps(tr, raw.tracked, tr.tracking_iq)
         clu = _clutter_selection(tr, iq_t, filt, raw.tracked)
         if clu is not None:
             home_c, track_c = tr.track_lines(centre, clu.lines, clu.mode, lags, clu.renew_min_step, clu.rate_hz)
